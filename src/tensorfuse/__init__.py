@@ -1,7 +1,7 @@
 """tensorfuse: O(3)-equivariant interatomic potentials in the spherical and Cartesian bases."""
 
-from tensorfuse import o3
+from tensorfuse import nn, o3
 
 __version__ = "0.1.0"
 
-__all__ = ["o3", "__version__"]
+__all__ = ["nn", "o3", "__version__"]

@@ -45,6 +45,18 @@ def test_every_cartesian_product_is_a_clebsch_gordan_product_times_one_scalar(l1
     assert (C - scale * W).abs().max() < 1e-12 * scale.abs().item()
 
 
+@pytest.mark.parametrize("l1,l2,l3", ALL_TRIPLES[::2] + [(8, 8, 8), (8, 7, 8)])
+def test_path_couplings_of_both_bases_are_equal_up_to_the_change_of_basis(l1, l2, l3):
+    spherical = o3.SPHERICAL.path_coupling(l1, l2, l3)
+    cartesian = o3.CARTESIAN.path_coupling(l1, l2, l3)
+    Q1, Q2, Q3 = (o3.change_of_basis(l) for l in (l1, l2, l3))
+    mapped = torch.einsum("ai,bj,ck,ijk->abc", Q1, Q2, Q3, cartesian)
+    assert (mapped - spherical).abs().max() < 1e-12
+    # the Cartesian products are normalized positively by construction: only a rescaling here
+    native = o3.cartesian_coupling(l1, l2, l3)
+    assert torch.allclose(native / native.norm(), cartesian, atol=1e-13)
+
+
 def test_parity_of_pseudotensors_in_both_bases():
     inversion = -torch.eye(3)
     for basis in (o3.SPHERICAL, o3.CARTESIAN):

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from tensorfuse import o3
-from tensorfuse.o3._spherical import harmonics_matrix
+from tensorfuse.o3._polynomials import block_coefficient_matrix
+from tensorfuse.o3._spherical import spherical_harmonic_coefficients
 from tensorfuse.testing import assert_equivariant, rotations_and_reflections
 
 from ._sphere import gram_on_sphere
@@ -57,7 +58,9 @@ def test_harmonics_normalizations():
         assert torch.allclose(Y.norm(dim=-1) ** 2, torch.full((20,), 2.0 * l + 1))
         assert torch.allclose(o3.spherical_harmonics(l, x, normalization="norm").norm(dim=-1), torch.ones(20))
     # 'integral': orthonormal over the sphere, computed exactly from monomial moments.
-    K = torch.tensor(harmonics_matrix("spherical", tuple(range(LMAX + 1)), "integral"))
+    K = torch.tensor(
+        block_coefficient_matrix(tuple(range(LMAX + 1)), spherical_harmonic_coefficients)
+    ) / (4 * torch.pi) ** 0.5
     gram = gram_on_sphere(K, LMAX)
     assert (gram - torch.eye(gram.shape[0])).abs().max() < 1e-12
 

@@ -39,6 +39,7 @@ from tensorfuse.o3._rotation import (
     reflection,
 )
 from tensorfuse.o3._spherical import check_triple, spherical_harmonics, wigner_3j, wigner_D
+from tensorfuse.o3._tensor_product import ProductPath, TensorProductSpec
 
 __all__ = [
     "BASES",
@@ -49,6 +50,8 @@ __all__ = [
     "Irrep",
     "Irreps",
     "MulIrrep",
+    "ProductPath",
+    "TensorProductSpec",
     "axis_angle_to_matrix",
     "cartesian_coupling",
     "cartesian_harmonics",

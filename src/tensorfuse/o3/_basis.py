@@ -24,9 +24,10 @@ from tensorfuse.o3._cartesian import (
     cartesian_harmonics,
     cartesian_representation,
 )
+from tensorfuse.o3._constants import cached_tensor
+from tensorfuse.o3._identities import harmonic_identity_constant
 from tensorfuse.o3._irreps import Irrep, Irreps, check_l
 from tensorfuse.o3._spherical import (
-    cached_tensor,
     check_triple,
     spherical_harmonic_coefficients,
     spherical_harmonics,
@@ -51,6 +52,29 @@ class Basis:
         Cartesian tensor product with ICTP's normalization (odd triples use Levi-Civita).
         """
         raise NotImplementedError
+
+    def path_coupling(self, l1: int, l2: int, l3: int, dtype=None, device=None) -> torch.Tensor:
+        """The product ``l1 ⊗ l2 -> l3`` scaled to unit Frobenius norm, with a basis-free sign.
+
+        The sign makes the harmonic identity of the path (:mod:`tensorfuse.o3._identities`) hold
+        with a positive constant. Both facts are statements about harmonics, not coordinates, so
+        the path couplings of the two bases are *equal* up to the change of basis: layers built
+        on them compute the same function with the same weights in either basis.
+        """
+        check_triple(l1, l2, l3)
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        return cached_tensor(
+            ("path_coupling", self.name, l1, l2, l3), lambda: self._path_coupling(l1, l2, l3), dtype, device
+        )
+
+    def _path_coupling(self, l1: int, l2: int, l3: int) -> np.ndarray:
+        C = self.coupling(l1, l2, l3, dtype=torch.float64)
+
+        def harmonic(l, x):
+            return self.harmonics(l, x, normalize=False, normalization="component")
+
+        sign = 1.0 if harmonic_identity_constant(C, harmonic, l1, l2, l3) > 0 else -1.0
+        return (sign * C / C.norm()).numpy()
 
     def _natural_matrix(self, l: int, R: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

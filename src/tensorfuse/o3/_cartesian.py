@@ -54,16 +54,18 @@ import math
 import numpy as np
 import torch
 
-from tensorfuse.o3._irreps import check_l
+from tensorfuse.o3._constants import cached_tensor
+from tensorfuse.o3._identities import harmonic_identity_constant
+from tensorfuse.o3._irreps import check_l, parse_ls
 from tensorfuse.o3._polynomials import (
+    block_coefficient_matrix,
     dense_to_monomial,
-    evaluate_monomials,
+    evaluate_harmonic_polynomials,
     monomial_exponents,
-    monomial_offset,
     monomial_weights,
     trace_matrix,
 )
-from tensorfuse.o3._spherical import cached_tensor, check_triple, evaluate_harmonics
+from tensorfuse.o3._spherical import check_triple
 
 _LEVI_CIVITA = np.zeros((3, 3, 3))
 for _i, _j, _k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
@@ -143,7 +145,7 @@ def stf_part(T: torch.Tensor, l: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # Cartesian harmonics
 # ---------------------------------------------------------------------------------------------
-_CARTESIAN_NORMALIZATIONS = ("ictp", "component", "norm", "integral")
+NORMALIZATIONS = ("ictp", "component", "norm", "integral")
 
 
 def _cartesian_scale(l: int, normalization: str) -> float:
@@ -156,7 +158,7 @@ def _cartesian_scale(l: int, normalization: str) -> float:
         return math.sqrt(2 * l + 1) / norm
     if normalization == "integral":
         return math.sqrt(2 * l + 1) / norm / math.sqrt(4 * math.pi)
-    raise ValueError(f"normalization must be one of {_CARTESIAN_NORMALIZATIONS}, got {normalization!r}")
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -180,9 +182,15 @@ def cartesian_harmonics(
     the component-normalized Cartesian and spherical harmonics differ by an orthogonal matrix.
     Use :func:`to_dense` to get the ``3**l`` tensor entries.
     """
-    if normalization not in _CARTESIAN_NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {_CARTESIAN_NORMALIZATIONS}, got {normalization!r}")
-    return evaluate_harmonics("cartesian", ls, x, normalize, normalization)
+    ls = parse_ls(ls)
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+
+    def build():
+        return block_coefficient_matrix(ls, lambda l: cartesian_harmonic_coefficients(l, normalization))
+
+    matrix = cached_tensor(("cartesian_harmonics", ls, normalization), build, x.dtype, x.device)
+    return evaluate_harmonic_polynomials(x, ls, matrix, normalize)
 
 
 def cartesian_representation(l: int, R: torch.Tensor) -> torch.Tensor:
@@ -265,24 +273,11 @@ def _placements(l1: int, l2: int, l3: int) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _odd_normalization(l1: int, l2: int, l3: int) -> float:
-    n = torch.tensor([0.48, 0.36, 0.8], dtype=torch.float64)
-    v = torch.tensor([0.6, -0.8, 0.0], dtype=torch.float64)  # orthogonal to n
-
     def harmonic(l, x):
-        return evaluate_harmonics("cartesian", (l,), x, False, "ictp")
+        return cartesian_harmonics(l, x, normalize=False, normalization="ictp")
 
-    def derivative(l, direction):
-        return torch.autograd.functional.jacobian(lambda x: harmonic(l, x), n) @ direction
-
-    c1 = harmonic(l1, n)
-    dc2 = derivative(l2, v)
-    expected = derivative(l3, torch.linalg.cross(n, v))
-    got = torch.einsum("i,j,ijm->m", c1, dc2, torch.tensor(_raw_coupling(l1, l2, l3)))
-    scale = float(got @ expected / (got @ got))
-    residual = float((scale * got - expected).norm() / expected.norm())
-    if residual > 1e-9:  # the identity defines N_odd; it must hold exactly
-        raise RuntimeError(f"odd product ({l1}, {l2}, {l3}) does not satisfy its normalization identity")
-    return scale
+    raw = torch.tensor(_raw_coupling(l1, l2, l3))
+    return 1.0 / harmonic_identity_constant(raw, harmonic, l1, l2, l3)
 
 
 def product_normalization(l1: int, l2: int, l3: int, convention: str = "projector") -> float:

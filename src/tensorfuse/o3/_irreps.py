@@ -28,6 +28,20 @@ def check_l(l: object, name: str = "l", max_l: int = MAX_L) -> int:
     return l
 
 
+def parse_ls(ls) -> tuple[int, ...]:
+    """Degrees from an int, a sequence of ints, an irreps string or an :class:`Irreps`, checked."""
+    if isinstance(ls, (str, Irreps)):
+        ls = Irreps(ls).ls
+    elif isinstance(ls, int) and not isinstance(ls, bool):
+        ls = [ls]
+    ls = tuple(ls)
+    if not ls:
+        raise ValueError("at least one degree l is required")
+    for l in ls:
+        check_l(l)
+    return ls
+
+
 _PARITY_CHARS = {"e": 1, "o": -1}
 
 

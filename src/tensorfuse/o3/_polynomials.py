@@ -98,3 +98,28 @@ def multiply_by_coordinate(coeffs: np.ndarray, l: int, axis: int) -> np.ndarray:
         shifted[axis] += 1
         out[..., index[tuple(shifted)]] += coeffs[..., col]
     return out
+
+
+def block_coefficient_matrix(ls: tuple[int, ...], coefficients) -> np.ndarray:
+    """Stack ``coefficients(l)`` (``[2l+1, num_monomials(l)]``) into one matrix for degrees ``ls``.
+
+    The result maps all monomials of degree ``0..max(ls)`` (see :func:`evaluate_monomials`) to the
+    concatenated harmonics: ``[monomial_offset(max(ls)+1), sum(2l+1)]``.
+    """
+    out = np.zeros((monomial_offset(max(ls) + 1), sum(2 * l + 1 for l in ls)))
+    col = 0
+    for l in ls:
+        out[monomial_offset(l) : monomial_offset(l + 1), col : col + 2 * l + 1] = coefficients(l).T
+        col += 2 * l + 1
+    return out
+
+
+def evaluate_harmonic_polynomials(
+    x: torch.Tensor, ls: tuple[int, ...], matrix: torch.Tensor, normalize: bool
+) -> torch.Tensor:
+    """``monomials(x) @ matrix`` for vectors ``x`` ``[..., 3]`` (normalized first if asked)."""
+    if x.shape[-1:] != (3,):
+        raise ValueError(f"harmonics need vectors of shape [..., 3], got shape {tuple(x.shape)}")
+    if normalize:
+        x = torch.nn.functional.normalize(x, dim=-1)
+    return evaluate_monomials(x, max(ls)) @ matrix

@@ -20,8 +20,11 @@ import math
 import numpy as np
 import torch
 
-from tensorfuse.o3._irreps import Irreps, check_l
+from tensorfuse.o3._constants import cached_tensor
+from tensorfuse.o3._irreps import check_l, parse_ls
 from tensorfuse.o3._polynomials import (
+    block_coefficient_matrix,
+    evaluate_harmonic_polynomials,
     evaluate_monomials,
     monomial_offset,
     multiply_by_coordinate,
@@ -132,7 +135,7 @@ def spherical_harmonic_coefficients(l: int) -> np.ndarray:
     return raw * scale
 
 
-_NORMALIZATIONS = ("component", "norm", "integral")
+NORMALIZATIONS = ("component", "norm", "integral")
 
 
 def _normalization_factor(l: int, normalization: str) -> float:
@@ -142,70 +145,7 @@ def _normalization_factor(l: int, normalization: str) -> float:
         return 1.0 / math.sqrt(2 * l + 1)
     if normalization == "integral":
         return 1.0 / math.sqrt(4 * math.pi)
-    raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
-
-
-def _parse_ls(ls) -> tuple[int, ...]:
-    if isinstance(ls, (str, Irreps)):
-        ls = Irreps(ls).ls
-    elif isinstance(ls, int) and not isinstance(ls, bool):
-        ls = [ls]
-    ls = tuple(ls)
-    if not ls:
-        raise ValueError("at least one degree l is required")
-    for l in ls:
-        check_l(l)
-    return ls
-
-
-@functools.lru_cache(maxsize=None)
-def harmonics_matrix(basis_name: str, ls: tuple[int, ...], normalization: str) -> np.ndarray:
-    """The matrix that maps all monomials up to ``max(ls)`` to the harmonics of degrees ``ls``."""
-    from tensorfuse.o3._cartesian import cartesian_harmonic_coefficients
-
-    lmax = max(ls)
-    out = np.zeros((monomial_offset(lmax + 1), sum(2 * l + 1 for l in ls)))
-    col = 0
-    for l in ls:
-        if basis_name == "spherical":
-            K = spherical_harmonic_coefficients(l) * _normalization_factor(l, normalization)
-        else:
-            K = cartesian_harmonic_coefficients(l, normalization)
-        out[monomial_offset(l) : monomial_offset(l + 1), col : col + 2 * l + 1] = K.T
-        col += 2 * l + 1
-    return out
-
-
-_MATRIX_CACHE: dict = {}
-
-
-def cached_tensor(key, build, dtype: torch.dtype, device) -> torch.Tensor:
-    """A float64 numpy constant converted once per (key, dtype, device)."""
-    full_key = (key, dtype, str(device))
-    value = _MATRIX_CACHE.get(full_key)
-    if value is None:
-        # Constants must stay usable by autograd even when first built under inference_mode.
-        with torch.inference_mode(False):
-            value = torch.tensor(build(), dtype=dtype, device=device)
-        _MATRIX_CACHE[full_key] = value
-    return value
-
-
-def evaluate_harmonics(
-    basis_name: str, ls, x: torch.Tensor, normalize: bool, normalization: str
-) -> torch.Tensor:
-    ls = _parse_ls(ls)
-    if x.shape[-1:] != (3,):
-        raise ValueError(f"harmonics need vectors of shape [..., 3], got shape {tuple(x.shape)}")
-    if normalize:
-        x = torch.nn.functional.normalize(x, dim=-1)
-    matrix = cached_tensor(
-        ("harmonics", basis_name, ls, normalization),
-        lambda: harmonics_matrix(basis_name, ls, normalization),
-        x.dtype,
-        x.device,
-    )
-    return evaluate_monomials(x, max(ls)) @ matrix
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
 
 
 def spherical_harmonics(
@@ -222,9 +162,17 @@ def spherical_harmonics(
     normalization : {"component", "norm", "integral"}
         ``|Y_l|^2 = 2l+1``, ``|Y_l| = 1``, or unit integral of ``Y_lm^2`` over the sphere.
     """
-    if normalization not in _NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
-    return evaluate_harmonics("spherical", ls, x, normalize, normalization)
+    ls = parse_ls(ls)
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+
+    def build():
+        return block_coefficient_matrix(
+            ls, lambda l: spherical_harmonic_coefficients(l) * _normalization_factor(l, normalization)
+        )
+
+    matrix = cached_tensor(("spherical_harmonics", ls, normalization), build, x.dtype, x.device)
+    return evaluate_harmonic_polynomials(x, ls, matrix, normalize)
 
 
 def fibonacci_sphere(n: int) -> np.ndarray:
@@ -239,9 +187,7 @@ def fibonacci_sphere(n: int) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def _wigner_D_probe(l: int) -> tuple[np.ndarray, np.ndarray]:
     points = fibonacci_sphere(4 * l + 4)
-    Y = harmonics_matrix("spherical", (l,), "component").T @ evaluate_monomials(
-        torch.tensor(points), l
-    ).numpy().T  # [2l+1, P]
+    Y = spherical_harmonics(l, torch.tensor(points), normalize=False).numpy().T  # [2l+1, P]
     return points, np.linalg.pinv(Y)  # [P, 3], [P, 2l+1]
 
 
@@ -260,5 +206,5 @@ def wigner_D(l: int, R: torch.Tensor) -> torch.Tensor:
     points = cached_tensor(key + ("points",), lambda: _wigner_D_probe(l)[0], R.dtype, R.device)
     pinv = cached_tensor(key + ("pinv",), lambda: _wigner_D_probe(l)[1], R.dtype, R.device)
     rotated = points @ R.transpose(-1, -2)  # [..., P, 3]
-    Y = evaluate_harmonics("spherical", (l,), rotated, False, "component")  # [..., P, 2l+1]
+    Y = spherical_harmonics(l, rotated, normalize=False)  # [..., P, 2l+1]
     return Y.transpose(-1, -2) @ pinv

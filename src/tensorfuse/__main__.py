@@ -1,0 +1,5 @@
+import sys
+
+from tensorfuse._cli import main
+
+sys.exit(main())
