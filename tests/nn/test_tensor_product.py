@@ -136,3 +136,14 @@ class TestAgainstE3nn:
         y = ours(x1, x2, w)
         y_ours_e3nn_layout = torch.cat([y[:, :, s].reshape(5, -1) for s in spec.irreps_out.slices()], dim=-1)
         assert (y_e3nn - y_ours_e3nn_layout).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("x2_has_channels", [False, True])
+def test_gradients_match_finite_differences(x2_has_channels):
+    tp = ChannelwiseTensorProduct("0e+1o+2e", "0e+1o+2e", 2, channels=2, basis="cartesian",
+                                  x2_has_channels=x2_has_channels)
+    x1 = torch.randn(3, 2, 9, requires_grad=True)
+    x2 = torch.randn(*((3, 2, 9) if x2_has_channels else (3, 9)), requires_grad=True)
+    w = torch.randn(3, 2, tp.num_paths, requires_grad=True)
+    assert torch.autograd.gradcheck(tp, (x1, x2, w))
+    assert torch.autograd.gradgradcheck(tp, (x1, x2, w))

@@ -47,8 +47,9 @@ class TensorProductSpec:
     paths : iterable of (i1, i2, ir_out), optional
         An explicit list; each is checked for the triangle and parity rules.
 
-    Paths are ordered by output irrep (``l``, then even before odd parity), then by inputs,
-    and each path has its own output block: ``irreps_out`` has one irrep per path.
+    Paths are ordered by output irrep (``l``, then even before odd parity), then by inputs, and
+    each path has its own output block: ``irreps_out`` has one irrep per path, so the outputs of
+    one degree form a contiguous ``[num_paths_l, 2l+1]`` block (see :meth:`degree_blocks`).
     """
 
     def __init__(self, irreps1, irreps2, filter_out=None, paths: Iterable | None = None):
@@ -94,6 +95,16 @@ class TensorProductSpec:
 
     def path_degrees(self) -> list[tuple[int, int, int]]:
         return [(self._ir1[p.i1].l, self._ir2[p.i2].l, p.ir_out.l) for p in self.paths]
+
+    def degree_blocks(self) -> list[tuple[int, slice, slice]]:
+        """``(l, path slice, output slice)`` for each output degree: contiguous by construction."""
+        blocks, path_start, out_start = [], 0, 0
+        for l in sorted({p.ir_out.l for p in self.paths}):
+            count = sum(1 for p in self.paths if p.ir_out.l == l)
+            blocks.append((l, slice(path_start, path_start + count), slice(out_start, out_start + count * (2 * l + 1))))
+            path_start += count
+            out_start += count * (2 * l + 1)
+        return blocks
 
     def output_path_index(self) -> torch.Tensor:
         """For each output component, the index of the path that produces it: ``[D_out]``."""
