@@ -15,9 +15,10 @@ Executors:
 
 Every case runs in a fresh process. Times are medians after a warm-up, with
 ``tensorfuse.utils.tune_malloc`` applied to all executors alike (``--no-tune-malloc`` to compare).
-Memory is measured in a separate process with glibc's default allocator (so that the resident
-size follows live memory): the growth of the peak RSS (``VmHWM``, reset just before) during one
-call over the RSS before it. Usage::
+Memory is measured in a separate process in which glibc maps every allocation above 64 kB on its
+own and returns freed memory at once, so that the resident size follows the live tensors: the
+growth of the peak RSS (``VmHWM``, reset just before) during one call over the RSS before it.
+Usage::
 
     python benchmarks/tensor_products.py [--lmax 1 2 3 4] [--edges 10000] [--channels 64]
 """
@@ -38,6 +39,17 @@ EXECUTORS = ("spherical", "cartesian", "cart-dense", "e3nn")
 def _status_mb(field: str) -> float:
     with open("/proc/self/status") as f:
         return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1)) / 1024
+
+
+def _track_live_memory() -> None:
+    """Make glibc map every allocation above 64 kB separately and return freed memory at once, so
+    that the resident size follows the live tensors (its default threshold adapts upwards and
+    then keeps freed blocks, which would hide the peak of a repeated call)."""
+    import ctypes
+
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
+    mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD (fixed: disables the adaptive threshold)
+    mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
 
 
 def _reset_peak_rss() -> None:
@@ -121,7 +133,8 @@ def run_case(case: dict) -> dict:
             torch.autograd.grad(out.sum(), inputs)
         return out
 
-    if case["measure"] == "memory":  # glibc's defaults, so that RSS follows live memory
+    if case["measure"] == "memory":
+        _track_live_memory()
         step()  # warm-up (lazy initialisation)
         _reset_peak_rss()
         base = _status_mb("VmRSS")
