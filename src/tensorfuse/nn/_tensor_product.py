@@ -50,7 +50,7 @@ class _WeightedSharedProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x1, x2, w, coupling, blocks):
         n, _, d1 = x1.shape
-        y = torch.bmm(x1, (x2 @ coupling).reshape(n, d1, -1))
+        y = torch.bmm(x1, (x2 @ coupling).reshape(n, d1, coupling.shape[1] // d1))
         ctx.save_for_backward(x1, x2, w, coupling)
         ctx.blocks = blocks
         return _scale_paths(y, w, blocks, out=y)
@@ -60,7 +60,7 @@ class _WeightedSharedProduct(torch.autograd.Function):
         x1, x2, w, coupling = ctx.saved_tensors
         blocks, in_place = ctx.blocks, not torch.is_grad_enabled()
         n, _, d1 = x1.shape
-        M = (x2 @ coupling).reshape(n, d1, -1)
+        M = (x2 @ coupling).reshape(n, d1, coupling.shape[1] // d1)
         grad_x1 = grad_x2 = grad_w = None
         if ctx.needs_input_grad[2]:  # first, while nothing else of the output's size is alive
             y = torch.bmm(x1, M)
@@ -73,7 +73,7 @@ class _WeightedSharedProduct(torch.autograd.Function):
                 grad_x1 = torch.bmm(grad_y, M.transpose(1, 2))
             del M
             if ctx.needs_input_grad[1]:
-                grad_x2 = torch.bmm(x1.transpose(1, 2), grad_y).reshape(n, -1) @ coupling.T
+                grad_x2 = torch.bmm(x1.transpose(1, 2), grad_y).reshape(n, coupling.shape[1]) @ coupling.T
         return grad_x1, grad_x2, grad_w, None, None
 
 
@@ -153,10 +153,10 @@ class ChannelwiseTensorProduct(torch.nn.Module):
 
         if self.x2_has_channels:
             outer = (x1.unsqueeze(-1) * x2.unsqueeze(-2)).reshape(n * channels, d1 * d2)
-            out = (outer @ self.coupling).reshape(n, channels, -1)
+            out = (outer @ self.coupling).reshape(n, channels, self.irreps_out.dim)
             return out if weights is None else _scale_paths(out, weights, self._blocks)
         if weights is None:
-            return torch.bmm(x1, (x2 @ self.coupling).reshape(n, d1, -1))
+            return torch.bmm(x1, (x2 @ self.coupling).reshape(n, d1, self.irreps_out.dim))
         return _WeightedSharedProduct.apply(x1, x2, weights, self.coupling, self._blocks)
 
     def extra_repr(self) -> str:

@@ -15,11 +15,15 @@ from tensorfuse.testing._equivariance import (
     equivariance_error,
     rotations_and_reflections,
 )
+from tensorfuse.testing._physics import PotentialTests, random_crystal, random_molecule
 
 __all__ = [
     "EquivarianceReport",
+    "PotentialTests",
     "apply_representation",
     "assert_equivariant",
     "equivariance_error",
+    "random_crystal",
+    "random_molecule",
     "rotations_and_reflections",
 ]

@@ -1,0 +1,40 @@
+"""Species embedding and per-atom readouts."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tensorfuse.nn._radial import ScaledSiLU
+
+
+class SpeciesEmbedding(torch.nn.Module):
+    """Species index ``[N]`` -> scalar features ``[N, C, 1]`` (a linear map of the one-hot vector)."""
+
+    def __init__(self, num_species: int, channels: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(num_species, channels))
+
+    def forward(self, species: torch.Tensor) -> torch.Tensor:
+        return self.weight[species].unsqueeze(-1)
+
+
+class ScalarReadout(torch.nn.Module):
+    """Scalar channels ``[N, C]`` -> one number per atom: linear, or an MLP with ``hidden`` units."""
+
+    def __init__(self, channels: int, hidden: int | None = None):
+        super().__init__()
+        self.hidden = hidden
+        sizes = [channels, hidden, 1] if hidden else [channels, 1]
+        self.weights = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.randn(a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+        )
+        self.activation = ScaledSiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for k, w in enumerate(self.weights):
+            if k:
+                x = self.activation(x)
+            x = x @ (w / math.sqrt(w.shape[0]))
+        return x.squeeze(-1)

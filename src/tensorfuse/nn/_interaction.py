@@ -1,0 +1,53 @@
+"""Message passing: neighbour features times edge harmonics, weighted radially, summed per atom."""
+
+from __future__ import annotations
+
+import torch
+
+from tensorfuse.nn._linear import IrrepsLinear
+from tensorfuse.nn._radial import RadialMLP
+from tensorfuse.nn._tensor_product import ChannelwiseTensorProduct
+from tensorfuse.o3 import Irreps
+
+
+class Interaction(torch.nn.Module):
+    """``A_i = Linear( (1/avg_neighbors) sum_j R(r_ij) * ((W h_j) ⊗ H(r_ij)) )``.
+
+    ``h``: node features ``[N, C, irreps_node.dim]``; ``H``: edge harmonics ``[E, irreps_edge.dim]``
+    in the same basis; ``radial``: radial basis ``[E, num_radial]``. Returns the atomic density
+    ``A`` ``[N, C, irreps_a.dim]``. The radial MLP gives one weight per edge, channel and path.
+    """
+
+    def __init__(
+        self,
+        irreps_node,
+        irreps_edge,
+        irreps_a,
+        channels: int,
+        num_radial: int,
+        radial_hidden: tuple[int, ...],
+        avg_num_neighbors: float,
+        basis,
+    ):
+        super().__init__()
+        self.irreps_node, self.irreps_edge, self.irreps_a = Irreps(irreps_node), Irreps(irreps_edge), Irreps(irreps_a)
+        self.channels = channels
+        self.avg_num_neighbors = float(avg_num_neighbors)
+        self.linear_up = IrrepsLinear(self.irreps_node, self.irreps_node, channels, channels)
+        self.product = ChannelwiseTensorProduct(
+            self.irreps_node, self.irreps_edge, self.irreps_a, channels=channels, basis=basis
+        )
+        self.radial = RadialMLP([num_radial, *radial_hidden, channels * self.product.num_paths])
+        self.linear = IrrepsLinear(self.product.irreps_out, self.irreps_a, channels, channels)
+
+    def forward(self, h: torch.Tensor, harmonics: torch.Tensor, radial: torch.Tensor, edge_index: torch.Tensor):
+        sender, receiver = edge_index
+        n, e = h.shape[0], harmonics.shape[0]
+        h = self.linear_up(h)
+        weights = self.radial(radial).view(e, self.channels, self.product.num_paths)
+        messages = self.product(h[sender], harmonics, weights)
+        density = messages.new_zeros((n,) + messages.shape[1:]).index_add_(0, receiver, messages)
+        return self.linear(density * (1.0 / self.avg_num_neighbors))
+
+    def extra_repr(self) -> str:
+        return f"avg_num_neighbors={self.avg_num_neighbors:.3f}"

@@ -1,0 +1,62 @@
+"""The physics suite of tensorfuse.testing, on both bases and every product-basis variant."""
+
+import pytest
+
+from tensorfuse import ModelConfig
+from tensorfuse.testing import PotentialTests
+
+SMALL = dict(species=(1, 6, 8), channels=4, l_max=1, l_max_edge=2, correlation=3, r_max=4.0,
+             num_bessel=4, radial_mlp=(8, 8), readout_hidden=4)
+
+
+class TestCartesianSymmetric(PotentialTests):
+    config = ModelConfig(basis="cartesian", product_basis="symmetric", **SMALL)
+
+
+class TestSphericalSymmetric(PotentialTests):
+    config = ModelConfig(basis="spherical", product_basis="symmetric", **SMALL)
+
+
+class TestCartesianFull(PotentialTests):
+    config = ModelConfig(basis="cartesian", product_basis="full", **SMALL)
+
+
+class TestSphericalFull(PotentialTests):
+    config = ModelConfig(basis="spherical", product_basis="full", **SMALL)
+
+
+class TestCartesianLatent(PotentialTests):
+    config = ModelConfig(basis="cartesian", product_basis="latent", latent_channels=2, **SMALL)
+
+
+class TestSphericalLatent(PotentialTests):
+    config = ModelConfig(basis="spherical", product_basis="latent", latent_channels=2, **SMALL)
+
+
+class TestCartesianContraction(PotentialTests):
+    config = ModelConfig(basis="cartesian", product_basis="contraction", **SMALL)
+
+
+class TestSphericalContraction(PotentialTests):
+    config = ModelConfig(basis="spherical", product_basis="contraction", **SMALL)
+
+
+class TestCartesianPseudotensors(PotentialTests):
+    """Both parities in the hidden features: odd (Levi-Civita) products feed pseudotensor channels."""
+
+    config = ModelConfig(basis="cartesian", parity="all", **SMALL)
+
+
+class TestSphericalPseudotensors(PotentialTests):
+    config = ModelConfig(basis="spherical", parity="all", **SMALL)
+
+
+class TestCartesianHighCorrelation(PotentialTests):
+    """Correlation 5 (6-body): iterated products, where MACE's coupling tensors run out of memory."""
+
+    config = ModelConfig(**{**SMALL, "correlation": 5, "l_max_edge": 1, "l_max": 1}, basis="cartesian")
+
+
+@pytest.mark.slow
+class TestCartesianLarger(PotentialTests):
+    config = ModelConfig(species=(1, 6, 8), basis="cartesian", channels=8, l_max=2, l_max_edge=3, correlation=3)
