@@ -108,6 +108,9 @@ def tensorfuse_case(basis, lmax, structures, dtype, training: bool):
 
 # --- MACE ------------------------------------------------------------------------------------
 def mace_case(lmax, structures, dtype, training: bool):
+    import os
+
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # e3nn 0.4.4 pickles its constants (as MACE sets)
     import numpy as np
     import torch
     from e3nn import o3

@@ -45,8 +45,7 @@ class Interaction(torch.nn.Module):
         n, e = h.shape[0], harmonics.shape[0]
         h = self.linear_up(h)
         weights = self.radial(radial).view(e, self.channels, self.product.num_paths)
-        messages = self.product(h[sender], harmonics, weights)
-        density = messages.new_zeros((n,) + messages.shape[1:]).index_add_(0, receiver, messages)
+        density = self.product.aggregate(h, harmonics, weights, sender, receiver, n)
         return self.linear(density * (1.0 / self.avg_num_neighbors))
 
     def extra_repr(self) -> str:

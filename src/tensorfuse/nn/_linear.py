@@ -20,6 +20,19 @@ def irrep_offsets(irreps) -> dict[Irrep, list[int]]:
     return out
 
 
+def select_species(values: torch.Tensor, species: torch.Tensor, num_species: int) -> torch.Tensor:
+    """``values[n, ..., species[n], ...]`` for ``values`` ``[N, ..., Z, F]`` via a one-hot product.
+
+    A matrix product with the one-hot matrix is faster on CPU than advanced indexing, and so is
+    its backward (a matrix product instead of an indexed scatter).
+    """
+    onehot = torch.nn.functional.one_hot(species, num_species).to(values.dtype)  # [N, Z]
+    lead = values.shape[1:-2]
+    flat = values.reshape(values.shape[0], -1, num_species, values.shape[-1])
+    picked = torch.einsum("nkzf,nz->nkf", flat, onehot)
+    return picked.reshape((values.shape[0],) + lead + (values.shape[-1],))
+
+
 class IrrepsLinear(torch.nn.Module):
     """``[N, C_in, irreps_in.dim] -> [N, C_out, irreps_out.dim]``, mixing channels and copies.
 
@@ -37,63 +50,58 @@ class IrrepsLinear(torch.nn.Module):
         super().__init__()
         self.irreps_in, self.irreps_out = Irreps(irreps_in), Irreps(irreps_out)
         self.channels_in, self.channels_out, self.num_species = channels_in, channels_out, num_species
-        offsets_in, offsets_out = irrep_offsets(self.irreps_in), irrep_offsets(self.irreps_out)
-        # The output is produced irrep type by irrep type ("blocks"); remember each type's plan.
-        self._blocks: list[tuple[Irrep, int, int, int]] = []  # (irrep, copies in, copies out, weight index)
+        in_copies = [ir for mul, ir in self.irreps_in for _ in range(mul)]
+        out_copies = [ir for mul, ir in self.irreps_out for _ in range(mul)]
+        self._in_dims = [ir.dim for ir in in_copies]
+        # per output irrep type: (irrep, input copy indices, number of output copies, weight index)
+        self._types: list[tuple[Irrep, list[int], int, int]] = []
         self.weights = torch.nn.ParameterList()
-        for ir, outs in offsets_out.items():
-            ins = offsets_in.get(ir, [])
-            weight_index = -1
+        for ir in dict.fromkeys(out_copies):
+            ins = [k for k, x in enumerate(in_copies) if x == ir]
+            n_out = out_copies.count(ir)
+            k = -1
             if ins:
-                fan_in, fan_out = channels_in * len(ins), channels_out * len(outs)
+                fan_in, fan_out = channels_in * len(ins), channels_out * n_out
                 shape = (num_species, fan_in, fan_out) if num_species else (fan_in, fan_out)
-                weight_index = len(self.weights)
+                k = len(self.weights)
                 self.weights.append(torch.nn.Parameter(torch.randn(*shape)))
-                index = torch.tensor([o + m for o in ins for m in range(ir.dim)])
-                self.register_buffer(f"index_{weight_index}", index, persistent=False)
-            self._blocks.append((ir, len(ins), len(outs), weight_index))
-        # Permutation from the block order back to the order of irreps_out.
-        block_start, start = {}, 0
-        for ir, outs in offsets_out.items():
-            block_start[ir] = start
-            start += len(outs) * ir.dim
+            self._types.append((ir, ins, n_out, k))
+        # the output, copy by copy in the order of irreps_out: (type index, copy within the type)
         seen: dict[Irrep, int] = {}
-        order = []
-        for mul, ir in self.irreps_out:
-            for _ in range(mul):
-                k = seen.get(ir, 0)
-                seen[ir] = k + 1
-                order.extend(block_start[ir] + k * ir.dim + m for m in range(ir.dim))
-        order_tensor = torch.tensor(order, dtype=torch.long)
-        self._reorder = not torch.equal(order_tensor, torch.arange(len(order)))
-        self.register_buffer("output_order", order_tensor, persistent=False)
+        type_index = {ir: t for t, (ir, _, _, _) in enumerate(self._types)}
+        self._out_order = []
+        for ir in out_copies:
+            self._out_order.append((type_index[ir], seen.get(ir, 0)))
+            seen[ir] = seen.get(ir, 0) + 1
 
     def forward(self, x: torch.Tensor, species: torch.Tensor | None = None) -> torch.Tensor:
-        n, c_in = x.shape[0], self.channels_in
+        n, c_in, c_out = x.shape[0], self.channels_in, self.channels_out
         if x.dim() != 3 or x.shape[1:] != (c_in, self.irreps_in.dim):
             raise ValueError(
                 f"expected input [N, {c_in}, {self.irreps_in.dim}] for irreps {self.irreps_in}, got {tuple(x.shape)}"
             )
         if self.num_species and species is None:
             raise ValueError("this linear map depends on the species: pass `species`")
-        pieces = []
-        for ir, n_in, n_out, k in self._blocks:
+        blocks = x.split(self._in_dims, dim=-1)
+        per_type = []  # each: the output copies of one irrep type, [N, C_out, n_out, d]
+        for ir, ins, n_out, k in self._types:
             d = ir.dim
             if k < 0:
-                pieces.append(x.new_zeros(n, self.channels_out, n_out * d))
+                per_type.append(x.new_zeros(n, c_out, n_out, d))
                 continue
-            xs = x[:, :, getattr(self, f"index_{k}")].reshape(n, c_in, n_in, d)
-            xs = xs.permute(0, 3, 1, 2).reshape(n, d, c_in * n_in)
-            w = self.weights[k] * (1.0 / math.sqrt(c_in * n_in))
+            xs = torch.stack([blocks[i] for i in ins], dim=2) if len(ins) > 1 else blocks[ins[0]].unsqueeze(2)
+            xs = xs.permute(0, 3, 1, 2).reshape(n, d, c_in * len(ins))  # [N, d, fan_in]
+            w = self.weights[k] * (1.0 / math.sqrt(c_in * len(ins)))
             if self.num_species:
-                y = xs @ w.permute(1, 0, 2).reshape(c_in * n_in, -1)  # all species at once
-                y = y.view(n, d, self.num_species, -1)[torch.arange(n, device=x.device), :, species]
+                y = xs @ w.permute(1, 0, 2).reshape(c_in * len(ins), -1)  # all species at once
+                y = select_species(y.view(n, d, self.num_species, c_out * n_out), species, self.num_species)
             else:
                 y = xs @ w
-            y = y.reshape(n, d, self.channels_out, n_out).permute(0, 2, 3, 1)  # [N, C_out, copies, d]
-            pieces.append(y.reshape(n, self.channels_out, n_out * d))
-        out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
-        return out[:, :, self.output_order] if self._reorder else out
+            per_type.append(y.view(n, d, c_out, n_out).permute(0, 2, 3, 1))
+        if len(self._out_order) == 1:
+            return per_type[0].reshape(n, c_out, -1)
+        pieces = [per_type[t][:, :, j] for t, j in self._out_order]
+        return torch.cat(pieces, dim=-1)
 
     def extra_repr(self) -> str:
         species = f", per species ({self.num_species})" if self.num_species else ""

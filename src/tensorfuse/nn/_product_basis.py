@@ -39,6 +39,13 @@ class _Group:
     q_copies: tuple[int, ...]  # which copies of ir_q in the previous product take part
 
 
+def _total(terms: list[torch.Tensor]) -> torch.Tensor:
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
 def _a_irreps(irreps_a: Irreps) -> list[Irrep]:
     return [ir for mul, ir in irreps_a for _ in range(mul)]
 
@@ -146,7 +153,7 @@ class ProductBasis(torch.nn.Module):
                 for offsets in self._layer_copies
                 for ir, offs in offsets.items()
                 if ir in out_types
-            ]
+            ]  # the order of _latent_forward: layer by layer, irrep types in order of appearance
             terms += [(len(g.q_copies), g.ir_out) for g in plan.final_groups]
             path_irreps = Irreps(terms)
             self._latent_irreps = path_irreps
@@ -184,6 +191,8 @@ class ProductBasis(torch.nn.Module):
                 scale[start : start + len(g.q_copies)] = 1 / math.sqrt(paths_per_output[g.ir_out])
                 start += len(g.q_copies)
             self.register_buffer("path_scale", scale, persistent=False)
+            self._weight_chunks = [len(offs) for entries in self._collapse for _, offs in entries]
+            self._weight_chunks += [len(g.q_copies) for g in plan.final_groups]
         missing = [ir for ir in out_types if not self._reachable(ir)]
         if missing:
             raise ValueError(
@@ -197,79 +206,79 @@ class ProductBasis(torch.nn.Module):
         return any(g.ir_out == ir for g in plan.final_groups)
 
     # -- execution -----------------------------------------------------------------------------
-    def _block(self, x: torch.Tensor, offsets: list[int], copies, d: int) -> torch.Tensor:
-        """The selected copies of one irrep type: ``[N, C, len(copies), d]``."""
-        n, c = x.shape[:2]
-        chosen = [offsets[k] for k in copies]
-        if len(chosen) == 1 or all(b - a == d for a, b in zip(chosen, chosen[1:])):
-            return x[:, :, chosen[0] : chosen[-1] + d].reshape(n, c, len(chosen), d)
-        index = torch.tensor([o + m for o in chosen for m in range(d)], device=x.device)
-        return x[:, :, index].reshape(n, c, len(chosen), d)
+    # Products are kept as {irrep type: [N, C, copies, d]}; A as a list of [N, C, d] blocks. Inputs
+    # are split once rather than sliced per group: the backward of a slice fills a zero tensor of
+    # the full size, which with dozens of groups dominated the cost.
+    def _couple(self, x: torch.Tensor, a: torch.Tensor, key) -> torch.Tensor:
+        """``x`` ``[N, C, q, i]`` coupled with ``a`` ``[N, C, j]``: ``[N, C, q, o]`` in one GEMM."""
+        C = getattr(self, self._couplings[key])
+        n, c, q, i = x.shape
+        j, o = a.shape[-1], C.shape[-1]
+        outer = (x.unsqueeze(-1) * a.view(n, c, 1, 1, j)).reshape(n * c * q, i * j)
+        return (outer @ C.reshape(i * j, o)).view(n, c, q, o)
 
-    def _products(self, A: torch.Tensor) -> list[torch.Tensor]:
-        """The materialized products ``P_1 = A, P_2, ..., P_(nu-1)`` ``[N, C, dim]`` each."""
-        layers = [A]
+    def _products(self, A_blocks: list[torch.Tensor]) -> list[dict[Irrep, torch.Tensor]]:
+        """The materialized products ``P_1 = A, ..., P_(nu-1)`` as {irrep: [N, C, copies, d]}."""
+        first: dict[Irrep, list[torch.Tensor]] = {}
+        for ir, block in zip(self._plan.a_irreps, A_blocks):
+            first.setdefault(ir, []).append(block.unsqueeze(2))
+        layers = [{ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in first.items()}]
         for nu in range(1, len(self._plan.layers)):
-            previous, offsets = layers[-1], self._layer_copies[nu - 1]
-            blocks = []
+            previous, grown = layers[-1], {}
             for g in self._plan.groups[nu]:
-                x = self._block(previous, offsets[g.ir_q], g.q_copies, g.ir_q.dim)
-                a = A[:, :, self._a_slices[g.a]]
-                C = getattr(self, self._couplings[(g.ir_q.l, self._plan.a_irreps[g.a].l, g.ir_out.l)])
-                t = torch.einsum("ncj,ijo->ncio", a, C)
-                y = torch.einsum("ncqi,ncio->ncqo", x, t)
-                blocks.append(y.reshape(y.shape[0], y.shape[1], -1))
-            layers.append(torch.cat(blocks, dim=-1))
+                x = self._select(previous[g.ir_q], g.q_copies)
+                key = (g.ir_q.l, self._plan.a_irreps[g.a].l, g.ir_out.l)
+                grown.setdefault(g.ir_out, []).append(self._couple(x, A_blocks[g.a], key))
+            layers.append({ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in grown.items()})
         return layers
+
+    @staticmethod
+    def _select(x: torch.Tensor, copies) -> torch.Tensor:
+        if len(copies) == x.shape[2]:
+            return x
+        return x.index_select(2, torch.tensor(copies, device=x.device))
 
     def forward(self, A: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         if A.dim() != 3 or A.shape[1:] != (self.channels, self.irreps_a.dim):
             raise ValueError(f"A must have shape [N, {self.channels}, {self.irreps_a.dim}], got {tuple(A.shape)}")
         if self.latent:
             A = self.down(A)
-        layers = self._products(A)
-        n, c = A.shape[:2]
+        A_blocks = list(A.split([ir.dim for ir in self._plan.a_irreps], dim=-1))
+        layers = self._products(A_blocks)
         if self.latent:
-            return self._latent_forward(A, layers, species)
+            return self._latent_forward(A_blocks, layers, species)
 
-        W = self.weights[species] * self.path_scale  # [N, C, paths]
-        outputs: dict[Irrep, torch.Tensor] = {}
-        start = 0
-        for layer, entries, offsets in zip(layers, self._collapse, self._layer_copies):
-            for ir, offs in entries:
-                x = self._block(layer, offsets[ir], range(len(offs)), ir.dim)
-                w = W[:, :, start : start + len(offs)]
-                term = torch.einsum("ncqi,ncq->nci", x, w)
-                outputs[ir] = outputs[ir] + term if ir in outputs else term
-                start += len(offs)
-        if self._plan.final_groups:
-            last, offsets = layers[-1], self._layer_copies[-1]
-            for g in self._plan.final_groups:
-                x = self._block(last, offsets[g.ir_q], g.q_copies, g.ir_q.dim)
-                s = torch.einsum("ncqi,ncq->nci", x, W[:, :, start : start + len(g.q_copies)])
-                start += len(g.q_copies)
-                a = A[:, :, self._a_slices[g.a]]
-                C = getattr(self, self._couplings[(g.ir_q.l, self._plan.a_irreps[g.a].l, g.ir_out.l)])
-                term = torch.einsum("nci,ncj,ijo->nco", s, a, C)
-                outputs[g.ir_out] = outputs[g.ir_out] + term if g.ir_out in outputs else term
-        return torch.cat([outputs[ir] for _, ir in self.irreps_out], dim=-1)
-
-    def _latent_forward(self, A, layers, species):
         n, c = A.shape[:2]
+        onehot = torch.nn.functional.one_hot(species, self.num_species).to(A.dtype)
+        W = (onehot @ self.weights.view(self.num_species, -1)).view(n, c, -1) * self.path_scale
+        W_chunks = iter(W.split(self._weight_chunks, dim=-1))
+        terms: dict[Irrep, list[torch.Tensor]] = {}
+        for layer, entries in zip(layers, self._collapse):
+            for ir, offs in entries:
+                w = next(W_chunks)
+                terms.setdefault(ir, []).append((layer[ir] * w.unsqueeze(-1)).sum(2))
+        if self._plan.final_groups:
+            last = layers[-1]
+            for g in self._plan.final_groups:
+                w = next(W_chunks)
+                s = (self._select(last[g.ir_q], g.q_copies) * w.unsqueeze(-1)).sum(2, keepdim=True)
+                key = (g.ir_q.l, self._plan.a_irreps[g.a].l, g.ir_out.l)
+                terms.setdefault(g.ir_out, []).append(self._couple(s, A_blocks[g.a], key).squeeze(2))
+        return torch.cat([_total(terms[ir]) for _, ir in self.irreps_out], dim=-1)
+
+    def _latent_forward(self, A_blocks, layers, species):
+        n, c = A_blocks[0].shape[:2]
         out_types = {ir for _, ir in self.irreps_out}
         pieces = []
-        for layer, offsets in zip(layers, self._layer_copies):
-            for ir, offs in offsets.items():
+        for layer in layers:
+            for ir, x in layer.items():
                 if ir in out_types:
-                    pieces.append(self._block(layer, offs, range(len(offs)), ir.dim).reshape(n, c, -1))
-        last, offsets = layers[-1], self._layer_copies[-1]
+                    pieces.append(x.reshape(n, c, -1))
+        last = layers[-1]
         for g in self._plan.final_groups:
-            x = self._block(last, offsets[g.ir_q], g.q_copies, g.ir_q.dim)
-            a = A[:, :, self._a_slices[g.a]]
-            C = getattr(self, self._couplings[(g.ir_q.l, self._plan.a_irreps[g.a].l, g.ir_out.l)])
-            pieces.append(torch.einsum("ncqi,ncj,ijo->ncqo", x, a, C).reshape(n, c, -1))
-        paths = torch.cat(pieces, dim=-1)
-        return self.mix(paths, species)
+            key = (g.ir_q.l, self._plan.a_irreps[g.a].l, g.ir_out.l)
+            pieces.append(self._couple(self._select(last[g.ir_q], g.q_copies), A_blocks[g.a], key).reshape(n, c, -1))
+        return self.mix(torch.cat(pieces, dim=-1), species)
 
     def extra_repr(self) -> str:
         return (
