@@ -2,9 +2,9 @@
 
 For correlation order ``nu``, every variant spans equivariant polynomials of degree ``1..nu`` in
 ``A`` (body order ``nu + 1``). Products are built by iterated two-factor products
-``P_nu = P_(nu-1) ⊗ A`` (ICTP's scheme, or equivalently caterpillar fusion trees), one coupling
-per irrep triple, so nothing of size ``dim(A)**nu`` is ever formed and correlation 4-5 stay cheap
-to build. Variants (ICTP, Zaverkin et al. 2024):
+``P_nu = P_(nu-1) ⊗ A`` (ICTP's scheme, or equivalently caterpillar fusion trees), so nothing of
+size ``dim(A)**nu`` is ever formed and correlation 4-5 stay cheap to build. Variants (ICTP,
+Zaverkin et al. 2024):
 
 * ``"full"``: every ordered path kept, one weight per species, channel and path;
 * ``"symmetric"``: as full, but the first product ``A ⊗ A`` keeps one of each pair of swapped
@@ -12,8 +12,15 @@ to build. Variants (ICTP, Zaverkin et al. 2024):
 * ``"latent"``: symmetric products in a smaller latent channel space (``A`` projected down), then
   weights that couple latent channels, paths and species to the output channels.
 
-The last product is evaluated Horner-style: the weighted sum over paths of ``P_(nu-1)`` is taken
-*before* the final coupling with ``A``, so the largest set of paths is never materialized.
+Intermediate degrees are pruned only where they cannot reach an output (or above ``l_internal``
+when given), so the span is that of all caterpillar trees. The last product is evaluated
+Horner-style: the weighted sum over the paths of ``P_(nu-1)`` is taken before the final coupling
+with ``A``, so the largest set of paths is never materialized.
+
+Execution: the paths are grouped by the irrep of their first factor ("bundles"). For a bundle,
+``A`` is contracted with the stacked couplings of all its paths in one matrix product, and the
+first factor in one multiply-and-sum, so the number of operations grows with the number of irrep
+types, not of paths.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from tensorfuse.nn._linear import IrrepsLinear, irrep_offsets
-from tensorfuse.o3 import Irrep, Irreps, get_basis
+from tensorfuse.o3 import MAX_L, Irrep, Irreps, get_basis
 
 VARIANTS = ("full", "symmetric", "latent")
 
@@ -39,11 +46,12 @@ class _Group:
     q_copies: tuple[int, ...]  # which copies of ir_q in the previous product take part
 
 
-def _total(terms: list[torch.Tensor]) -> torch.Tensor:
-    out = terms[0]
-    for t in terms[1:]:
-        out = out + t
-    return out
+@dataclass(frozen=True)
+class _Bundle:
+    """The groups of one step that share the irrep of their first factor (sorted by output)."""
+
+    ir_q: Irrep
+    groups: tuple[_Group, ...]
 
 
 def _a_irreps(irreps_a: Irreps) -> list[Irrep]:
@@ -51,22 +59,32 @@ def _a_irreps(irreps_a: Irreps) -> list[Irrep]:
 
 
 class _ProductPlan:
-    """Which paths each ``P_nu`` has, and how its storage is laid out (pure bookkeeping)."""
+    """Which paths each ``P_nu`` has, and how they are grouped (pure bookkeeping)."""
 
-    def __init__(self, irreps_a: Irreps, irreps_out: Irreps, correlation: int, symmetric: bool, l_internal: int):
+    def __init__(self, irreps_a: Irreps, irreps_out: Irreps, correlation: int, symmetric: bool,
+                 l_internal: int | None):
         self.a_irreps = _a_irreps(irreps_a)
-        out_types = {ir for _, ir in irreps_out}
-        # layers[nu] = list of (irrep of each stored path) for the materialized products nu = 1..nu_max-1
+        out_types = [ir for _, ir in irreps_out]
+        l_a = max(ir.l for ir in self.a_irreps)
+        l_out = max(ir.l for ir in out_types)
+        # layers[k]: irreps of the stored paths of P_(k+1), for the materialized products only
         self.layers: list[list[Irrep]] = [list(self.a_irreps)]
-        self.groups: list[list[_Group]] = [[]]  # groups that produced each materialized layer
+        self.steps: list[list[_Bundle]] = [[]]  # bundles producing each layer (and the final step)
         for nu in range(2, correlation + 1):
             previous = self.layers[-1]
             last = nu == correlation
-            keep = (lambda ir: ir in out_types) if last else (lambda ir: ir.l <= l_internal)
-            groups = []
-            copies_by_type = irrep_offsets(Irreps([(1, ir) for ir in previous]))
-            for ir_q in copies_by_type:
+            # a degree above this cannot reach an output (nor be coupled beyond MAX_L)
+            reach = min((correlation - nu) * l_a + l_out, MAX_L)
+
+            def keep(ir: Irrep) -> bool:
+                if last:
+                    return ir in out_types
+                return ir.l <= reach and (l_internal is None or ir.l <= l_internal)
+
+            bundles = []
+            for ir_q in dict.fromkeys(previous):
                 q_indices = [i for i, ir in enumerate(previous) if ir == ir_q]
+                groups = []
                 for a, ir_a in enumerate(self.a_irreps):
                     for ir_out in ir_q * ir_a:
                         if not keep(ir_out):
@@ -82,18 +100,25 @@ class _ProductPlan:
                             copies = tuple(range(len(q_indices)))
                         if copies:
                             groups.append(_Group(ir_q, a, ir_out, copies))
-            self.groups.append(groups)
+                order = {ir: k for k, ir in enumerate(out_types)} if last else {}
+                groups.sort(key=lambda g: (order.get(g.ir_out, 0), g.ir_out.l, -g.ir_out.p, g.a))
+                if groups:
+                    bundles.append(_Bundle(ir_q, tuple(groups)))
+            self.steps.append(bundles)
             if not last:
-                self.layers.append([g.ir_out for g in groups for _ in g.q_copies])
-        self.final_groups = self.groups[-1] if correlation >= 2 else []
+                self.layers.append([g.ir_out for b in bundles for g in b.groups for _ in g.q_copies])
+        self.final = self.steps[-1] if correlation >= 2 else []
+
+    def final_groups(self) -> list[_Group]:
+        return [g for b in self.final for g in b.groups]
 
 
 class ProductBasis(torch.nn.Module):
-    """``B = sum_nu sum_paths w[species, channel, path] P_nu``, then nothing else (no linear).
+    """``B = sum_nu sum_paths w[species, channel, path] P_nu`` (ICTP's product basis).
 
     Input ``A``: ``[N, C, irreps_a.dim]``, species ``[N]``. Output ``[N, C, irreps_out.dim]`` with
-    ``irreps_out`` per channel (each irrep once). ``l_internal`` caps the degree of intermediate
-    products (default: the largest degree of ``A``).
+    ``irreps_out`` per channel (each irrep once). ``l_internal`` optionally caps the degree of
+    intermediate products (a smaller, cheaper basis).
     """
 
     def __init__(
@@ -119,118 +144,85 @@ class ProductBasis(torch.nn.Module):
                 raise ValueError(f"irreps_out must hold each irrep once per channel, got {self.irreps_out}")
         self.basis, self.variant, self.correlation = get_basis(basis), variant, correlation
         self.channels, self.num_species = channels, num_species
-        l_internal = self.irreps_a.lmax if l_internal is None else l_internal
         self.latent = variant == "latent"
         self.work_channels = (latent_channels or max(channels // 4, 1)) if self.latent else channels
         plan = _ProductPlan(self.irreps_a, self.irreps_out, correlation, variant != "full", l_internal)
         self._plan = plan
-        if self.latent:
-            self.down = IrrepsLinear(self.irreps_a, self.irreps_a, channels, self.work_channels)
-
-        # couplings for every group, normalized to unit-variance outputs
-        dtype = torch.get_default_dtype()
-        self._couplings: dict[tuple[int, int, int], str] = {}
-        for groups in plan.groups[1:]:
-            for g in groups:
-                key = (g.ir_q.l, plan.a_irreps[g.a].l, g.ir_out.l)
-                if key not in self._couplings:
-                    name = f"coupling_{key[0]}_{key[1]}_{key[2]}"
-                    C = self.basis.path_coupling(*key, dtype=dtype) * math.sqrt(2 * key[2] + 1)
-                    self.register_buffer(name, C.clone(), persistent=False)
-                    self._couplings[key] = name
-
-        # storage offsets of the materialized products
-        a_offsets = Irreps([(1, ir) for ir in plan.a_irreps]).slices()
-        self._a_slices = a_offsets
-        self._layer_copies = [irrep_offsets(Irreps([(1, ir) for ir in layer])) for layer in plan.layers]
-
         out_types = [ir for _, ir in self.irreps_out]
-        if self.latent:
-            # every materialized path that is an output irrep, then a species-dependent linear map;
-            # the order is the one _latent_forward concatenates them in
-            terms = [
-                (len(offs), ir)
-                for offsets in self._layer_copies
-                for ir, offs in offsets.items()
-                if ir in out_types
-            ]  # the order of _latent_forward: layer by layer, irrep types in order of appearance
-            terms += [(len(g.q_copies), g.ir_out) for g in plan.final_groups]
-            path_irreps = Irreps(terms)
-            self._latent_irreps = path_irreps
-            self.mix = IrrepsLinear(path_irreps, self.irreps_out, self.work_channels, channels, num_species)
-        else:
-            # weights of the intermediate products (paths that are outputs), then of the Horner step
-            self._collapse: list[list[tuple[Irrep, list[int]]]] = []
-            counts = []
-            for layer in plan.layers:
-                entries = []
-                offsets = irrep_offsets(Irreps([(1, ir) for ir in layer]))
-                for ir in out_types:
-                    if ir in offsets:
-                        entries.append((ir, offsets[ir]))
-                self._collapse.append(entries)
-                counts.append(sum(len(o) for _, o in entries))
-            final_count = sum(len(g.q_copies) for g in plan.final_groups)
-            paths_per_output = {ir: 0 for ir in out_types}
-            for entries in self._collapse:
-                for ir, offs in entries:
-                    paths_per_output[ir] += len(offs)
-            for g in plan.final_groups:
-                paths_per_output[g.ir_out] += len(g.q_copies)
-            self.num_paths = sum(counts) + final_count
-            self._paths_per_output = paths_per_output
-            self.weights = torch.nn.Parameter(torch.randn(num_species, channels, self.num_paths))
-            # scale so that each output sums unit-variance terms to unit variance at initialization
-            scale = torch.ones(self.num_paths)
-            start = 0
-            for entries in self._collapse:
-                for ir, offs in entries:
-                    scale[start : start + len(offs)] = 1 / math.sqrt(paths_per_output[ir])
-                    start += len(offs)
-            for g in plan.final_groups:
-                scale[start : start + len(g.q_copies)] = 1 / math.sqrt(paths_per_output[g.ir_out])
-                start += len(g.q_copies)
-            self.register_buffer("path_scale", scale, persistent=False)
-            self._weight_chunks = [len(offs) for entries in self._collapse for _, offs in entries]
-            self._weight_chunks += [len(g.q_copies) for g in plan.final_groups]
-        missing = [ir for ir in out_types if not self._reachable(ir)]
+        missing = [ir for ir in out_types if not (any(ir in layer for layer in plan.layers)
+                                                   or any(g.ir_out == ir for g in plan.final_groups()))]
         if missing:
             raise ValueError(
                 f"output irreps {missing} cannot be reached from A = {self.irreps_a} with correlation {correlation}"
             )
+        if self.latent:
+            self.down = IrrepsLinear(self.irreps_a, self.irreps_a, channels, self.work_channels)
 
-    def _reachable(self, ir: Irrep) -> bool:
-        plan = self._plan
-        if any(ir in layer for layer in plan.layers):
-            return True
-        return any(g.ir_out == ir for g in plan.final_groups)
+        # one stacked coupling per bundle: A [.., D_A] @ C -> [.., i, sum of output dims]
+        dtype = torch.get_default_dtype()
+        a_slices = Irreps([(1, ir) for ir in plan.a_irreps]).slices()
+        self._a_dims = [ir.dim for ir in plan.a_irreps]
+        for s, bundles in enumerate(plan.steps):
+            for b, bundle in enumerate(bundles):
+                d_q = bundle.ir_q.dim
+                cols = sum(g.ir_out.dim for g in bundle.groups)
+                C = torch.zeros(self.irreps_a.dim, d_q, cols, dtype=dtype)
+                start = 0
+                for g in bundle.groups:
+                    l_a = plan.a_irreps[g.a].l
+                    block = self.basis.path_coupling(g.ir_q.l, l_a, g.ir_out.l, dtype=dtype)
+                    block = block * math.sqrt(2 * g.ir_out.l + 1)  # unit-variance outputs
+                    C[a_slices[g.a], :, start : start + g.ir_out.dim] = block.permute(1, 0, 2)
+                    start += g.ir_out.dim
+                self.register_buffer(f"coupling_{s}_{b}", C.reshape(self.irreps_a.dim, d_q * cols), persistent=False)
+                # rows (i, j) for the outer-product form: (x ⊗ A) @ C_outer
+                outer = C.permute(1, 0, 2).reshape(d_q * self.irreps_a.dim, cols)
+                self.register_buffer(f"coupling_outer_{s}_{b}", outer.contiguous(), persistent=False)
+        self._layer_copies = [irrep_offsets(Irreps([(1, ir) for ir in layer])) for layer in plan.layers]
+
+        if self.latent:
+            # every materialized path that is an output irrep, then a species-dependent linear map,
+            # in the order _latent_forward concatenates them
+            terms = [(len(offs), ir) for offsets in self._layer_copies for ir, offs in offsets.items()
+                     if ir in out_types]
+            terms += [(len(g.q_copies), g.ir_out) for g in plan.final_groups()]
+            self._latent_irreps = Irreps(terms)
+            self.mix = IrrepsLinear(self._latent_irreps, self.irreps_out, self.work_channels, channels, num_species)
+            return
+
+        # channel-wise weights: the output paths of each materialized product, then the final step
+        self._collapse = [[(ir, len(offsets[ir])) for ir in out_types if ir in offsets]
+                          for offsets in self._layer_copies]
+        chunks = [count for entries in self._collapse for _, count in entries]
+        chunks += [len(g.groups[0].q_copies) * len(g.groups) for g in plan.final]
+        paths_into = {ir: 0 for ir in out_types}
+        for entries in self._collapse:
+            for ir, count in entries:
+                paths_into[ir] += count
+        for g in plan.final_groups():
+            paths_into[g.ir_out] += len(g.q_copies)
+        scale = [1 / math.sqrt(paths_into[ir]) for entries in self._collapse for ir, count in entries
+                 for _ in range(count)]
+        scale += [1 / math.sqrt(paths_into[g.ir_out]) for b in plan.final for g in b.groups for _ in g.q_copies]
+        for b in plan.final:
+            if len({len(g.q_copies) for g in b.groups}) != 1:
+                raise RuntimeError("all groups of a bundle must use the same copies")
+        self.num_paths = len(scale)
+        self._weight_chunks = chunks
+        self.weights = torch.nn.Parameter(torch.randn(num_species, channels, self.num_paths))
+        self.register_buffer("path_scale", torch.tensor(scale, dtype=dtype), persistent=False)
 
     # -- execution -----------------------------------------------------------------------------
-    # Products are kept as {irrep type: [N, C, copies, d]}; A as a list of [N, C, d] blocks. Inputs
-    # are split once rather than sliced per group: the backward of a slice fills a zero tensor of
-    # the full size, which with dozens of groups dominated the cost.
-    def _couple(self, x: torch.Tensor, a: torch.Tensor, key) -> torch.Tensor:
-        """``x`` ``[N, C, q, i]`` coupled with ``a`` ``[N, C, j]``: ``[N, C, q, o]`` in one GEMM."""
-        C = getattr(self, self._couplings[key])
-        n, c, q, i = x.shape
-        j, o = a.shape[-1], C.shape[-1]
-        outer = (x.unsqueeze(-1) * a.view(n, c, 1, 1, j)).reshape(n * c * q, i * j)
-        return (outer @ C.reshape(i * j, o)).view(n, c, q, o)
+    # Products are kept as {irrep type: [N, C, copies, d]} and inputs are split once rather than
+    # sliced per path: the backward of every slice fills a zero tensor of the full size.
+    def _contract_a(self, A: torch.Tensor, step: int, bundle: int, d_q: int) -> torch.Tensor:
+        """``T[n, c, i, (g, o)] = sum_j A[n, c, j] C_g[i, j, o]`` for every group of a bundle."""
+        C = getattr(self, f"coupling_{step}_{bundle}")
+        n, c, d = A.shape
+        return (A.reshape(n * c, d) @ C).view(n, c, d_q, -1)
 
-    def _products(self, A_blocks: list[torch.Tensor]) -> list[dict[Irrep, torch.Tensor]]:
-        """The materialized products ``P_1 = A, ..., P_(nu-1)`` as {irrep: [N, C, copies, d]}."""
-        first: dict[Irrep, list[torch.Tensor]] = {}
-        for ir, block in zip(self._plan.a_irreps, A_blocks):
-            first.setdefault(ir, []).append(block.unsqueeze(2))
-        layers = [{ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in first.items()}]
-        for nu in range(1, len(self._plan.layers)):
-            previous, grown = layers[-1], {}
-            for g in self._plan.groups[nu]:
-                x = self._select(previous[g.ir_q], g.q_copies)
-                key = (g.ir_q.l, self._plan.a_irreps[g.a].l, g.ir_out.l)
-                grown.setdefault(g.ir_out, []).append(self._couple(x, A_blocks[g.a], key))
-            layers.append({ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in grown.items()})
-        return layers
+    def _split_groups(self, y: torch.Tensor, groups) -> list[torch.Tensor]:
+        return list(y.split([g.ir_out.dim for g in groups], dim=-1)) if len(groups) > 1 else [y]
 
     @staticmethod
     def _select(x: torch.Tensor, copies) -> torch.Tensor:
@@ -238,15 +230,54 @@ class ProductBasis(torch.nn.Module):
             return x
         return x.index_select(2, torch.tensor(copies, device=x.device))
 
+    def _products(self, A: torch.Tensor, A_blocks: list[torch.Tensor]) -> list[dict[Irrep, torch.Tensor]]:
+        """The materialized products ``P_1 = A, ..., P_(nu-1)`` as {irrep: [N, C, copies, d]}."""
+        first: dict[Irrep, list[torch.Tensor]] = {}
+        for ir, block in zip(self._plan.a_irreps, A_blocks):
+            first.setdefault(ir, []).append(block.unsqueeze(2))
+        layers = [{ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in first.items()}]
+        for step in range(1, len(self._plan.layers)):
+            grown: dict[Irrep, list[torch.Tensor]] = {}
+            for k, bundle in enumerate(self._plan.steps[step]):
+                outputs = self._bundle_products(layers[-1][bundle.ir_q], A, step, k, bundle)
+                for g, y in zip(bundle.groups, outputs):
+                    grown.setdefault(g.ir_out, []).append(y)
+            layers.append({ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in grown.items()})
+        return layers
+
+    def _bundle_products(self, x: torch.Tensor, A: torch.Tensor, step: int, k: int, bundle: _Bundle):
+        """Every group's products ``[N, C, copies, o]`` of ``x`` ``[N, C, q, i]`` with ``A``.
+
+        Two exact forms; the cheaper one is used: the outer product ``x ⊗ A`` times the stacked
+        couplings (one large matrix product, best for few copies), or ``A`` times the couplings
+        first and then a small batched product with ``x`` (best for many copies).
+        """
+        n, c, d = A.shape
+        outputs = []
+        copies_sets = {g.q_copies for g in bundle.groups}
+        for copies in sorted(copies_sets):
+            groups = [g for g in bundle.groups if g.q_copies == copies] if len(copies_sets) > 1 else bundle.groups
+            xs = self._select(x, copies)
+            q, i = xs.shape[2], xs.shape[3]
+            width = sum(g.ir_out.dim for g in bundle.groups)
+            if 8 * q <= width:
+                outer = (xs.unsqueeze(-1) * A.view(n, c, 1, 1, d)).reshape(n * c * q, i * d)
+                y = (outer @ getattr(self, f"coupling_outer_{step}_{k}")).view(n, c, q, width)
+            else:
+                y = torch.matmul(xs, self._contract_a(A, step, k, i))
+            parts = self._split_groups(y, bundle.groups)
+            outputs.extend(p for g, p in zip(bundle.groups, parts) if g in groups)
+        return outputs
+
     def forward(self, A: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         if A.dim() != 3 or A.shape[1:] != (self.channels, self.irreps_a.dim):
             raise ValueError(f"A must have shape [N, {self.channels}, {self.irreps_a.dim}], got {tuple(A.shape)}")
         if self.latent:
             A = self.down(A)
-        A_blocks = list(A.split([ir.dim for ir in self._plan.a_irreps], dim=-1))
-        layers = self._products(A_blocks)
+        A_blocks = list(A.split(self._a_dims, dim=-1))
+        layers = self._products(A, A_blocks)
         if self.latent:
-            return self._latent_forward(A_blocks, layers, species)
+            return self._latent_forward(A, layers, species)
 
         n, c = A.shape[:2]
         onehot = torch.nn.functional.one_hot(species, self.num_species).to(A.dtype)
@@ -254,30 +285,35 @@ class ProductBasis(torch.nn.Module):
         W_chunks = iter(W.split(self._weight_chunks, dim=-1))
         terms: dict[Irrep, list[torch.Tensor]] = {}
         for layer, entries in zip(layers, self._collapse):
-            for ir, offs in entries:
-                w = next(W_chunks)
-                terms.setdefault(ir, []).append((layer[ir] * w.unsqueeze(-1)).sum(2))
-        if self._plan.final_groups:
-            last = layers[-1]
-            for g in self._plan.final_groups:
-                w = next(W_chunks)
-                s = (self._select(last[g.ir_q], g.q_copies) * w.unsqueeze(-1)).sum(2, keepdim=True)
-                key = (g.ir_q.l, self._plan.a_irreps[g.a].l, g.ir_out.l)
-                terms.setdefault(g.ir_out, []).append(self._couple(s, A_blocks[g.a], key).squeeze(2))
+            for ir, count in entries:
+                terms.setdefault(ir, []).append((layer[ir] * next(W_chunks).unsqueeze(-1)).sum(2))
+        last_step = len(self._plan.steps) - 1
+        for k, bundle in enumerate(self._plan.final):
+            groups = bundle.groups
+            x = self._select(layers[-1][bundle.ir_q], groups[0].q_copies)  # [N, C, q, i]
+            q, i = x.shape[2], x.shape[3]
+            w = next(W_chunks).view(n, c, len(groups), q)
+            # Horner: the weighted sum over the copies comes before the last coupling
+            S = (x.unsqueeze(2) * w.unsqueeze(-1)).sum(3) if q > 1 else x * w  # [N, C, G, i]
+            T = self._contract_a(A, last_step, k, i)  # [N, C, i, (g, o)]: A with every coupling
+            # per output irrep: sum over its groups g and over i of S[g, i] T[i, (g, o)]
+            runs = _runs([g.ir_out for g in groups])
+            S_parts = S.split([count for _, count in runs], dim=2) if len(runs) > 1 else [S]
+            T_parts = T.split([count * ir.dim for ir, count in runs], dim=-1) if len(runs) > 1 else [T]
+            for (ir, count), s, t in zip(runs, S_parts, T_parts):
+                term = torch.matmul(s.transpose(2, 3).reshape(n, c, 1, i * count),
+                                    t.reshape(n, c, i * count, ir.dim)).squeeze(2)
+                terms.setdefault(ir, []).append(term)
         return torch.cat([_total(terms[ir]) for _, ir in self.irreps_out], dim=-1)
 
-    def _latent_forward(self, A_blocks, layers, species):
-        n, c = A_blocks[0].shape[:2]
+    def _latent_forward(self, A, layers, species):
+        n, c = A.shape[:2]
         out_types = {ir for _, ir in self.irreps_out}
-        pieces = []
-        for layer in layers:
-            for ir, x in layer.items():
-                if ir in out_types:
-                    pieces.append(x.reshape(n, c, -1))
-        last = layers[-1]
-        for g in self._plan.final_groups:
-            key = (g.ir_q.l, self._plan.a_irreps[g.a].l, g.ir_out.l)
-            pieces.append(self._couple(self._select(last[g.ir_q], g.q_copies), A_blocks[g.a], key).reshape(n, c, -1))
+        pieces = [x.reshape(n, c, -1) for layer in layers for ir, x in layer.items() if ir in out_types]
+        last_step = len(self._plan.steps) - 1
+        for k, bundle in enumerate(self._plan.final):
+            outputs = self._bundle_products(layers[-1][bundle.ir_q], A, last_step, k, bundle)
+            pieces.extend(y.reshape(n, c, -1) for y in outputs)
         return self.mix(torch.cat(pieces, dim=-1), species)
 
     def extra_repr(self) -> str:
@@ -285,3 +321,21 @@ class ProductBasis(torch.nn.Module):
             f"A={self.channels}x({self.irreps_a}) -> {self.irreps_out}, correlation={self.correlation}, "
             f"variant={self.variant}, basis={self.basis.name}"
         )
+
+
+def _runs(items: list) -> list[tuple]:
+    """Consecutive runs ``(item, count)`` of equal items."""
+    out: list[list] = []
+    for item in items:
+        if out and out[-1][0] == item:
+            out[-1][1] += 1
+        else:
+            out.append([item, 1])
+    return [tuple(r) for r in out]
+
+
+def _total(terms: list[torch.Tensor]) -> torch.Tensor:
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
