@@ -1,0 +1,80 @@
+"""Frames as graphs with labels, ready to batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from tensorfuse.data._graph import AtomicGraph, batch_graphs
+from tensorfuse.data._io import Frame
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Labels of a batch; ``has_*`` marks the structures that have each label."""
+
+    energy: torch.Tensor  # [B]
+    forces: torch.Tensor  # [N, 3]
+    stress: torch.Tensor  # [B, 3, 3]
+    has_energy: torch.Tensor  # [B] bool
+    has_forces: torch.Tensor  # [B] bool
+    has_stress: torch.Tensor  # [B] bool
+    weight: torch.Tensor  # [B]
+
+    def to(self, device=None, dtype=None) -> "Targets":
+        return Targets(**{k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
+                          for k, v in self.__dict__.items()})
+
+
+class GraphDataset(torch.utils.data.Dataset):
+    """Frames with their neighbour lists (computed once for ``r_max``) and labels."""
+
+    def __init__(self, frames: Sequence[Frame], r_max: float, dtype: torch.dtype = torch.float64):
+        self.frames = list(frames)
+        self.r_max, self.dtype = float(r_max), dtype
+        self.graphs = [
+            AtomicGraph.from_arrays(f.positions, f.numbers, r_max, f.cell, f.pbc, dtype=dtype) for f in self.frames
+        ]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> int:
+        return index  # batches are assembled by `collate` from indices
+
+    def collate(self, indices: Sequence[int]) -> tuple[AtomicGraph, Targets]:
+        frames = [self.frames[i] for i in indices]
+        graph = batch_graphs([self.graphs[i] for i in indices])
+        dtype = self.dtype
+        energy = torch.tensor([f.energy if f.energy is not None else 0.0 for f in frames], dtype=dtype)
+        forces = torch.cat([
+            torch.as_tensor(f.forces if f.forces is not None else np.zeros((f.num_atoms, 3)), dtype=dtype)
+            for f in frames
+        ])
+        stress = torch.stack([torch.as_tensor(_stress_of(f), dtype=dtype) for f in frames])
+        return graph, Targets(
+            energy=energy,
+            forces=forces,
+            stress=stress,
+            has_energy=torch.tensor([f.energy is not None for f in frames]),
+            has_forces=torch.tensor([f.forces is not None for f in frames]),
+            has_stress=torch.tensor([f.stress is not None or f.virial is not None for f in frames]),
+            weight=torch.tensor([f.weight for f in frames], dtype=dtype),
+        )
+
+    def average_num_neighbors(self) -> float:
+        edges = sum(g.num_edges for g in self.graphs)
+        atoms = sum(g.num_atoms for g in self.graphs)
+        return edges / max(atoms, 1)
+
+
+def _stress_of(frame: Frame) -> np.ndarray:
+    if frame.stress is not None:
+        return frame.stress
+    if frame.virial is not None:
+        volume = abs(np.linalg.det(frame.cell))
+        return -frame.virial / volume if volume > 0 else np.zeros((3, 3))
+    return np.zeros((3, 3))

@@ -1,0 +1,368 @@
+"""Reading labelled structures (extxyz or anything ASE reads, rMD17 npz) with validation.
+
+Every problem is reported with the file, the frame index and the key, before any training starts.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+ENERGY_UNITS = {"eV": 1.0, "meV": 1e-3, "kcal/mol": 0.0433641043, "kJ/mol": 0.0103642688, "Hartree": 27.211386246}
+"""Factors to eV. Forces use the same unit per Å, stress the same unit per Å^3."""
+
+RMD17_KEYS = ("nuclear_charges", "coords", "energies", "forces")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the frame and the key."""
+
+
+@dataclass
+class Frame:
+    """One labelled structure, in eV and Å. Missing labels are ``None``.
+
+    ``stress`` is the 3x3 stress in eV/Å^3 with ASE's sign convention (positive under tension);
+    ``virial`` is ``-stress * volume`` in eV (one of them is enough).
+    """
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    energy: float | None = None
+    forces: np.ndarray | None = None
+    stress: np.ndarray | None = None
+    virial: np.ndarray | None = None
+    source: str = ""
+    config_type: str = "Default"
+    weight: float = 1.0
+
+    @property
+    def num_atoms(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def is_isolated_atom(self) -> bool:
+        return self.num_atoms == 1 and not self.pbc.any()
+
+    def to_atoms(self):
+        from ase import Atoms
+
+        return Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
+
+
+@dataclass(frozen=True)
+class DataKeys:
+    """Where labels are read from (``atoms.info`` / ``atoms.arrays``, or ASE's calculator results).
+
+    ASE >= 3.23 moves ``energy``, ``forces`` and ``stress`` of an extxyz file into a
+    ``SinglePointCalculator`` rather than ``info``/``arrays``; both places are searched. Keys with a
+    prefix (MACE's ``REF_energy``) avoid the ambiguity altogether.
+    """
+
+    energy: str = "energy"
+    forces: str = "forces"
+    stress: str = "stress"
+    virial: str = "virial"
+    config_type: str = "config_type"
+    weight: str = "config_weight"
+
+
+@dataclass
+class ReadReport:
+    """What was read from one file (printed as a table before training)."""
+
+    path: str
+    frames: int = 0
+    atoms: int = 0
+    elements: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)  # key -> number of frames that have it
+    isolated_atoms: int = 0
+    energy_unit: str = "eV"
+
+    def row(self) -> str:
+        elements = " ".join(f"{_symbol(z)}:{n}" for z, n in sorted(self.elements.items()))
+        labels = ", ".join(f"{k} {v}/{self.frames}" for k, v in self.labels.items())
+        return (f"{self.path}: {self.frames} frames, {self.atoms} atoms, elements {elements}; "
+                f"labels: {labels}; isolated atoms: {self.isolated_atoms}; energy unit {self.energy_unit}")
+
+
+def _symbol(z: int) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z)
+
+
+def read_frames(
+    path,
+    keys: DataKeys = DataKeys(),
+    energy_unit: str | None = None,
+    index: str = ":",
+) -> tuple[list[Frame], ReadReport]:
+    """Read every frame of ``path`` (extxyz or any ASE format; rMD17 ``.npz``), converted to eV/Å.
+
+    ``energy_unit`` is the unit of energies (and forces per Å, stress per Å^3) in the file; the
+    default is eV, except for rMD17 ``.npz`` files, whose documented unit is kcal/mol.
+    Raises :class:`DataError` for an empty or unreadable file and for malformed labels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.suffix == ".npz":
+        return _read_npz(path, energy_unit)
+    unit = energy_unit or "eV"
+    factor = _unit_factor(unit, path)
+    try:
+        from ase.io import read
+
+        images = read(str(path), index=index)
+    except Exception as error:  # ASE raises many types; the user needs the file, frame and reason
+        raise DataError(f"{_locate_unreadable(path)}: cannot be read by ASE ({type(error).__name__}: {error})") from None
+    if not isinstance(images, list):
+        images = [images]
+    if not images:
+        raise DataError(f"{path}: the file contains no structures")
+    frames = [_frame_from_atoms(atoms, keys, factor, f"{path}, frame {i}") for i, atoms in enumerate(images)]
+    return frames, _report(path, frames, [keys.energy, keys.forces, keys.stress, keys.virial], unit)
+
+
+def _locate_unreadable(path: Path) -> str:
+    """``path`` or ``path, frame k``: the first frame ASE fails on, found by reading one at a time."""
+    from ase.io import iread
+
+    k = 0
+    try:
+        for _ in iread(str(path), index=":"):
+            k += 1
+    except Exception:
+        return f"{path}, frame {k}"
+    return str(path)
+
+
+def _unit_factor(unit: str, path) -> float:
+    if unit not in ENERGY_UNITS:
+        raise DataError(f"{path}: unknown energy unit {unit!r}; expected one of {sorted(ENERGY_UNITS)}")
+    return ENERGY_UNITS[unit]
+
+
+def _read_npz(path: Path, energy_unit: str | None) -> tuple[list[Frame], ReadReport]:
+    data = np.load(path)
+    missing = [k for k in RMD17_KEYS if k not in data.files]
+    if missing:
+        raise DataError(f"{path}: an .npz file must have the rMD17 keys {list(RMD17_KEYS)}; missing {missing}")
+    unit = energy_unit or "kcal/mol"
+    factor = _unit_factor(unit, path)
+    numbers = data["nuclear_charges"].astype(np.int64)
+    coords, energies, forces = data["coords"], data["energies"], data["forces"]
+    n = len(energies)
+    if n == 0:
+        raise DataError(f"{path}: the file contains no structures")
+    if coords.shape != (n, len(numbers), 3) or forces.shape != (n, len(numbers), 3):
+        raise DataError(f"{path}: key 'coords'/'forces' must have shape ({n}, {len(numbers)}, 3), "
+                        f"got {coords.shape} and {forces.shape}")
+    frames = []
+    for i in range(n):
+        source = f"{path}, frame {i}"
+        frame = Frame(numbers=numbers.copy(), positions=coords[i].astype(np.float64), cell=np.zeros((3, 3)),
+                      pbc=np.zeros(3, dtype=bool), energy=float(energies[i]) * factor,
+                      forces=forces[i].astype(np.float64) * factor, source=source)
+        _check_finite(frame, source)
+        frames.append(frame)
+    return frames, _report(path, frames, ["energies", "forces"], unit)
+
+
+def _label(atoms, key: str, per_atom: bool):
+    """A label from info/arrays, or from the calculator results (ASE >= 3.23 extxyz)."""
+    store = atoms.arrays if per_atom else atoms.info
+    if key in store:
+        return store[key]
+    if not per_atom and key in atoms.arrays:
+        return atoms.arrays[key]
+    calc = getattr(atoms, "calc", None)
+    results = getattr(calc, "results", None) or {}
+    aliases = {"energy": ("energy", "free_energy"), "free_energy": ("free_energy",), "forces": ("forces",),
+               "stress": ("stress",)}
+    for name in aliases.get(key, ()):
+        if name in results:
+            return results[name]
+    return None
+
+
+def _frame_from_atoms(atoms, keys: DataKeys, factor: float, source: str) -> Frame:
+    n = len(atoms)
+    frame = Frame(
+        numbers=atoms.get_atomic_numbers().astype(np.int64),
+        positions=np.asarray(atoms.get_positions(), dtype=np.float64),
+        cell=np.asarray(atoms.cell.array, dtype=np.float64),
+        pbc=np.asarray(atoms.pbc, dtype=bool),
+        source=source,
+        config_type=str(atoms.info.get(keys.config_type, "Default")),
+    )
+    weight = atoms.info.get(keys.weight, 1.0)
+    try:
+        frame.weight = float(weight)
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: key {keys.weight!r} must be a number, got {weight!r}") from None
+    energy = _label(atoms, keys.energy, per_atom=False)
+    if energy is not None:
+        try:
+            frame.energy = float(np.asarray(energy).reshape(())) * factor
+        except (TypeError, ValueError):
+            raise DataError(f"{source}: key {keys.energy!r} must be one number, got {energy!r}") from None
+    forces = _label(atoms, keys.forces, per_atom=True)
+    if forces is not None:
+        forces = np.asarray(forces, dtype=np.float64)
+        if forces.shape != (n, 3):
+            raise DataError(f"{source}: key {keys.forces!r} must have shape ({n}, 3), got {forces.shape}")
+        frame.forces = forces * factor
+    for name, key in (("stress", keys.stress), ("virial", keys.virial)):
+        value = _label(atoms, key, per_atom=False)
+        if value is None:
+            continue
+        try:
+            matrix = _as_matrix(np.asarray(value, dtype=np.float64))
+        except ValueError:
+            raise DataError(f"{source}: key {key!r} must have 9 or 6 (Voigt) components, "
+                            f"got shape {np.shape(value)}") from None
+        setattr(frame, name, matrix * factor)
+    _check_finite(frame, source, keys)
+    return frame
+
+
+def _as_matrix(value: np.ndarray) -> np.ndarray:
+    if value.size == 9:
+        return value.reshape(3, 3)
+    if value.size == 6:  # Voigt: xx yy zz yz xz xy
+        xx, yy, zz, yz, xz, xy = value.reshape(6)
+        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    raise ValueError
+
+
+def _check_finite(frame: Frame, source: str, keys: DataKeys = DataKeys()) -> None:
+    if not np.all(np.isfinite(frame.positions)):
+        raise DataError(f"{source}: positions contain NaN or infinite values")
+    for name, key in (("energy", keys.energy), ("forces", keys.forces), ("stress", keys.stress),
+                      ("virial", keys.virial)):
+        value = getattr(frame, name)
+        if value is not None and not np.all(np.isfinite(value)):
+            raise DataError(f"{source}: key {key!r} contains NaN or infinite values")
+
+
+def _report(path, frames: Sequence[Frame], key_names, unit: str) -> ReadReport:
+    report = ReadReport(str(path), frames=len(frames), energy_unit=unit)
+    for f in frames:
+        report.atoms += f.num_atoms
+        for z in f.numbers.tolist():
+            report.elements[z] = report.elements.get(z, 0) + 1
+        report.isolated_atoms += int(f.is_isolated_atom)
+    names = ("energy", "forces", "stress", "virial")
+    for key, name in zip(key_names, names):
+        report.labels[key] = sum(getattr(f, name) is not None for f in frames)
+    return report
+
+
+def validate_frames(
+    frames: Sequence[Frame],
+    species: Sequence[int] | None = None,
+    r_max: float | None = None,
+    min_distance: float = 0.5,
+    require: Sequence[str] = ("energy",),
+    keys: DataKeys = DataKeys(),
+    allow_missing: bool = False,
+) -> list[str]:
+    """Check frames before training; raise :class:`DataError` or return warnings (with counts).
+
+    Errors: a required label missing (unless ``allow_missing``: then a warning with counts), an
+    element the model does not know, two atoms closer than ``min_distance`` Å. Warnings: atoms
+    without any neighbour within ``r_max`` in frames of several atoms.
+    """
+    messages: list[str] = []
+    key_of = {"energy": keys.energy, "forces": keys.forces, "stress": keys.stress, "virial": keys.virial}
+    for name in require:
+        missing = [f.source for f in frames if getattr(f, name) is None and not (name == "stress" and f.virial is not None)]
+        if missing:
+            text = (f"{len(missing)} of {len(frames)} frames have no {key_of[name]!r} label "
+                    f"(first: {missing[0]})")
+            if not allow_missing:
+                raise DataError(text + "; set the right key, or allow missing labels to train without them")
+            messages.append(text + ": those frames are trained without it")
+    known = set(species) if species is not None else None
+    lonely_frames, lonely_atoms = [], 0
+    for f in frames:
+        if known is not None:
+            unknown = sorted(set(f.numbers.tolist()) - known)
+            if unknown:
+                raise DataError(f"{f.source}: element(s) {[_symbol(z) for z in unknown]} (Z={unknown}) are not "
+                                f"in the model's species {[_symbol(z) for z in sorted(known)]}")
+        if f.num_atoms < 2:
+            continue
+        distances = _pair_distances(f, max(min_distance, r_max or 0.0))
+        close = [(i, j, d) for i, j, d in distances if d < min_distance]
+        if close:
+            i, j, d = min(close, key=lambda t: t[2])
+            raise DataError(f"{f.source}: atoms {i} and {j} are {d:.3f} Å apart, closer than {min_distance} Å")
+        if r_max is not None:
+            has_neighbour = np.zeros(f.num_atoms, dtype=bool)
+            for i, j, d in distances:
+                if d < r_max:
+                    has_neighbour[i] = has_neighbour[j] = True
+            if not has_neighbour.all():
+                lonely_frames.append(f.source)
+                lonely_atoms += int((~has_neighbour).sum())
+    if lonely_frames:
+        messages.append(f"{lonely_atoms} atoms in {len(lonely_frames)} frames have no neighbour within "
+                        f"r_max={r_max} Å (first: {lonely_frames[0]})")
+    for message in messages:
+        warnings.warn(message, stacklevel=2)
+    return messages
+
+
+def _pair_distances(frame: Frame, cutoff: float):
+    from tensorfuse.data._neighbors import neighbor_list
+
+    sender, receiver, shifts = neighbor_list(frame.positions, frame.cell, frame.pbc, cutoff)
+    vectors = frame.positions[sender] - frame.positions[receiver] + shifts @ frame.cell
+    lengths = np.linalg.norm(vectors, axis=1)
+    keep = sender > receiver
+    return list(zip(receiver[keep].tolist(), sender[keep].tolist(), lengths[keep].tolist()))
+
+
+def isolated_atom_energies(frames: Sequence[Frame]) -> dict[int, float]:
+    """E0 per element from single, non-periodic atoms with an energy (e.g. config_type IsolatedAtom)."""
+    energies: dict[int, list[float]] = {}
+    for f in frames:
+        if f.is_isolated_atom and f.energy is not None:
+            energies.setdefault(int(f.numbers[0]), []).append(f.energy)
+    return {z: float(np.mean(v)) for z, v in energies.items()}
+
+
+def write_frames(path, frames: Sequence[Frame], predictions: Sequence[dict] | None = None) -> None:
+    """Write frames (and optional predictions under ``pred_*`` keys) as extxyz."""
+    from ase.io import write
+
+    images = []
+    for k, f in enumerate(frames):
+        atoms = f.to_atoms()
+        if f.energy is not None:
+            atoms.info["REF_energy"] = f.energy
+        if f.forces is not None:
+            atoms.arrays["REF_forces"] = f.forces
+        if predictions is not None:
+            for key, value in predictions[k].items():
+                value = np.asarray(value)
+                if value.ndim == 2 and value.shape[0] == f.num_atoms:
+                    atoms.arrays[f"pred_{key}"] = value
+                else:
+                    atoms.info[f"pred_{key}"] = value.tolist() if value.ndim else float(value)
+        images.append(atoms)
+    write(str(path), images, format="extxyz")
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)

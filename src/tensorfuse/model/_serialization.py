@@ -1,0 +1,96 @@
+"""Model files: weights, configuration (with statistics) and version, in plain data only.
+
+A model file is ``torch.save`` of a dict of strings, numbers, lists and tensors, so it loads with
+``torch.load(weights_only=True)``: opening a model can never run code (a pickled module could).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+MODEL_FORMAT = "tensorfuse-model"
+MODEL_VERSION = 1
+
+
+def atomic_save(obj, path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a kill mid-write
+    leaves the previous file intact, never a truncated one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def model_to_dict(model) -> dict:
+    from tensorfuse import __version__
+
+    param = next(model.parameters())
+    return {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_VERSION,
+        "tensorfuse_version": __version__,
+        "config": model.config.to_dict(),
+        "dtype": str(param.dtype).replace("torch.", ""),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def save_model(model, path) -> None:
+    """Save a :class:`~tensorfuse.Potential` (weights, configuration, statistics, version)."""
+    atomic_save(model_to_dict(model), path)
+
+
+def load_model(path, device=None, dtype: torch.dtype | None = None):
+    """Load a model file written by :func:`save_model`; clear errors for foreign or newer files."""
+    from tensorfuse.model._build import build_model
+    from tensorfuse.model._config import ModelConfig
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"model file {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickled modules, corrupt files, other formats
+        raise ValueError(
+            f"{path} is not a tensorfuse model file (it cannot be read as plain data: {type(error).__name__}). "
+            "tensorfuse never loads pickled code; re-export the model with tensorfuse."
+        ) from None
+    return model_from_dict(data, str(path), device, dtype)
+
+
+def model_from_dict(data, source: str, device=None, dtype: torch.dtype | None = None):
+    from tensorfuse.model._build import build_model
+    from tensorfuse.model._config import ModelConfig
+
+    if not isinstance(data, dict) or data.get("format") not in (MODEL_FORMAT, "tensorfuse-checkpoint"):
+        raise ValueError(f"{source} is not a tensorfuse model file (format {data.get('format') if isinstance(data, dict) else type(data).__name__!r})")
+    if data.get("format") == "tensorfuse-checkpoint":
+        raise ValueError(f"{source} is a training checkpoint: use `tensorfuse train --resume` or the run's model.pt")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > MODEL_VERSION:
+        raise ValueError(f"{source} has model format version {version!r}; this tensorfuse reads up to "
+                         f"{MODEL_VERSION}: upgrade tensorfuse")
+    try:
+        config = ModelConfig.from_dict(data["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{source}: the stored configuration is invalid: {error}") from None
+    stored = getattr(torch, data.get("dtype", "float64"))
+    model = build_model(config, dtype=dtype or stored)
+    try:
+        model.load_state_dict(data["state_dict"])
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"{source}: the weights do not match the configuration: {error}") from None
+    return model.to(device) if device is not None else model

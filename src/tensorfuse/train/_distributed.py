@@ -1,0 +1,76 @@
+"""Data-parallel training with torch.distributed (``torchrun``): nccl on GPUs, gloo on CPUs.
+
+Every rank holds the whole model; a global batch is split across the ranks, gradients and
+metric sums are summed with ``all_reduce``, and only rank 0 writes files or prints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls) -> "Distributed":
+        """Read torchrun's variables; initialize the process group when there are several ranks."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available()
+        if use_cuda:
+            torch.cuda.set_device(local)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        return cls(rank, world, local, torch.device(f"cuda:{local}" if use_cuda else "cpu"))
+
+    def shard(self, batch: list[int]) -> list[int]:
+        """This rank's part of a global batch (round robin; may be empty for tiny batches)."""
+        return batch[self.rank :: self.world_size]
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def sum_gradients(self, parameters) -> None:
+        if not self.enabled:
+            return
+        parameters = [p for p in parameters if p.requires_grad]
+        for p in parameters:  # a rank whose share of the batch was empty still takes part
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in parameters]
+        if grads:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,139 @@
+"""Reading and validating data: every bad input is a clear error naming file, frame and key."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from tensorfuse.data._io import DataError, DataKeys, read_frames, validate_frames
+from tensorfuse.train import bundled_dataset
+
+
+def _molecule(energy=-10.0, shift=0.0, numbers=(8, 1, 1)):
+    atoms = Atoms(numbers=list(numbers), positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]][: len(numbers)])
+    atoms.positions += shift
+    atoms.info["REF_energy"] = energy
+    atoms.arrays["REF_forces"] = np.full((len(numbers), 3), 0.1)
+    return atoms
+
+
+KEYS = DataKeys(energy="REF_energy", forces="REF_forces")
+
+
+def test_reads_extxyz_with_explicit_keys(tmp_path):
+    path = tmp_path / "ok.xyz"
+    write(path, [_molecule(-10.0), _molecule(-11.0, 0.1)])
+    frames, report = read_frames(path, KEYS)
+    assert len(frames) == 2 and frames[1].energy == -11.0 and frames[0].forces.shape == (3, 3)
+    assert report.labels == {"REF_energy": 2, "REF_forces": 2, "stress": 0, "virial": 0}
+    assert "2 frames" in report.row() and "O:2" in report.row()
+
+
+def test_ase_calculator_key_clash_is_handled(tmp_path):
+    """ASE >= 3.23 moves `energy`/`forces` of an extxyz file into a calculator: still found."""
+    atoms = _molecule()
+    atoms.calc = SinglePointCalculator(atoms, energy=-5.5, forces=np.ones((3, 3)))
+    path = tmp_path / "calc.xyz"
+    write(path, [atoms])
+    frames, _ = read_frames(path)
+    assert frames[0].energy == -5.5 and np.allclose(frames[0].forces, 1.0)
+
+
+def test_unit_conversion_and_rmd17_npz(tmp_path):
+    path = tmp_path / "kcal.xyz"
+    write(path, [_molecule(-10.0)])
+    frames, _ = read_frames(path, KEYS, energy_unit="kcal/mol")
+    assert frames[0].energy == pytest.approx(-10.0 * 0.0433641043)
+    npz = tmp_path / "mini.npz"
+    np.savez(npz, nuclear_charges=np.array([8, 1, 1]), coords=np.zeros((2, 3, 3)) + np.eye(3),
+             energies=np.array([1.0, 2.0]), forces=np.ones((2, 3, 3)))
+    frames, report = read_frames(npz)
+    assert report.energy_unit == "kcal/mol" and frames[1].energy == pytest.approx(2 * 0.0433641043)
+    np.savez(tmp_path / "bad.npz", coords=np.zeros((1, 3, 3)))
+    with pytest.raises(DataError, match=r"bad.npz.*missing \['nuclear_charges', 'energies', 'forces'\]"):
+        read_frames(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda a: a.info.__setitem__("REF_energy", float("nan")), r"frame 1: key 'REF_energy' contains NaN"),
+        (lambda a: a.arrays.__setitem__("REF_forces", np.full((3, 3), np.inf)), r"frame 1: key 'REF_forces' contains NaN"),
+        (lambda a: a.info.__setitem__("REF_energy", [1.0, 2.0]), r"frame 1: key 'REF_energy' must be one number"),
+        (lambda a: a.info.__setitem__("virial", [1.0, 2.0, 3.0]), r"frame 1: cannot be read by ASE .*virial"),
+        (lambda a: a.info.__setitem__("config_weight", "heavy"), r"frame 1: key 'config_weight' must be a number"),
+    ],
+)
+def test_malformed_labels_name_file_frame_and_key(tmp_path, mutate, match):
+    bad = _molecule()
+    mutate(bad)
+    path = tmp_path / "bad.xyz"
+    write(path, [_molecule(), bad])
+    with pytest.raises(DataError, match="bad.xyz, " + match):
+        read_frames(path, KEYS)
+
+
+def test_wrong_force_shape_is_reported(tmp_path):
+    path = tmp_path / "shape.xyz"
+    path.write_text("3\nProperties=species:S:1:pos:R:3:REF_forces:R:2 REF_energy=1.0\n"
+                    "O 0 0 0 1 1\nH 1 0 0 1 1\nH 0 1 0 1 1\n")
+    with pytest.raises(DataError, match=r"shape.xyz, frame 0: key 'REF_forces' must have shape \(3, 3\)"):
+        read_frames(path, KEYS)
+
+
+def test_empty_missing_and_unreadable_files(tmp_path):
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty.xyz"):
+        read_frames(empty)
+    with pytest.raises(DataError, match="no such file"):
+        read_frames(tmp_path / "absent.xyz")
+    junk = tmp_path / "junk.xyz"
+    junk.write_text("this is not\nan xyz file\n")
+    with pytest.raises(DataError, match="junk.xyz, frame 0: cannot be read"):
+        read_frames(junk)
+
+
+def test_validation_errors_and_warnings(tmp_path):
+    path = tmp_path / "v.xyz"
+    far = _molecule(numbers=(8, 1))
+    far.positions[1] = [0, 0, 9.0]
+    close = _molecule()
+    close.positions[2] = [0.1, 0.0, 0.0]
+    unlabelled = _molecule()
+    del unlabelled.info["REF_energy"]
+    write(path, [_molecule(), far, close, unlabelled])
+    frames, _ = read_frames(path, KEYS)
+    with pytest.raises(DataError, match=r"frame 2: atoms 0 and 2 are 0.100 Å apart"):
+        validate_frames(frames, r_max=5.0, require=(), keys=KEYS)
+    with pytest.raises(DataError, match=r"1 of 3 frames have no 'REF_energy' label \(first: .*frame 3\)"):
+        validate_frames([frames[0], frames[1], frames[3]], keys=KEYS)
+    with pytest.warns(UserWarning, match="1 of 2 frames have no 'REF_energy'"):
+        validate_frames([frames[0], frames[3]], keys=KEYS, allow_missing=True)
+    with pytest.raises(DataError, match=r"frame 0: element\(s\) \['O'\] \(Z=\[8\]\) are not in the model's species"):
+        validate_frames(frames[:1], species=[1, 6], keys=KEYS)
+    with pytest.warns(UserWarning, match="2 atoms in 1 frames have no neighbour within r_max=5.0"):
+        validate_frames(frames[:2], r_max=5.0, keys=KEYS)
+
+
+def test_bundled_dataset_is_in_ev_and_labelled():
+    frames, report = read_frames(bundled_dataset("train"))
+    assert report.frames == 300 and report.labels["energy"] == 300 and report.labels["forces"] == 300
+    assert -4300 < frames[0].energy < -4100  # eV, not kcal/mol
+    test, _ = read_frames(bundled_dataset("test"))
+    assert len(test) == 100
+
+
+def test_custom_stress_key_with_voigt_components(tmp_path):
+    atoms = _molecule()
+    atoms.cell, atoms.pbc = [5, 5, 5], True
+    atoms.info["my_stress"] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    path = tmp_path / "s.xyz"
+    write(path, [atoms])
+    frames, _ = read_frames(path, DataKeys(energy="REF_energy", forces="REF_forces", stress="my_stress"))
+    assert np.allclose(frames[0].stress, [[1, 6, 5], [6, 2, 4], [5, 4, 3]])
+    atoms.info["my_stress"] = [1.0, 2.0]
+    write(path, [atoms])
+    with pytest.raises(DataError, match=r"s.xyz, frame 0: key 'my_stress' must have 9 or 6"):
+        read_frames(path, DataKeys(energy="REF_energy", forces="REF_forces", stress="my_stress"))

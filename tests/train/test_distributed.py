@@ -1,0 +1,35 @@
+"""Data-parallel training on 2 CPU processes (gloo) matches one process on the same global batch."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tensorfuse import load_model
+
+ARGS = ["--max-epochs", "2", "--seed", "3", "--batch-size", "6", "--data.max_train_frames", "18",
+        "--data.max_valid_frames", "6", "--data.valid_fraction", "0.1", "--training.valid_batch_size", "6",
+        "--model.channels=4", "--model.l_max=1", "--model.l_max_edge=1", "--model.correlation=2",
+        "--model.num_bessel=4", "--model.radial_mlp=[8,8]", "--model.readout_hidden=4"]
+
+
+def _run(command, output):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command + ["train", "--output", str(output)] + ARGS, capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_two_gloo_processes_match_a_single_process(tmp_path):
+    single = _run([sys.executable, "-m", "tensorfuse"], tmp_path / "single")
+    ddp = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                "-m", "tensorfuse"], tmp_path / "ddp")
+    assert "2 process(es)" in ddp and "1 process(es)" in single
+    assert ddp.count("epoch    2") == 1  # only rank 0 prints
+    a = load_model(tmp_path / "single" / "model.pt").state_dict()
+    b = load_model(tmp_path / "ddp" / "model.pt").state_dict()
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=1e-9, atol=1e-11), key

@@ -1,0 +1,155 @@
+"""Training: a short run learns, checkpoints resume exactly, files are safe to load, errors are clear."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tensorfuse import TrainConfig, load_model, train
+from tensorfuse._cli import main as cli
+
+TINY = {"channels": 4, "l_max": 1, "l_max_edge": 1, "correlation": 2, "num_bessel": 4,
+        "radial_mlp": [8, 8], "readout_hidden": 4, "r_max": 4.0}
+
+
+def tiny_config(output, **training):
+    return TrainConfig(
+        data={"max_train_frames": 24, "max_valid_frames": 6, "valid_fraction": 0.1},
+        model=TINY,
+        training={"max_epochs": 3, "batch_size": 4, "valid_batch_size": 8, "seed": 1, **training},
+        output=str(output),
+    )
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_short_run_learns_and_writes_its_files(tmp_path, capsys):
+    result = train(tiny_config(tmp_path / "run", max_epochs=4))
+    history = result.history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    for name in ("model.pt", "checkpoint_last.pt", "checkpoint_best.pt", "metrics.csv"):
+        assert (tmp_path / "run" / name).exists(), name
+    assert set(result.metrics) == {"train", "valid", "test"}
+    out = capsys.readouterr().out
+    assert "epoch    4" in out and "errors, best epoch" in out and "read " in out
+    model = load_model(tmp_path / "run" / "model.pt")  # plain data: weights_only=True inside
+    assert model.config.species == (1, 6, 8) and model.config.statistics.avg_num_neighbors > 1
+
+
+def test_model_and_checkpoint_files_load_with_weights_only(tmp_path):
+    train(tiny_config(tmp_path / "run", max_epochs=1))
+    for name in ("model.pt", "checkpoint_last.pt", "checkpoint_best.pt"):
+        torch.load(tmp_path / "run" / name, weights_only=True)
+
+
+def test_foreign_and_newer_model_files_are_clear_errors(tmp_path):
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled.pt")
+    with pytest.raises(ValueError, match="not a tensorfuse model file"):
+        load_model(tmp_path / "pickled.pt")
+    torch.save({"format": "tensorfuse-model", "format_version": 99, "config": {}}, tmp_path / "new.pt")
+    with pytest.raises(ValueError, match="version 99.*upgrade tensorfuse"):
+        load_model(tmp_path / "new.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a tensorfuse model file"):
+        load_model(tmp_path / "junk.pt")
+
+
+def test_resume_after_a_kill_ends_in_the_same_state(tmp_path):
+    """Kill a training process after its second epoch's checkpoint, resume, compare with no kill."""
+    full = train(tiny_config(tmp_path / "full", max_epochs=4))
+    run = tmp_path / "killed"
+    script = (
+        "import sys, torch; torch.set_num_threads(%d)\n"
+        "from tensorfuse._cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n" % torch.get_num_threads()
+    )
+    args = ["train", "--output", str(run), "--max-epochs", "100", "--seed", "1", "--batch-size", "4",
+            "--data.max_train_frames", "24", "--data.max_valid_frames", "6", "--data.valid_fraction", "0.1",
+            "--training.valid_batch_size", "8"] + [f"--model.{k}={v}" for k, v in TINY.items()]
+    process = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        last = run / "checkpoint_last.pt"
+        if last.exists():
+            try:
+                if torch.load(last, weights_only=True)["state"]["epoch"] >= 2:
+                    break
+            except Exception:  # being replaced right now: try again
+                pass
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(run / "checkpoint_last.pt", weights_only=True)["state"]["epoch"]
+    assert 2 <= killed_at < 4
+    resumed = train(tiny_config(run, max_epochs=4).with_overrides({"resume": True}))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    a, b = _weights(tmp_path / "full" / "model.pt"), _weights(run / "model.pt")
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=0, atol=1e-12), key
+    assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-10)
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+        train(tiny_config(tmp_path / "none").with_overrides({"resume": True}))
+
+
+def test_time_budget_stops_early(tmp_path):
+    result = train(tiny_config(tmp_path / "budget", max_epochs=1000, time_budget=0.05))
+    assert 1 <= len(result.history) < 1000
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--model.chanels", "4"], "unknown key(s) model.chanels"),
+        (["train", "--training.lr", "-1"], "training.lr=-1"),
+        (["train", "--train-file", "/nonexistent.xyz"], "data.train_file='/nonexistent.xyz': no such file"),
+        (["train", "--bogus.key", "1"], "sections are data, model and training"),
+        (["train", "--preset", "small", "--model.basis", "polar"], "basis='polar'"),
+        (["eval", "/nonexistent/model.pt", "data.xyz"], "does not exist"),
+        (["train", "missing.yaml"], "missing.yaml does not exist"),
+    ],
+)
+def test_cli_user_errors_are_one_line_without_traceback(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_yaml_configuration_mirrors_the_typed_configs(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "data:\n  max_train_frames: 8\n  valid_fraction: 0.2\nmodel:\n  preset: small\n  channels: 4\n"
+        "training:\n  max_epochs: 1\n  batch_size: 4\noutput: " + str(tmp_path / "yaml_run") + "\n"
+    )
+    config = TrainConfig.from_yaml(path)
+    assert config.model == {"preset": "small", "channels": 4} and config.training.max_epochs == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  max_epochs: 1\n  learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown key\\(s\\) training.learning_rate"):
+        TrainConfig.from_yaml(bad)
+
+
+def test_eval_command_writes_plot_and_predictions(tmp_path, capsys):
+    from tensorfuse.train import bundled_dataset
+
+    train(tiny_config(tmp_path / "run", max_epochs=1))
+    assert cli(["eval", str(tmp_path / "run" / "model.pt"), str(bundled_dataset("test")),
+                "--output", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "E MAE" in out and "F MAE" in out
+    assert (tmp_path / "eval" / "parity_ethanol_test.png").stat().st_size > 1000
+    from ase.io import read
+
+    frames = read(tmp_path / "eval" / "predictions_ethanol_test.xyz", ":")
+    assert len(frames) == 100 and "pred_forces" in frames[0].arrays
