@@ -86,6 +86,38 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _md(args: argparse.Namespace, extra: list[str]) -> int:
+    from pathlib import Path
+
+    from ase.io import read
+
+    from tensorfuse.calculator import Calculator
+    from tensorfuse.md import MDExplosion, run_md
+
+    if extra:
+        raise ValueError(f"unknown argument(s) {extra}")
+    if not Path(args.structure).exists():
+        raise ValueError(f"structure file {args.structure} does not exist")
+    try:
+        atoms = read(args.structure, index=args.frame)
+    except Exception as error:
+        raise ValueError(f"cannot read frame {args.frame} of {args.structure}: {error}") from None
+    models = [args.model] + list(args.committee or [])
+    calculator = Calculator(models if len(models) > 1 else args.model, device=args.device, dtype=args.dtype)
+    log = args.log or str(Path(args.output).with_suffix(".log"))
+    print(f"MD ({args.ensemble}) of {len(atoms)} atoms from {args.structure}: {args.steps} steps of "
+          f"{args.timestep} fs at {args.temperature} K; trajectory {args.output}, log {log}")
+    try:
+        result = run_md(calculator, atoms, args.ensemble, args.steps, args.timestep, args.temperature,
+                        args.pressure, args.friction, args.output, log, args.interval, args.seed)
+    except MDExplosion as error:
+        print(f"tensorfuse md: stopped: {error}. The trajectory up to there is in {args.output}.", file=sys.stderr)
+        return 3
+    print(f"done: {result.steps} steps, {result.ms_per_step:.1f} ms/step, total-energy change "
+          f"{1000 * result.energy_drift:+.3f} meV/atom; {calculator.neighbor_list_builds} neighbour-list builds")
+    return 0
+
+
 def _selfcheck(args: argparse.Namespace, extra: list[str]) -> int:
     from tensorfuse._selfcheck import algebra_selfcheck, format_selfcheck
 
@@ -131,6 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--stress-key", default="stress")
     ev.add_argument("--energy-unit")
     ev.set_defaults(run=_eval)
+
+    md = sub.add_parser("md", help="run molecular dynamics with a trained model (ASE integrators)")
+    md.add_argument("model", help="model file (model.pt)")
+    md.add_argument("structure", help="structure file ASE can read (first frame unless --frame)")
+    md.add_argument("--frame", type=int, default=0, help="which frame of the structure file (default 0)")
+    md.add_argument("--ensemble", choices=["nve", "nvt", "npt"], default="nvt")
+    md.add_argument("--steps", type=int, default=1000)
+    md.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    md.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    md.add_argument("--pressure", type=float, default=1.0, help="bar, for NPT (default 1)")
+    md.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs (default 0.01)")
+    md.add_argument("--output", default="md.xyz", help="trajectory (extxyz, default md.xyz)")
+    md.add_argument("--log", help="log file (default: the trajectory name with .log)")
+    md.add_argument("--interval", type=int, default=10, help="steps between frames and log lines")
+    md.add_argument("--seed", type=int, default=0)
+    md.add_argument("--device", default="cpu")
+    md.add_argument("--dtype", choices=["float32", "float64"])
+    md.add_argument("--committee", nargs="+", metavar="MODEL", help="more models: report the committee spread")
+    md.set_defaults(run=_md)
 
     check = sub.add_parser("selfcheck", help="check the O(3) algebra in both bases and print a table")
     check.add_argument("--lmax", type=int, default=4, help="largest degree to check (default 4, at most 8)")

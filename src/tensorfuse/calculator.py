@@ -1,0 +1,129 @@
+"""ASE calculator: energies, forces, stress and per-atom energies of one model or a committee."""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Sequence
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator as _ASECalculator
+from ase.calculators.calculator import all_changes
+
+from tensorfuse.data import AtomicGraph
+from tensorfuse.model import Potential
+from tensorfuse.model._serialization import load_model
+
+
+def _as_model(model, device, dtype) -> Potential:
+    if isinstance(model, (str, PathLike)):
+        loaded = load_model(model, device=device, dtype=dtype)
+        for p in loaded.parameters():  # inference only: no graph for the weights
+            p.requires_grad_(False)
+        return loaded
+    if isinstance(model, Potential):
+        model = model.to(device)
+        return model.to(dtype) if dtype is not None else model
+    raise ValueError(f"expected a tensorfuse Potential or a model file path, got {type(model).__name__}")
+
+
+class Calculator(_ASECalculator):
+    """``tensorfuse.Calculator(model_or_path, device="cpu", dtype=None, skin=0.5)``.
+
+    Results: ``energy``, ``free_energy``, ``forces``, ``energies`` (per atom) and, for structures
+    periodic along all three axes, ``stress`` (Voigt, eV/Å^3). With a list of models (a
+    committee) the results are the committee means, and ``energy_std``, ``forces_std`` (per atom
+    and component), ``energy_committee`` and ``forces_committee`` are added.
+
+    The neighbour list is built for ``r_max + skin`` and reused until some atom has moved (or the
+    cell has changed) enough that a pair could have crossed ``r_max``; the extra pairs contribute
+    exactly zero thanks to the smooth cutoff, so MD steps stay cheap and the results exact.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(self, model, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
+                 skin: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(dtype, str):
+            if dtype not in ("float32", "float64"):
+                raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+            dtype = getattr(torch, dtype)
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0, got {skin}")
+        models = list(model) if isinstance(model, Sequence) and not isinstance(model, str) else [model]
+        if not models:
+            raise ValueError("an empty committee: give at least one model")
+        self.device = torch.device(device)
+        self.models = [_as_model(m, self.device, dtype) for m in models]
+        for m in self.models:
+            m.eval()
+        self.dtype = next(self.models[0].parameters()).dtype
+        self.species = set(self.models[0].config.species)
+        for m in self.models[1:]:
+            if set(m.config.species) != self.species:
+                raise ValueError("committee models must know the same elements")
+        self.skin = float(skin)
+        self.cutoff = max(m.r_max for m in self.models) + self.skin
+        self._graph: AtomicGraph | None = None
+        self._reference = None  # positions, cell, numbers, pbc at the last neighbour-list build
+        self._max_shift = 0.0
+        self.neighbor_list_builds = 0
+        from tensorfuse.utils import tune_malloc
+
+        tune_malloc()  # keep freed memory in the process: MD calls reuse it (see utils._malloc)
+
+    # -- neighbour list with a skin ---------------------------------------------------------------
+    def _needs_rebuild(self, positions, cell, numbers, pbc) -> bool:
+        if self._reference is None:
+            return True
+        ref_positions, ref_cell, ref_numbers, ref_pbc = self._reference
+        if len(numbers) != len(ref_numbers) or not np.array_equal(numbers, ref_numbers) or not np.array_equal(pbc, ref_pbc):
+            return True
+        moved = np.sqrt(((positions - ref_positions) ** 2).sum(1).max()) if len(positions) else 0.0
+        strain = np.linalg.norm(cell - ref_cell, 2) * self._max_shift
+        return 2 * moved + strain > self.skin
+
+    def _graph_for(self, atoms) -> AtomicGraph:
+        positions = atoms.get_positions()
+        cell, numbers, pbc = atoms.cell.array.copy(), atoms.get_atomic_numbers(), atoms.pbc.copy()
+        unknown = sorted(set(numbers.tolist()) - self.species)
+        if unknown:
+            raise ValueError(f"element(s) with atomic number {unknown} are not in the model's species {sorted(self.species)}")
+        if self._needs_rebuild(positions, cell, numbers, pbc):
+            self._graph = AtomicGraph.from_arrays(positions, numbers, self.cutoff, cell, pbc, dtype=self.dtype).to(self.device)
+            self._reference = (positions.copy(), cell, numbers.copy(), pbc)
+            shifts = self._graph.unit_shifts
+            self._max_shift = float(shifts.abs().sum(1).max()) if shifts.numel() else 0.0
+            self.neighbor_list_builds += 1
+            return self._graph
+        return AtomicGraph(
+            positions=torch.tensor(positions, dtype=self.dtype, device=self.device),
+            numbers=self._graph.numbers,
+            edge_index=self._graph.edge_index,
+            unit_shifts=self._graph.unit_shifts,
+            cell=torch.tensor(cell, dtype=self.dtype, device=self.device).unsqueeze(0),
+            pbc=self._graph.pbc,
+            batch=self._graph.batch,
+        )
+
+    # -- ASE interface ------------------------------------------------------------------------
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        graph = self._graph_for(self.atoms)
+        stress = bool(np.all(self.atoms.pbc))
+        outputs = [m(graph, forces=True, stress=stress) for m in self.models]
+        energies = np.array([float(o["energy"][0].detach()) for o in outputs])
+        forces = np.stack([o["forces"].detach().cpu().numpy() for o in outputs])
+        node = np.stack([o["node_energy"].detach().cpu().numpy() for o in outputs])
+        self.results["energy"] = self.results["free_energy"] = float(energies.mean())
+        self.results["forces"] = forces.mean(0)
+        self.results["energies"] = node.mean(0)
+        if stress:
+            s = np.stack([o["stress"][0].detach().cpu().numpy() for o in outputs]).mean(0)
+            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        if len(self.models) > 1:
+            self.results["energy_std"] = float(energies.std())
+            self.results["forces_std"] = forces.std(0)
+            self.results["energy_committee"] = energies
+            self.results["forces_committee"] = forces
