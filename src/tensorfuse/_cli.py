@@ -118,6 +118,18 @@ def _md(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, extra: list[str]) -> int:
+    from tensorfuse.export import export_model
+    from tensorfuse.model._serialization import load_model
+
+    if extra:
+        raise ValueError(f"unknown argument(s) {extra}")
+    path = export_model(load_model(args.model), args.output)
+    print(f"exported {args.model} to {path} (torch.export program; load with tensorfuse.export.load_exported "
+          f"or pass it to tensorfuse.Calculator)")
+    return 0
+
+
 def _selfcheck(args: argparse.Namespace, extra: list[str]) -> int:
     from tensorfuse._selfcheck import algebra_selfcheck, format_selfcheck
 
@@ -182,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--dtype", choices=["float32", "float64"])
     md.add_argument("--committee", nargs="+", metavar="MODEL", help="more models: report the committee spread")
     md.set_defaults(run=_md)
+
+    ex = sub.add_parser("export", help="export a model as a torch.export program (.pt2) for deployment")
+    ex.add_argument("model")
+    ex.add_argument("output", help="output file, e.g. model.pt2")
+    ex.set_defaults(run=_export)
 
     check = sub.add_parser("selfcheck", help="check the O(3) algebra in both bases and print a table")
     check.add_argument("--lmax", type=int, default=4, help="largest degree to check (default 4, at most 8)")

@@ -16,6 +16,10 @@ from tensorfuse.model._serialization import load_model
 
 
 def _as_model(model, device, dtype) -> Potential:
+    if isinstance(model, (str, PathLike)) and str(model).endswith(".pt2"):
+        from tensorfuse.export import load_exported
+
+        return load_exported(model)
     if isinstance(model, (str, PathLike)):
         loaded = load_model(model, device=device, dtype=dtype)
         for p in loaded.parameters():  # inference only: no graph for the weights

@@ -92,7 +92,7 @@ def run_md(
     if ensemble == "nve":
         dynamics = VelocityVerlet(atoms, dt)
     elif ensemble == "nvt":
-        dynamics = Langevin(atoms, dt, temperature_K=temperature, friction=friction / units.fs, rng=rng)
+        dynamics = Langevin(atoms, dt, temperature_K=temperature, friction=friction / units.fs, rng=rng, fixcm=False)
     else:
         dynamics = IsotropicMTKNPT(atoms, dt, temperature_K=temperature, pressure_au=pressure * units.bar,
                                    tdamp=100 * dt, pdamp=1000 * dt)

@@ -242,8 +242,10 @@ class ChannelwiseTensorProduct(torch.nn.Module):
             )
         if h.dim() != 3 or h.shape[1:] != (self.channels, self.irreps_in1.dim):
             raise ValueError(f"h must have shape [N, {self.channels}, {self.irreps_in1.dim}], got {tuple(h.shape)}")
-        import os
-        chunk = max(16, int(os.environ.get("TF_CHUNK", 1 << 19)) // (self.channels * d_out))
+        if torch.compiler.is_compiling():  # traced (export, compile): the plain, shape-generic form
+            return _message_passing_reference(h, x2, weights, sender, receiver, self.coupling,
+                                              self.path_expansion, num_nodes)
+        chunk = max(16, (1 << 19) // (self.channels * d_out))  # about 4 MB of float64 messages per chunk
         return _FusedMessagePassing.apply(
             h, x2, weights, sender, receiver, self.coupling, self.path_expansion, num_nodes, chunk
         )

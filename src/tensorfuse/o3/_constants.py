@@ -14,6 +14,10 @@ def cached_tensor(key: Hashable, build: Callable[[], np.ndarray], dtype: torch.d
     """A float64 numpy constant, converted once per ``(key, dtype, device)``. Do not modify it."""
     full_key = (key, dtype, str(device))
     value = _CACHE.get(full_key)
+    if value is None and torch.compiler.is_compiling():
+        # being traced (export/compile): a constant made now may be a fake tensor, so embed it in
+        # the traced graph without caching it for later eager calls
+        return torch.tensor(build(), dtype=dtype, device=device)
     if value is None:
         # Constants must stay usable by autograd even when first built under inference_mode.
         with torch.inference_mode(False):

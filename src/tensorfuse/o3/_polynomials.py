@@ -65,11 +65,13 @@ def trace_matrix(l: int) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=None)
-def _exponent_tables(lmax: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    exps = [e for l in range(lmax + 1) for e in monomial_exponents(l)]
-    table = torch.tensor(exps, dtype=torch.long)
-    return table[:, 0], table[:, 1], table[:, 2]
+def _exponent_table(lmax: int, device) -> torch.Tensor:
+    from tensorfuse.o3._constants import cached_tensor
+
+    def build():
+        return np.array([e for l in range(lmax + 1) for e in monomial_exponents(l)], dtype=np.int64)
+
+    return cached_tensor(("monomial_exponents", lmax), build, torch.long, device)
 
 
 def evaluate_monomials(x: torch.Tensor, lmax: int) -> torch.Tensor:
@@ -77,7 +79,7 @@ def evaluate_monomials(x: torch.Tensor, lmax: int) -> torch.Tensor:
 
     Shape ``[..., sum_l num_monomials(l)]``; degree ``l`` starts at ``l(l+1)(l+2)/6``.
     """
-    ex, ey, ez = (t.to(x.device) for t in _exponent_tables(lmax))
+    ex, ey, ez = _exponent_table(lmax, x.device).unbind(1)
     powers = [torch.ones_like(x)]
     for _ in range(lmax):
         powers.append(powers[-1] * x)

@@ -1,0 +1,40 @@
+"""Export round trip: the exported program gives the Python model's energies, forces and stress."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk, molecule
+
+from tensorfuse import ModelConfig, build_model, save_model
+from tensorfuse._cli import main as cli
+from tensorfuse.calculator import Calculator
+from tensorfuse.export import export_model, load_exported
+
+
+@pytest.mark.parametrize("basis", ["cartesian", "spherical"])
+def test_exported_program_round_trip(tmp_path, basis):
+    config = ModelConfig(species=(1, 6, 8, 14), basis=basis, channels=4, l_max=1, l_max_edge=2, correlation=3,
+                         num_bessel=4, radial_mlp=(8, 8), readout_hidden=4, r_max=4.0)
+    model = build_model(config, dtype=torch.float64, seed=0)
+    path = export_model(model, tmp_path / "model.pt2")
+    exported = load_exported(path)
+    for atoms in (molecule("CH3CH2OH"), molecule("C6H6"), bulk("Si", "diamond", a=5.43) * (2, 1, 1)):
+        a, b = model.predict(atoms), exported.predict(atoms)
+        assert b["energy"] == pytest.approx(a["energy"], abs=1e-10)
+        assert np.allclose(b["forces"], a["forces"], atol=1e-10)
+        if "stress" in a:
+            assert np.allclose(b["stress"], a["stress"], atol=1e-10)
+    atoms = molecule("CH4")
+    atoms.calc = Calculator(str(path))
+    assert atoms.get_potential_energy() == pytest.approx(model.predict(atoms)["energy"], abs=1e-10)
+
+
+def test_export_command_and_bad_files(tmp_path, capsys):
+    model = build_model(ModelConfig(species=(1, 8), channels=4, l_max_edge=1, correlation=2,
+                                    radial_mlp=(8,), readout_hidden=4), dtype=torch.float64)
+    save_model(model, tmp_path / "m.pt")
+    assert cli(["export", str(tmp_path / "m.pt"), str(tmp_path / "m.pt2")]) == 0
+    assert "exported" in capsys.readouterr().out
+    (tmp_path / "junk.pt2").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not an exported tensorfuse model"):
+        load_exported(tmp_path / "junk.pt2")
