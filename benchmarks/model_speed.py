@@ -107,20 +107,17 @@ def tensorfuse_case(basis, lmax, structures, dtype, training: bool):
 
 
 # --- MACE ------------------------------------------------------------------------------------
-def mace_case(lmax, structures, dtype, training: bool):
+def build_mace(lmax: int, avg: float, dtype):
+    """MACE's ScaleShiftMACE with the benchmark's hyperparameters, built as mace_run_train does."""
     import os
 
     os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # e3nn 0.4.4 pickles its constants (as MACE sets)
     import numpy as np
     import torch
     from e3nn import o3
-    from mace import data as mace_data
-    from mace import modules, tools
-    from mace.tools import torch_geometric
+    from mace import modules
 
     torch.set_default_dtype(dtype)
-    z_table = tools.AtomicNumberTable(list(SPECIES))
-    avg = average_neighbors(structures, 5.0)
     hidden = "+".join(f"64x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(lmax + 1))
     model = modules.ScaleShiftMACE(
         r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
@@ -131,7 +128,17 @@ def mace_case(lmax, structures, dtype, training: bool):
         atomic_numbers=list(SPECIES), correlation=3, gate=torch.nn.functional.silu,
         radial_MLP=[64, 64, 64], atomic_inter_scale=1.0, atomic_inter_shift=0.0,
     ).to(dtype)
-    params = sum(p.numel() for p in model.parameters())
+    return model, sum(p.numel() for p in model.parameters())
+
+
+def mace_case(lmax, structures, dtype, training: bool):
+    import torch
+    from mace import data as mace_data
+    from mace import tools
+    from mace.tools import torch_geometric
+
+    model, params = build_mace(lmax, average_neighbors(structures, 5.0), dtype)
+    z_table = tools.AtomicNumberTable(list(SPECIES))
     configs = [mace_data.config_from_atoms(a) for a in structures]
     data_list = [mace_data.AtomicData.from_config(c, z_table=z_table, cutoff=5.0) for c in configs]
     batch = torch_geometric.batch.Batch.from_data_list(data_list).to_dict()

@@ -23,6 +23,7 @@ from tensorfuse.train._loss import LossWeights, batch_counts, error_sums, loss_t
 from tensorfuse.train._statistics import atomic_energies, compute_statistics
 
 CHECKPOINT_FORMAT = "tensorfuse-checkpoint"
+DEMO_TIME_BUDGET = 3.0  # minutes: `tensorfuse train` without data must finish in a few minutes
 CHECKPOINT_VERSION = 1
 
 
@@ -220,11 +221,15 @@ def _train(config: TrainConfig, dist: Distributed) -> TrainResult:
     writer = _TensorBoard(output) if dist.is_main else None
     n_train = len(datasets["train"])
     epoch_seconds = None
+    budget = opt.time_budget
+    if budget is None and config.data.train_file is None:
+        budget = DEMO_TIME_BUDGET
+        _log(dist, f"bundled demo data: training for at most {budget:g} minutes (set --time-budget to change)")
     while state["epoch"] < opt.max_epochs:
         elapsed = state["elapsed"] + (time.perf_counter() - started)
-        if opt.time_budget is not None and epoch_seconds is not None:
-            if elapsed + epoch_seconds > 60 * opt.time_budget:
-                _log(dist, f"time budget of {opt.time_budget} min reached after epoch {state['epoch']}")
+        if budget is not None and epoch_seconds is not None:
+            if elapsed + epoch_seconds > 60 * budget:
+                _log(dist, f"time budget of {budget:g} min reached after epoch {state['epoch']}")
                 break
         epoch = state["epoch"] + 1
         epoch_start = time.perf_counter()

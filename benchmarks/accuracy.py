@@ -1,0 +1,174 @@
+"""Accuracy at an equal wall-clock budget: tensorfuse (both bases) vs MACE on rMD17.
+
+For each molecule: 950 training and 50 validation frames drawn (seed 0) from
+``rmd17_<molecule>_train_01.npz``, test on the 1000 frames of ``rmd17_<molecule>_test_01.npz``
+(energies converted from kcal/mol to eV). The models have the same size: 2 layers, 64 channels,
+hidden l_max 1, edge harmonics to 3, correlation 3, r_max 5 Å, 8 Bessel functions; batch 5,
+Adam (AMSGrad) at lr 0.01, EMA 0.99, float64; energy:force loss weights 1:10 (tensorfuse, per-atom
+energies) and MACE's defaults otherwise.
+
+tensorfuse stops itself at the budget (``--time-budget``). MACE has no budget option, so a
+one-epoch pilot run measures its epoch time and the real run gets as many epochs as fit in the
+budget. Both are then tested by the same code (tensorfuse's metrics on MACE's predictions via its
+ASE calculator).
+
+    python benchmarks/accuracy.py [--molecules aspirin ethanol] [--budget 60] [--impls ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from systems import RMD17  # noqa: E402
+
+KCAL = 0.0433641043
+IMPLEMENTATIONS = ("tensorfuse-cartesian", "tensorfuse-spherical", "mace")
+
+
+def write_splits(molecule: str, folder: Path) -> dict:
+    """extxyz train/valid/test files in eV (REF_ keys) for this molecule."""
+    from ase import Atoms
+    from ase.io import write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    train = np.load(RMD17 / f"rmd17_{molecule}_train_01.npz")
+    test = np.load(RMD17 / f"rmd17_{molecule}_test_01.npz")
+    order = np.random.default_rng(0).permutation(len(train["energies"]))
+    for split, data, idx in (("train", train, order[:950]), ("valid", train, order[950:1000]),
+                             ("test", test, np.arange(len(test["energies"])))):
+        frames = []
+        for i in idx:
+            atoms = Atoms(numbers=data["nuclear_charges"].astype(int), positions=data["coords"][i])
+            atoms.info["REF_energy"] = float(data["energies"][i]) * KCAL
+            atoms.arrays["REF_forces"] = data["forces"][i] * KCAL
+            frames.append(atoms)
+        paths[split] = folder / f"{split}.xyz"
+        write(paths[split], frames, format="extxyz")
+    return paths
+
+
+def run_tensorfuse(basis: str, paths: dict, budget: float, output: Path) -> dict:
+    from tensorfuse import TrainConfig, load_model, train
+
+    start = time.perf_counter()
+    train(TrainConfig(
+        data={"train_file": str(paths["train"]), "valid_file": str(paths["valid"]),
+              "energy_key": "REF_energy", "forces_key": "REF_forces"},
+        model={"basis": basis, "channels": 64, "l_max": 1, "l_max_edge": 3, "correlation": 3, "num_layers": 2,
+               "r_max": 5.0, "num_bessel": 8, "radial_mlp": [64, 64, 64]},
+        training={"max_epochs": 100000, "time_budget": budget, "batch_size": 5, "valid_batch_size": 10,
+                  "lr": 0.01, "energy_weight": 1.0, "forces_weight": 10.0, "ema_decay": 0.99, "dtype": "float64",
+                  "scheduler_patience": 5},
+        output=str(output),
+    ))
+    wall = time.perf_counter() - start
+    model = load_model(output / "model.pt")
+    epochs = sum(1 for _ in open(output / "metrics.csv")) - 1
+    return {"wall_min": wall / 60, "epochs": epochs, "params": sum(p.numel() for p in model.parameters()),
+            **test_errors(lambda atoms: model.predict(atoms), paths["test"])}
+
+
+def _mace_command(paths: dict, output: Path, epochs: int) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "mace_run_train"), "--name=mace", "--seed=0", f"--work_dir={output}",
+        f"--train_file={paths['train']}", f"--valid_file={paths['valid']}",
+        "--energy_key=REF_energy", "--forces_key=REF_forces", "--E0s=average",
+        "--model=MACE", "--num_channels=64", "--max_L=1", "--num_interactions=2", "--correlation=3",
+        "--max_ell=3", "--r_max=5.0", "--num_radial_basis=8", "--num_cutoff_basis=5",
+        "--batch_size=5", "--valid_batch_size=10", "--lr=0.01", f"--max_num_epochs={epochs}",
+        "--ema", "--ema_decay=0.99", "--amsgrad", "--default_dtype=float64", "--device=cpu",
+        "--eval_interval=1", "--save_cpu",
+    ]
+
+
+def run_mace(paths: dict, budget: float, output: Path) -> dict:
+    import os
+
+    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+    pilot_dir = output.parent / (output.name + "_pilot")
+    start = time.perf_counter()
+    subprocess.run(_mace_command(paths, pilot_dir, 1), check=True, capture_output=True, env=env)
+    epoch_minutes = (time.perf_counter() - start) / 60
+    epochs = max(1, int(budget // epoch_minutes))
+    start = time.perf_counter()
+    subprocess.run(_mace_command(paths, output, epochs), check=True, capture_output=True, env=env)
+    wall = time.perf_counter() - start
+    from mace.calculators import MACECalculator
+
+    calc = MACECalculator(model_paths=str(output / "mace.model"), device="cpu", default_dtype="float64")
+
+    def predict(atoms):
+        atoms.calc = calc
+        return {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+
+    import torch
+
+    model = torch.load(output / "mace.model", weights_only=False)
+    return {"wall_min": wall / 60, "epochs": epochs, "pilot_epoch_min": epoch_minutes,
+            "params": sum(p.numel() for p in model.parameters()), **test_errors(predict, paths["test"])}
+
+
+def test_errors(predict, test_path) -> dict:
+    from ase.io import read
+
+    e_err, f_err = [], []
+    for atoms in read(test_path, ":"):
+        reference_e, reference_f = atoms.info["REF_energy"], atoms.arrays["REF_forces"]
+        out = predict(atoms.copy())
+        e_err.append(out["energy"] - reference_e)
+        f_err.append(np.asarray(out["forces"]) - reference_f)
+    e_err, f_err = np.array(e_err), np.concatenate(f_err).ravel()
+    return {"e_mae_mev": 1e3 * np.abs(e_err).mean(), "f_mae_mev": 1e3 * np.abs(f_err).mean(),
+            "e_rmse_mev": 1e3 * np.sqrt((e_err**2).mean()), "f_rmse_mev": 1e3 * np.sqrt((f_err**2).mean())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--molecules", nargs="+", default=["aspirin", "ethanol"])
+    parser.add_argument("--budget", type=float, default=60.0, help="minutes of training per model")
+    parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
+    parser.add_argument("--work", default="runs/accuracy", help="folder for data, runs and results")
+    args = parser.parse_args()
+    from tensorfuse.utils import tune_malloc
+
+    tune_malloc()
+    work = Path(args.work)
+    print(f"# rMD17, 950 train / 50 valid (train_01), tested on the 1000 frames of test_01; "
+          f"budget {args.budget:g} min of training per model, 2 CPU threads")
+    print("| molecule | model | params | epochs | wall min | E MAE meV | F MAE meV/Å | E RMSE | F RMSE | F MAE vs MACE |")
+    print("|" + "---|" * 10)
+    for molecule in args.molecules:
+        paths = write_splits(molecule, work / molecule / "data")
+        results = {}
+        for impl in args.impls:
+            out = work / molecule / impl
+            try:
+                if impl == "mace":
+                    results[impl] = run_mace(paths, args.budget, out)
+                else:
+                    results[impl] = run_tensorfuse(impl.split("-")[1], paths, args.budget, out)
+            except Exception as error:  # report and continue with the other models
+                print(f"# {impl} on {molecule} failed: {error}", file=sys.stderr)
+                continue
+            with open(work / "results.jsonl", "a") as f:
+                f.write(json.dumps({"molecule": molecule, "impl": impl, **results[impl]}) + "\n")
+        mace = results.get("mace")
+        for impl, r in results.items():
+            ratio = f"{r['f_mae_mev'] / mace['f_mae_mev']:.2f}" if mace and impl != "mace" else ""
+            print(f"| {molecule} | {impl} | {r['params']:,} | {r['epochs']} | {r['wall_min']:.1f} | "
+                  f"{r['e_mae_mev']:.1f} | {r['f_mae_mev']:.1f} | {r['e_rmse_mev']:.1f} | {r['f_rmse_mev']:.1f} | "
+                  f"{ratio} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
