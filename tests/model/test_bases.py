@@ -39,6 +39,25 @@ def test_cartesian_and_spherical_models_compute_the_same_function(variant, parit
         assert float((a[key] - b[key]).detach().abs().max()) < 1e-8 * scale, key
 
 
+@pytest.mark.parametrize("settings", [
+    dict(product_basis="fusion", fusion_mode="density"),
+    dict(product_basis="fusion", fusion_mode="distinct", fusion_shape="balanced"),
+    dict(architecture="cormorant"),
+    dict(architecture="cormorant", product_basis="fusion", fusion_mode="distinct", parity="all"),
+], ids=["fusion-density", "fusion-distinct", "cormorant", "cormorant-fusion"])
+def test_fusion_and_cormorant_models_compute_the_same_function_in_both_bases(settings):
+    base = {**BASE, "l_max": 1, "channels": 4}
+    spherical = build_model(ModelConfig(basis="spherical", **settings, **base), dtype=torch.float64, seed=1)
+    cartesian = build_model(ModelConfig(basis="cartesian", **settings, **base), dtype=torch.float64, seed=2)
+    cartesian.load_state_dict(spherical.state_dict())
+    graph = _graphs()
+    a = spherical(graph, forces=True, stress=True)
+    b = cartesian(graph, forces=True, stress=True)
+    for key in ("energy", "forces", "stress"):
+        scale = max(float(a[key].detach().abs().max()), 1.0)
+        assert float((a[key] - b[key]).detach().abs().max()) < 1e-8 * scale, key
+
+
 def test_state_dicts_have_the_same_layout_in_both_bases():
     s = build_model(ModelConfig(basis="spherical", **BASE)).state_dict()
     c = build_model(ModelConfig(basis="cartesian", **BASE)).state_dict()

@@ -60,3 +60,47 @@ class TestCartesianHighCorrelation(PotentialTests):
 @pytest.mark.slow
 class TestCartesianLarger(PotentialTests):
     config = ModelConfig(species=(1, 6, 8), basis="cartesian", channels=8, l_max=2, l_max_edge=3, correlation=3)
+
+
+# -- fusion product bases (MACE-style) and the Cormorant-style model -------------------------------
+class TestCartesianFusionDensity(PotentialTests):
+    config = ModelConfig(basis="cartesian", product_basis="fusion", fusion_mode="density", **SMALL)
+
+
+class TestSphericalFusionDensity(PotentialTests):
+    config = ModelConfig(basis="spherical", product_basis="fusion", fusion_mode="density", **SMALL)
+
+
+class TestCartesianFusionDistinct(PotentialTests):
+    config = ModelConfig(basis="cartesian", product_basis="fusion", fusion_mode="distinct", **SMALL)
+
+
+class TestSphericalFusionDistinct(PotentialTests):
+    config = ModelConfig(basis="spherical", product_basis="fusion", fusion_mode="distinct", **SMALL)
+
+
+class TestCartesianFusionPseudotensors(PotentialTests):
+    config = ModelConfig(basis="cartesian", product_basis="fusion", fusion_mode="distinct", parity="all", **SMALL)
+
+
+class TestCartesianCormorant(PotentialTests):
+    config = ModelConfig(architecture="cormorant", basis="cartesian", **SMALL)
+
+
+class TestSphericalCormorant(PotentialTests):
+    config = ModelConfig(architecture="cormorant", basis="spherical", **SMALL)
+
+
+class TestCartesianCormorantFusion(PotentialTests):
+    config = ModelConfig(architecture="cormorant", basis="cartesian", product_basis="fusion",
+                         fusion_mode="distinct", **SMALL)
+
+
+class TestSphericalCormorantFusion(PotentialTests):
+    config = ModelConfig(architecture="cormorant", basis="spherical", product_basis="fusion",
+                         fusion_mode="distinct", **SMALL)
+
+
+class TestSphericalCormorantFusionDensity(PotentialTests):
+    config = ModelConfig(architecture="cormorant", basis="spherical", product_basis="fusion",
+                         fusion_mode="density", parity="all", **SMALL)

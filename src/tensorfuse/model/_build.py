@@ -11,13 +11,14 @@ from tensorfuse.o3 import Irreps
 
 
 def layer_irreps(config: ModelConfig) -> tuple[Irreps, Irreps, list[Irreps]]:
-    """``(edge harmonics, atomic density A, node features before/after each layer)`` per channel.
+    """``(edge harmonics, atomic density A or messages, node features before/after each layer)`` per channel.
 
     Node features start as scalars (the species embedding), have degrees up to ``l_max`` between
     layers and are scalars again after the last layer, which only feeds the energy readout.
     """
     edge = Irreps.spherical_harmonics(config.l_max_edge)
-    density = feature_irreps(config.l_max_edge, config.parity)
+    # Cormorant's messages live at the hidden degrees ("maxl"); MACE's density up to l_max_edge
+    density = feature_irreps(config.l_max if config.architecture == "cormorant" else config.l_max_edge, config.parity)
     hidden = feature_irreps(config.l_max, config.parity)
     nodes = [Irreps("0e")] + [hidden] * (config.num_layers - 1) + [Irreps("0e")]
     return edge, density, nodes

@@ -9,7 +9,11 @@ from typing import Any, Mapping
 
 from tensorfuse.o3 import MAX_L, BASES
 
-PRODUCT_BASES = ("symmetric", "full", "latent", "contraction")
+ARCHITECTURES = ("mace", "cormorant")
+PRODUCT_BASES = ("symmetric", "full", "latent", "contraction", "fusion")  # of the MACE-style model
+CORMORANT_PRODUCTS = ("power", "fusion")  # of the Cormorant-style atom level
+FUSION_MODES = ("density", "distinct")
+FUSION_SHAPES = ("caterpillar", "balanced")
 PARITIES = ("natural", "all")
 CONTRACTION_MAX_CORRELATION = 3
 
@@ -49,6 +53,9 @@ class ModelConfig:
     Attributes
     ----------
     species : atomic numbers the model knows, e.g. ``(1, 6, 8)``.
+    architecture : ``"mace"`` (interaction, many-body product basis, residual, per layer) or
+        ``"cormorant"`` (Clebsch–Gordan levels: edge level, then an atom level that mixes the
+        aggregated messages, the atom's own features and its self-product).
     basis : ``"cartesian"`` (irreducible Cartesian tensors, ICTP) or ``"spherical"``; the two
         compute the same function with the same weights.
     channels : features per irrep.
@@ -58,8 +65,16 @@ class ModelConfig:
     num_layers : message-passing layers.
     r_max : cutoff radius (Å); ``num_bessel`` radial basis functions; ``cutoff_p`` envelope exponent.
     radial_mlp : hidden widths of the radial MLP.
-    product_basis : ``"symmetric"``, ``"full"``, ``"latent"`` (ICTP's variants, any correlation) or
-        ``"contraction"`` (MACE's symmetric contraction, correlation <= 3).
+    product_basis : MACE-style: ``"symmetric"`` (default), ``"full"``, ``"latent"`` (ICTP's
+        variants, any correlation), ``"contraction"`` (MACE's symmetric contraction, correlation
+        <= 3) or ``"fusion"`` (fusion trees, see ``fusion_mode``). Cormorant-style: ``"power"``
+        (default: Cormorant's own self-product) or ``"fusion"`` (a fusion block added to the atom
+        level).
+    fusion_mode : leaves of the fusion trees: ``"density"`` (all the atomic density ``A``: the span
+        of the standard product basis) or ``"distinct"`` (``correlation`` densities, each with its
+        own radial weights; in the Cormorant-style model the leaves are the atom's features and two
+        messages, ``"density"`` using one message twice).
+    fusion_shape : ``"caterpillar"`` or ``"balanced"`` trees (the same span, other labels and cost).
     latent_channels : channels of the latent product space (``"latent"``; default channels/4).
     l_internal : cap on intermediate degrees in the product basis (default ``l_max_edge``).
     parity : ``"natural"`` features (0e, 1o, 2e, ...) or ``"all"``, adding pseudotensor channels
@@ -69,6 +84,7 @@ class ModelConfig:
     """
 
     species: tuple[int, ...] = ()
+    architecture: str = "mace"
     basis: str = "cartesian"
     channels: int = 64
     l_max: int = 1
@@ -79,7 +95,9 @@ class ModelConfig:
     num_bessel: int = 8
     cutoff_p: int = 5
     radial_mlp: tuple[int, ...] = (64, 64, 64)
-    product_basis: str = "symmetric"
+    product_basis: str | None = None  # "symmetric" (MACE-style) or "power" (Cormorant-style)
+    fusion_mode: str = "density"
+    fusion_shape: str = "caterpillar"
     latent_channels: int | None = None
     l_internal: int | None = None
     parity: str = "natural"
@@ -91,6 +109,9 @@ class ModelConfig:
         object.__setattr__(self, "radial_mlp", tuple(int(w) for w in self.radial_mlp))
         if isinstance(self.statistics, Mapping):
             object.__setattr__(self, "statistics", Statistics(**self.statistics))
+        if self.product_basis is None:
+            default = "power" if self.architecture == "cormorant" else "symmetric"
+            object.__setattr__(self, "product_basis", default)
         _validate(self)
 
     # -- presets ---------------------------------------------------------------------------------
@@ -139,8 +160,16 @@ class ModelConfig:
         values = edge.dim + self.num_bessel + sum(self.radial_mlp)
         for node in node_irreps[:-1]:
             spec = TensorProductSpec(node, edge, a_irreps)
-            values += self.channels * (node.dim + spec.num_paths + spec.irreps_out.dim)
+            values += self.channels * self.densities_per_layer() * (node.dim + spec.num_paths + spec.irreps_out.dim)
+            if self.architecture == "cormorant":  # the edge level's dot products of atom features
+                values += 2 * self.channels * node.dim
         return 2 * values * bytes_per_value
+
+    def densities_per_layer(self) -> int:
+        """How many neighbour sums (each with its own radial weights) one layer computes."""
+        if self.product_basis != "fusion" or self.fusion_mode != "distinct":
+            return 1
+        return 2 if self.architecture == "cormorant" else self.correlation
 
 
 def _validate(c: ModelConfig) -> None:
@@ -151,6 +180,8 @@ def _validate(c: ModelConfig) -> None:
         fail("species", c.species, "list the atomic numbers of the elements the model handles, e.g. (1, 6, 8)")
     if len(set(c.species)) != len(c.species) or any(not 1 <= z <= 118 for z in c.species):
         fail("species", c.species, "atomic numbers must be distinct integers between 1 and 118")
+    if c.architecture not in ARCHITECTURES:
+        fail("architecture", c.architecture, f"expected one of {ARCHITECTURES}")
     if c.basis not in BASES:
         fail("basis", c.basis, f"expected one of {sorted(BASES)}")
     for name in ("channels", "num_layers", "num_bessel", "readout_hidden"):
@@ -166,8 +197,13 @@ def _validate(c: ModelConfig) -> None:
         fail("correlation", c.correlation, "must be >= 1 (1 = two-body messages only)")
     if c.correlation > 6:
         fail("correlation", c.correlation, "at most 6 is supported")
-    if c.product_basis not in PRODUCT_BASES:
-        fail("product_basis", c.product_basis, f"expected one of {PRODUCT_BASES}")
+    allowed = CORMORANT_PRODUCTS if c.architecture == "cormorant" else PRODUCT_BASES
+    if c.product_basis not in allowed:
+        fail("product_basis", c.product_basis, f"the {c.architecture} architecture takes one of {allowed}")
+    if c.fusion_mode not in FUSION_MODES:
+        fail("fusion_mode", c.fusion_mode, f"expected one of {FUSION_MODES}")
+    if c.fusion_shape not in FUSION_SHAPES:
+        fail("fusion_shape", c.fusion_shape, f"expected one of {FUSION_SHAPES}")
     if c.product_basis == "contraction" and c.correlation > CONTRACTION_MAX_CORRELATION:
         fail(
             "correlation", c.correlation,

@@ -7,6 +7,7 @@ import torch
 from tensorfuse.data import AtomicGraph
 from tensorfuse.nn import (
     BesselBasis,
+    FusionProductBasis,
     Interaction,
     IrrepsLinear,
     PolynomialCutoff,
@@ -60,7 +61,11 @@ class AtomicEnergyPriors(torch.nn.Module):
 
 
 class EnergyLayer(torch.nn.Module):
-    """One message-passing layer: interaction, product basis, linear, species-dependent residual."""
+    """One MACE-style layer: interaction, product basis, linear, species-dependent residual.
+
+    With ``product_basis="fusion"`` the product basis is a :class:`FusionProductBasis`, fed one
+    density (``fusion_mode="density"``) or ``correlation`` distinct densities (``"distinct"``).
+    """
 
     def __init__(self, config, irreps_in: Irreps, irreps_edge: Irreps, irreps_a: Irreps, irreps_out: Irreps, first: bool):
         super().__init__()
@@ -68,9 +73,14 @@ class EnergyLayer(torch.nn.Module):
         self.irreps_in, self.irreps_out = irreps_in, irreps_out
         self.interaction = Interaction(
             irreps_in, irreps_edge, irreps_a, c, config.num_bessel, config.radial_mlp,
-            config.statistics.avg_num_neighbors, basis,
+            config.statistics.avg_num_neighbors, basis, num_densities=config.densities_per_layer(),
         )
-        if config.product_basis == "contraction":
+        if config.product_basis == "fusion":
+            self.product = FusionProductBasis(
+                irreps_a, irreps_out, c, config.correlation, num_species, config.fusion_mode,
+                config.fusion_shape, basis, l_internal=config.l_internal,
+            )
+        elif config.product_basis == "contraction":
             self.product = SymmetricContraction(irreps_a, irreps_out, c, config.correlation, num_species, basis)
         else:
             self.product = ProductBasis(
@@ -81,7 +91,7 @@ class EnergyLayer(torch.nn.Module):
         # MACE's first layer has no residual: its input is the bare species embedding
         self.skip = None if first else IrrepsLinear(irreps_in, irreps_out, c, c, num_species)
 
-    def forward(self, h, species, harmonics, radial, edge_index):
+    def forward(self, h, species, harmonics, radial, envelope, edge_index):
         A = self.interaction(h, harmonics, radial, edge_index)
         out = self.linear(self.product(A, species))
         if self.skip is not None:
@@ -104,8 +114,12 @@ class EnergyModel(torch.nn.Module):
         self.cutoff = PolynomialCutoff(config.r_max, config.cutoff_p)
         self.irreps_edge, self.irreps_a, node_irreps = layer_irreps(config)
         self._edge_ls = tuple(self.irreps_edge.ls)
+        if config.architecture == "cormorant":
+            from tensorfuse.model._cormorant import CormorantLevel as layer_class
+        else:
+            layer_class = EnergyLayer
         self.layers = torch.nn.ModuleList(
-            EnergyLayer(config, node_irreps[t], self.irreps_edge, self.irreps_a, node_irreps[t + 1], first=t == 0)
+            layer_class(config, node_irreps[t], self.irreps_edge, self.irreps_a, node_irreps[t + 1], first=t == 0)
             for t in range(config.num_layers)
         )
         last = config.num_layers - 1
@@ -130,11 +144,12 @@ class EnergyModel(torch.nn.Module):
         vectors = graph.edge_vectors(positions, cell)
         lengths = vectors.norm(dim=-1)
         harmonics = self.basis.harmonics(self._edge_ls, vectors, normalize=True, normalization="component")
-        radial = self.radial_basis(lengths) * self.cutoff(lengths).unsqueeze(-1)
+        envelope = self.cutoff(lengths)
+        radial = self.radial_basis(lengths) * envelope.unsqueeze(-1)
         h = self.embedding(species)
         network_energy = 0.0
         for layer, readout, scalar in zip(self.layers, self.readouts, self._scalar_index):
-            h = layer(h, species, harmonics, radial, graph.edge_index)
+            h = layer(h, species, harmonics, radial, envelope, graph.edge_index)
             network_energy = network_energy + readout(h[:, :, scalar])
         node_energy = self.priors(network_energy, species)
         energy = node_energy.new_zeros(graph.num_graphs).index_add_(0, graph.batch, node_energy)

@@ -1,6 +1,7 @@
 """Neural-network layers built on :mod:`tensorfuse.o3`, runnable in either basis."""
 
 from tensorfuse.nn._embedding import ScalarReadout, SpeciesEmbedding
+from tensorfuse.nn._fusion import FUSION_MODES, FusionBlock, FusionProductBasis
 from tensorfuse.nn._interaction import Interaction
 from tensorfuse.nn._linear import IrrepsLinear
 from tensorfuse.nn._product_basis import ProductBasis
@@ -11,6 +12,9 @@ from tensorfuse.nn._tensor_product import ChannelwiseTensorProduct
 __all__ = [
     "BesselBasis",
     "ChannelwiseTensorProduct",
+    "FUSION_MODES",
+    "FusionBlock",
+    "FusionProductBasis",
     "Interaction",
     "IrrepsLinear",
     "PolynomialCutoff",

@@ -16,6 +16,10 @@ class Interaction(torch.nn.Module):
     ``h``: node features ``[N, C, irreps_node.dim]``; ``H``: edge harmonics ``[E, irreps_edge.dim]``
     in the same basis; ``radial``: radial basis ``[E, num_radial]``. Returns the atomic density
     ``A`` ``[N, C, irreps_a.dim]``. The radial MLP gives one weight per edge, channel and path.
+
+    With ``num_densities = K > 1`` it returns a list of ``K`` distinct densities, each with its own
+    up-projection, radial weights and output linear map (the leaves of a "distinct" fusion block);
+    their edge products run as one product of ``K * C`` channels.
     """
 
     def __init__(
@@ -28,25 +32,38 @@ class Interaction(torch.nn.Module):
         radial_hidden: tuple[int, ...],
         avg_num_neighbors: float,
         basis,
+        num_densities: int = 1,
     ):
         super().__init__()
+        if num_densities < 1:
+            raise ValueError(f"num_densities must be >= 1, got {num_densities}")
+        self.num_densities = num_densities
         self.irreps_node, self.irreps_edge, self.irreps_a = Irreps(irreps_node), Irreps(irreps_edge), Irreps(irreps_a)
         self.channels = channels
         self.avg_num_neighbors = float(avg_num_neighbors)
-        self.linear_up = IrrepsLinear(self.irreps_node, self.irreps_node, channels, channels)
+        wide = channels * num_densities
+        self.linear_up = IrrepsLinear(self.irreps_node, self.irreps_node, channels, wide)
         self.product = ChannelwiseTensorProduct(
-            self.irreps_node, self.irreps_edge, self.irreps_a, channels=channels, basis=basis
+            self.irreps_node, self.irreps_edge, self.irreps_a, channels=wide, basis=basis
         )
-        self.radial = RadialMLP([num_radial, *radial_hidden, channels * self.product.num_paths])
-        self.linear = IrrepsLinear(self.product.irreps_out, self.irreps_a, channels, channels)
+        self.radial = RadialMLP([num_radial, *radial_hidden, wide * self.product.num_paths])
+        if num_densities == 1:
+            self.linear = IrrepsLinear(self.product.irreps_out, self.irreps_a, channels, channels)
+        else:
+            self.linear = torch.nn.ModuleList(
+                IrrepsLinear(self.product.irreps_out, self.irreps_a, channels, channels) for _ in range(num_densities)
+            )
 
     def forward(self, h: torch.Tensor, harmonics: torch.Tensor, radial: torch.Tensor, edge_index: torch.Tensor):
         sender, receiver = edge_index
         n, e = h.shape[0], harmonics.shape[0]
         h = self.linear_up(h)
-        weights = self.radial(radial).view(e, self.channels, self.product.num_paths)
-        density = self.product.aggregate(h, harmonics, weights, sender, receiver, n)
-        return self.linear(density * (1.0 / self.avg_num_neighbors))
+        weights = self.radial(radial).view(e, self.channels * self.num_densities, self.product.num_paths)
+        density = self.product.aggregate(h, harmonics, weights, sender, receiver, n) * (1.0 / self.avg_num_neighbors)
+        if self.num_densities == 1:
+            return self.linear(density)
+        return [linear(part) for linear, part in zip(self.linear, density.split(self.channels, dim=1))]
 
     def extra_repr(self) -> str:
-        return f"avg_num_neighbors={self.avg_num_neighbors:.3f}"
+        densities = f", densities={self.num_densities}" if self.num_densities > 1 else ""
+        return f"avg_num_neighbors={self.avg_num_neighbors:.3f}{densities}"

@@ -4,6 +4,8 @@ Spherical basis: :func:`spherical_harmonics`, :func:`wigner_3j`, :func:`wigner_D
 conventions). Irreducible Cartesian basis: :func:`cartesian_harmonics`, :func:`cartesian_coupling`
 (even and odd products of any admissible triple), :func:`to_dense` / :func:`from_dense`. The bridge:
 :func:`change_of_basis` and the :class:`Basis` objects :data:`SPHERICAL` and :data:`CARTESIAN`.
+Fusion diagrams (trees of pairwise couplings) as data: :class:`FusionTree`, :func:`fusion_trees`,
+:class:`FusionSpec`, with :func:`multiplicity` as their independent count.
 """
 
 from tensorfuse.o3._basis import (
@@ -30,6 +32,15 @@ from tensorfuse.o3._cartesian import (
     stf_part,
     to_dense,
 )
+from tensorfuse.o3._fusion import (
+    SHAPES,
+    FusionSpec,
+    FusionTree,
+    balanced,
+    caterpillar,
+    fusion_trees,
+    multiplicity,
+)
 from tensorfuse.o3._irreps import MAX_L, Irrep, Irreps, MulIrrep, check_l
 from tensorfuse.o3._rotation import (
     axis_angle_to_matrix,
@@ -43,6 +54,13 @@ from tensorfuse.o3._tensor_product import ProductPath, TensorProductSpec
 
 __all__ = [
     "BASES",
+    "FusionSpec",
+    "FusionTree",
+    "SHAPES",
+    "balanced",
+    "caterpillar",
+    "fusion_trees",
+    "multiplicity",
     "CARTESIAN",
     "MAX_L",
     "SPHERICAL",

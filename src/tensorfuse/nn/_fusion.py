@@ -1,0 +1,293 @@
+"""Fusion blocks: a set of fusion trees over several inputs, with learnable per-path weights.
+
+:class:`FusionBlock` executes a :class:`tensorfuse.o3.FusionSpec` channel-wise ("uuu": channel
+``c`` of every input meets channel ``c`` of the others) in either basis:
+
+    out[n, c, ir] = sum_{trees t -> ir} w[species_n, c, t] * T_t(x_1[n, c], ..., x_k[n, c])
+
+Execution is a small compiled plan, not a loop over trees. Every distinct labelled subtree (a
+"node") is evaluated once, however many trees share it, and nodes of one subtree shape ("slot")
+are stored together as ``{irrep: [N, C, copies, 2l+1]}``. A slot is computed from its two child
+slots with one matrix product per pair of child irrep types, which holds every output irrep and
+every pair of copies at once: the number of operations grows with the number of irrep types, not
+with the number of paths. The couplings are the basis' unit-norm path couplings times
+``sqrt(2l+1)`` (unit-variance outputs for unit-variance inputs), the same in both bases up to the
+change of basis, so the spherical and Cartesian blocks compute the same function with the same
+weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tensorfuse.o3 import FusionSpec, Irrep, Irreps, get_basis
+from tensorfuse.o3._fusion import Shape, shape_leaves
+
+
+class _Slot:
+    """The nodes of one subtree shape: per irrep, the node keys in storage order."""
+
+    def __init__(self, shape: Shape):
+        self.shape = shape
+        self.copies: dict[Irrep, list] = {}
+        self.position: dict = {}  # node key -> (irrep, copy index)
+
+    def add(self, key, ir: Irrep):
+        if key not in self.position:
+            self.position[key] = (ir, len(self.copies.setdefault(ir, [])))
+            self.copies[ir].append(key)
+
+
+def _node_keys(tree) -> tuple:
+    """The key of the root node of ``tree`` and of all its subtrees (post-order)."""
+    labels = iter(tree.labels)
+    keys = []
+
+    def walk(shape: Shape, is_root: bool):
+        if isinstance(shape, int):
+            key = (shape, tree.leaves[shape])
+            keys.append((shape, key, tree.leaves[shape]))
+            return key
+        left, right = walk(shape[0], False), walk(shape[1], False)
+        ir = tree.output if is_root else next(labels)
+        key = (left, right, ir)
+        keys.append((shape, key, ir))
+        return key
+
+    root = walk(tree.shape, True)
+    return root, keys
+
+
+class FusionBlock(torch.nn.Module):
+    """Evaluate every tree of a :class:`~tensorfuse.o3.FusionSpec` with per-path weights.
+
+    Inputs: a list of tensors ``[N, C, leaves[k].dim]`` (one per leaf of the spec; the same tensor
+    may be passed for several leaves), and ``species`` ``[N]`` when ``num_species`` is set (one
+    weight per species, channel and path, as in MACE). Output ``[N, C, irreps_out.dim]``.
+    """
+
+    def __init__(self, spec: FusionSpec, channels: int, num_species: int | None = None, basis="spherical"):
+        super().__init__()
+        if not isinstance(spec, FusionSpec):
+            raise ValueError(f"FusionBlock needs a FusionSpec, got {type(spec).__name__}")
+        self.spec, self.channels, self.num_species = spec, channels, num_species
+        self.basis = get_basis(basis)
+        self.irreps_out = spec.irreps_out
+        self._leaf_dims = [irreps.dim for irreps in spec.leaves]
+        self._leaf_offsets = [{ir: s for (_, ir), s in zip(irreps, irreps.slices())} for irreps in spec.leaves]
+
+        # slots and nodes, children before parents
+        slots: dict[Shape, _Slot] = {}
+        roots = []
+        for tree in spec.trees:
+            root, nodes = _node_keys(tree)
+            for shape, key, ir in nodes:
+                slots.setdefault(shape, _Slot(shape)).add(key, ir)
+            roots.append((tree.shape, root, tree.output))
+        order = sorted(slots, key=lambda s: len(shape_leaves(s)))
+        self._slots = [slots[s] for s in order]
+        self._slot_index = {s: i for i, s in enumerate(order)}
+
+        # vertex plans: per slot, per (left irrep, right irrep) pair: which copy pairs to couple,
+        # and for each output irrep which of those pairs it keeps
+        dtype = torch.get_default_dtype()
+        self._vertex_plans: list[list[tuple]] = []
+        for i, slot in enumerate(self._slots):
+            plan = []
+            if not isinstance(slot.shape, int):
+                left, right = slots[slot.shape[0]], slots[slot.shape[1]]
+                groups: dict[tuple, dict] = {}
+                for ir, keys in slot.copies.items():
+                    for key in keys:
+                        ir_l, a = left.position[key[0]]
+                        ir_r, b = right.position[key[1]]
+                        groups.setdefault((ir_l, ir_r), {}).setdefault(ir, []).append((a, b))
+                for g, ((ir_l, ir_r), outs) in enumerate(groups.items()):
+                    pairs = sorted({p for ps in outs.values() for p in ps})
+                    pair_index = {p: k for k, p in enumerate(pairs)}
+                    out_irs = sorted(outs, key=lambda x: (x.l, -x.p))
+                    C = torch.cat([
+                        self.basis.path_coupling(ir_l.l, ir_r.l, ir.l, dtype=dtype) * math.sqrt(2 * ir.l + 1)
+                        for ir in out_irs
+                    ], dim=-1)  # [2l_l+1, 2l_r+1, sum of output dims]
+                    self.register_buffer(f"coupling_{i}_{g}", C.reshape(-1, C.shape[-1]).contiguous(), persistent=False)
+                    a_idx = torch.tensor([p[0] for p in pairs])
+                    b_idx = torch.tensor([p[1] for p in pairs])
+                    self.register_buffer(f"left_{i}_{g}", a_idx, persistent=False)
+                    self.register_buffer(f"right_{i}_{g}", b_idx, persistent=False)
+                    selections = []
+                    for ir in out_irs:
+                        chosen = [pair_index[p] for p in outs[ir]]
+                        self.register_buffer(f"select_{i}_{g}_{ir}", torch.tensor(chosen), persistent=False)
+                        selections.append((ir, len(chosen) == len(pairs) and chosen == list(range(len(pairs)))))
+                    # whole child tensors are used as they are when the pairs take every copy in
+                    # order, or broadcast when the child has a single copy
+                    left_mode = _index_mode(a_idx.tolist(), len(left.copies[ir_l]))
+                    right_mode = _index_mode(b_idx.tolist(), len(right.copies[ir_r]))
+                    plan.append((g, ir_l, ir_r, out_irs, selections, len(pairs), left_mode, right_mode))
+                # the copies of each output irrep are stored in group order: reorder the slot's keys
+                new_copies: dict[Irrep, list] = {}
+                for g, ir_l, ir_r, out_irs, *_ in plan:
+                    for ir in out_irs:
+                        for key in (k for k in slot.copies[ir]
+                                    if left.position[k[0]][0] == ir_l and right.position[k[1]][0] == ir_r):
+                            new_copies.setdefault(ir, []).append(key)
+                slot.copies = new_copies
+                slot.position = {key: (ir, j) for ir, keys in new_copies.items() for j, key in enumerate(keys)}
+            self._vertex_plans.append(plan)
+
+        # the weighted sum at the roots: per (slot, output irrep), which copies are paths
+        per_output = spec.paths_per_output()
+        self._root_terms = []  # (slot index, irrep, number of paths, all copies?)
+        scale = []
+        root_keys: dict[tuple, list] = {}
+        for shape, key, ir in roots:
+            root_keys.setdefault((self._slot_index[shape], ir), []).append(key)
+        for (s, ir), keys in root_keys.items():
+            slot = self._slots[s]
+            copies = sorted(slot.position[k][1] for k in keys)
+            all_copies = copies == list(range(len(slot.copies[ir])))
+            self.register_buffer(f"root_{s}_{ir}", torch.tensor(copies), persistent=False)
+            self._root_terms.append((s, ir, len(copies), all_copies))
+            scale += [1 / math.sqrt(per_output[ir])] * len(copies)
+        self.num_paths = len(scale)
+        shape = (num_species or 1, channels, self.num_paths)
+        self.weights = torch.nn.Parameter(torch.randn(*shape))
+        self.register_buffer("path_scale", torch.tensor(scale, dtype=dtype), persistent=False)
+
+    # -- execution -------------------------------------------------------------------------------
+    def _leaf(self, slot: _Slot, x: torch.Tensor) -> dict[Irrep, torch.Tensor]:
+        k = slot.shape
+        offsets = self._leaf_offsets[k]
+        out = {}
+        for ir in slot.copies:
+            s = offsets[ir]
+            out[ir] = x[:, :, s].unsqueeze(2)  # [N, C, 1, d]
+        return out
+
+    def _vertex(self, i: int, left: dict, right: dict) -> dict[Irrep, torch.Tensor]:
+        pieces: dict[Irrep, list] = {}
+        for g, ir_l, ir_r, out_irs, selections, num_pairs, left_mode, right_mode in self._vertex_plans[i]:
+            L, R = left[ir_l], right[ir_r]
+            if left_mode == "select":
+                L = L.index_select(2, getattr(self, f"left_{i}_{g}"))
+            if right_mode == "select":
+                R = R.index_select(2, getattr(self, f"right_{i}_{g}"))
+            n, c = L.shape[0], L.shape[1]
+            outer = (L.unsqueeze(-1) * R.unsqueeze(-2)).reshape(n * c * num_pairs, -1)
+            y = (outer @ getattr(self, f"coupling_{i}_{g}")).view(n, c, num_pairs, -1)
+            parts = y.split([ir.dim for ir in out_irs], dim=-1) if len(out_irs) > 1 else [y]
+            for (ir, full), part in zip(selections, parts):
+                if not full:
+                    part = part.index_select(2, getattr(self, f"select_{i}_{g}_{ir}"))
+                pieces.setdefault(ir, []).append(part)
+        return {ir: torch.cat(p, dim=2) if len(p) > 1 else p[0] for ir, p in pieces.items()}
+
+    def forward(self, inputs: list[torch.Tensor], species: torch.Tensor | None = None) -> torch.Tensor:
+        if len(inputs) != len(self._leaf_dims):
+            raise ValueError(f"this fusion block has {len(self._leaf_dims)} leaves, got {len(inputs)} inputs")
+        n = inputs[0].shape[0]
+        for k, (x, d) in enumerate(zip(inputs, self._leaf_dims)):
+            if x.dim() != 3 or x.shape != (n, self.channels, d):
+                raise ValueError(f"fusion input {k} must have shape [{n}, {self.channels}, {d}], got {tuple(x.shape)}")
+        if self.num_species and species is None:
+            raise ValueError("this fusion block has per-species weights: pass `species`")
+        values: list[dict[Irrep, torch.Tensor]] = []
+        for i, slot in enumerate(self._slots):
+            if isinstance(slot.shape, int):
+                values.append(self._leaf(slot, inputs[slot.shape]))
+            else:
+                s = self._slot_index
+                values.append(self._vertex(i, values[s[slot.shape[0]]], values[s[slot.shape[1]]]))
+
+        W = self.weights * self.path_scale
+        if self.num_species:
+            onehot = torch.nn.functional.one_hot(species, self.num_species).to(W.dtype)
+            W = (onehot @ W.view(self.num_species, -1)).view(n, self.channels, self.num_paths)
+        else:
+            W = W[0].unsqueeze(0)  # [1, C, P]: broadcast over atoms
+        chunks = iter(W.split([t[2] for t in self._root_terms], dim=-1))
+        terms: dict[Irrep, torch.Tensor] = {}
+        for s, ir, count, all_copies in self._root_terms:
+            x = values[s][ir]
+            if not all_copies:
+                x = x.index_select(2, getattr(self, f"root_{s}_{ir}"))
+            w = next(chunks)
+            y = torch.matmul(w.unsqueeze(-2), x).squeeze(-2)  # sum over copies: [N, C, d]
+            terms[ir] = terms[ir] + y if ir in terms else y
+        return torch.cat([terms[ir] for _, ir in self.irreps_out], dim=-1)
+
+    def extra_repr(self) -> str:
+        species = f", per species ({self.num_species})" if self.num_species else ""
+        return f"{self.spec}, channels={self.channels}, basis={self.basis.name}{species}"
+
+
+def _index_mode(index: list[int], copies: int) -> str:
+    """How a child's copies enter a vertex: ``"all"`` in order, ``"broadcast"`` (one copy), or ``"select"``."""
+    if index == list(range(copies)):
+        return "all"
+    if copies == 1:
+        return "broadcast"
+    return "select"
+
+
+FUSION_MODES = ("density", "distinct")
+
+
+class FusionProductBasis(torch.nn.Module):
+    """A product basis made of fusion trees: ``B = sum_{k=1..nu} sum_{trees of k leaves} w T``.
+
+    A drop-in alternative to :class:`~tensorfuse.nn.ProductBasis` (same inputs and outputs) whose
+    leaves are chosen by ``mode``:
+
+    * ``"density"``: every leaf is the atomic density ``A``. With the caterpillar shape the trees
+      are exactly the ordered paths of ICTP's ``"full"`` product basis (and MACE's generalized
+      Clebsch–Gordan tensors before symmetrization), so the span is that of the standard product
+      basis (tested).
+    * ``"distinct"``: leaf ``k`` is its own density ``A_k`` (own radial weights and linear maps,
+      see :class:`~tensorfuse.nn.Interaction` ``num_densities``), so ``A_1 ⊗ A_2 ⊗ A_3`` is a
+      genuinely multi-input map rather than a power of one density.
+
+    Orders ``1..nu`` share their common subtrees (with the caterpillar shape the order-``k`` tree
+    is the left subtree of the order-``k+1`` tree). ``shape`` is ``"caterpillar"`` or
+    ``"balanced"``; both span the same space (recoupling), only the cost and the labels differ.
+    ``l_internal`` caps internal degrees: fewer paths and parameters, a smaller space.
+    """
+
+    def __init__(self, irreps_a, irreps_out, channels: int, correlation: int, num_species: int,
+                 mode: str = "density", shape: str = "caterpillar", basis="spherical",
+                 l_internal: int | None = None):
+        super().__init__()
+        from tensorfuse.o3._fusion import make_shape
+
+        if mode not in FUSION_MODES:
+            raise ValueError(f"fusion mode must be one of {FUSION_MODES}, got {mode!r}")
+        if correlation < 1:
+            raise ValueError(f"correlation must be >= 1, got {correlation}")
+        self.irreps_a, self.irreps_out = Irreps(irreps_a), Irreps(irreps_out)
+        self.mode, self.correlation, self.channels = mode, correlation, channels
+        shapes = [make_shape(shape, k) for k in range(1, correlation + 1)]
+        spec = FusionSpec([self.irreps_a] * correlation, self.irreps_out, shapes, l_internal)
+        self.block = FusionBlock(spec, channels, num_species, basis)
+        self.num_paths = self.block.num_paths
+
+    @property
+    def num_inputs(self) -> int:
+        """How many densities ``forward`` takes: 1 (density mode) or ``correlation`` (distinct)."""
+        return 1 if self.mode == "density" else self.correlation
+
+    def forward(self, A, species: torch.Tensor) -> torch.Tensor:
+        if self.mode == "density":
+            if isinstance(A, (list, tuple)):
+                raise ValueError("the density-mode fusion product basis takes one density A, not a list")
+            leaves = [A] * self.correlation
+        else:
+            if not isinstance(A, (list, tuple)) or len(A) != self.correlation:
+                raise ValueError(f"the distinct-mode fusion product basis takes a list of {self.correlation} densities")
+            leaves = list(A)
+        return self.block(leaves, species)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, correlation={self.correlation}, paths={self.num_paths}"
