@@ -57,15 +57,20 @@ def write_splits(molecule: str, folder: Path) -> dict:
     return paths
 
 
-def run_tensorfuse(basis: str, paths: dict, budget: float, output: Path) -> dict:
+# the model size every implementation shares (MACE's flags in _mace_command say the same)
+MODEL = {"channels": 64, "l_max": 1, "l_max_edge": 3, "correlation": 3, "num_layers": 2, "r_max": 5.0,
+         "num_bessel": 8, "radial_mlp": [64, 64, 64]}
+
+
+def run_tensorfuse(model: dict, paths: dict, budget: float, output: Path) -> dict:
+    """Train ``{**MODEL, **model}`` for ``budget`` minutes and test it on ``paths["test"]``."""
     from tensorfuse import TrainConfig, load_model, train
 
     start = time.perf_counter()
     train(TrainConfig(
         data={"train_file": str(paths["train"]), "valid_file": str(paths["valid"]),
               "energy_key": "REF_energy", "forces_key": "REF_forces"},
-        model={"basis": basis, "channels": 64, "l_max": 1, "l_max_edge": 3, "correlation": 3, "num_layers": 2,
-               "r_max": 5.0, "num_bessel": 8, "radial_mlp": [64, 64, 64]},
+        model={**MODEL, **model},
         training={"max_epochs": 100000, "time_budget": budget, "batch_size": 5, "valid_batch_size": 10,
                   "lr": 0.01, "energy_weight": 1.0, "forces_weight": 10.0, "ema_decay": 0.99, "dtype": "float64",
                   "scheduler_patience": 5},
@@ -156,7 +161,7 @@ def main() -> None:
                 if impl == "mace":
                     results[impl] = run_mace(paths, args.budget, out)
                 else:
-                    results[impl] = run_tensorfuse(impl.split("-")[1], paths, args.budget, out)
+                    results[impl] = run_tensorfuse({"basis": impl.split("-")[1]}, paths, args.budget, out)
             except Exception as error:  # report and continue with the other models
                 print(f"# {impl} on {molecule} failed: {error}", file=sys.stderr)
                 continue

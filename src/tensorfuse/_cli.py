@@ -20,6 +20,8 @@ TRAIN_FLAGS = {
     "stress_key": "data.stress_key",
     "energy_unit": "data.energy_unit",
     "basis": "model.basis",
+    "architecture": "model.architecture",
+    "product_basis": "model.product_basis",
     "preset": "model.preset",
     "max_epochs": "training.max_epochs",
     "time_budget": "training.time_budget",
@@ -156,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stress-key")
     train.add_argument("--energy-unit", help="unit of the file's energies (eV, kcal/mol, ...)")
     train.add_argument("--basis", choices=["cartesian", "spherical"])
+    train.add_argument("--architecture", choices=["mace", "cormorant"])
+    train.add_argument("--product-basis", help="symmetric, full, latent, contraction or fusion (MACE-style); "
+                                               "power or fusion (Cormorant-style)")
     train.add_argument("--preset", choices=["small", "medium", "large"])
     train.add_argument("--max-epochs", type=int)
     train.add_argument("--time-budget", type=float, help="wall-clock budget in minutes")

@@ -153,3 +153,21 @@ def test_eval_command_writes_plot_and_predictions(tmp_path, capsys):
 
     frames = read(tmp_path / "eval" / "predictions_ethanol_test.xyz", ":")
     assert len(frames) == 100 and "pred_forces" in frames[0].arrays
+
+
+@pytest.mark.parametrize("architecture", ["mace", "cormorant"])
+def test_fusion_models_train_from_yaml_in_both_architectures(tmp_path, architecture):
+    """Fusion blocks are configured from YAML like everything else, and the pipeline trains them."""
+    model = {**TINY, "architecture": architecture, "product_basis": "fusion", "fusion_mode": "distinct",
+             "basis": "spherical" if architecture == "mace" else "cartesian"}
+    yaml_text = (
+        "data: {max_train_frames: 16, max_valid_frames: 4, valid_fraction: 0.2}\n"
+        f"model: {model}\n".replace("'", "")
+        + "training: {max_epochs: 2, batch_size: 4, seed: 1}\n"
+        + f"output: {tmp_path / 'run'}\n"
+    )
+    (tmp_path / "config.yaml").write_text(yaml_text)
+    assert cli(["train", str(tmp_path / "config.yaml")]) == 0
+    loaded = load_model(tmp_path / "run" / "model.pt")
+    assert loaded.config.architecture == architecture and loaded.config.product_basis == "fusion"
+    assert loaded.config.fusion_mode == "distinct"

@@ -182,10 +182,16 @@ def _train(config: TrainConfig, dist: Distributed) -> TrainResult:
 
     model = build_model(model_config, dtype=dtype, seed=opt.seed).to(dist.device)
     n_params = sum(p.numel() for p in model.parameters())
-    _log(dist, f"model: {model_config.basis} basis, {model_config.product_basis} product basis, "
-               f"{n_params:,} parameters, {dist.world_size} process(es)")
-    decayed = [p for name, p in model.named_parameters() if ".product." in name]
-    others = [p for name, p in model.named_parameters() if ".product." not in name]
+    fusion = f" ({model_config.fusion_mode} leaves)" if model_config.product_basis == "fusion" else ""
+    _log(dist, f"model: {model_config.architecture}-style, {model_config.basis} basis, "
+               f"{model_config.product_basis}{fusion} product basis, {n_params:,} parameters, "
+               f"{dist.world_size} process(es)")
+
+    def is_decayed(name: str) -> bool:  # many-body weights, as MACE decays its product basis
+        return ".product." in name or ".fusion." in name
+
+    decayed = [p for name, p in model.named_parameters() if is_decayed(name)]
+    others = [p for name, p in model.named_parameters() if not is_decayed(name)]
     optimizer = torch.optim.Adam(
         [{"params": decayed, "weight_decay": opt.weight_decay}, {"params": others, "weight_decay": 0.0}],
         lr=opt.lr, amsgrad=True,
