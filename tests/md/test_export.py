@@ -11,10 +11,15 @@ from tensorfuse.calculator import Calculator
 from tensorfuse.export import export_model, load_exported
 
 
-@pytest.mark.parametrize("basis", ["cartesian", "spherical"])
-def test_exported_program_round_trip(tmp_path, basis):
+@pytest.mark.parametrize("basis,settings", [
+    ("cartesian", {}),
+    ("spherical", {}),
+    ("cartesian", {"product_basis": "fusion", "fusion_mode": "distinct"}),
+    ("spherical", {"architecture": "cormorant", "product_basis": "fusion"}),
+], ids=["cartesian", "spherical", "fusion", "cormorant-fusion"])
+def test_exported_program_round_trip(tmp_path, basis, settings):
     config = ModelConfig(species=(1, 6, 8, 14), basis=basis, channels=4, l_max=1, l_max_edge=2, correlation=3,
-                         num_bessel=4, radial_mlp=(8, 8), readout_hidden=4, r_max=4.0)
+                         num_bessel=4, radial_mlp=(8, 8), readout_hidden=4, r_max=4.0, **settings)
     model = build_model(config, dtype=torch.float64, seed=0)
     path = export_model(model, tmp_path / "model.pt2")
     exported = load_exported(path)

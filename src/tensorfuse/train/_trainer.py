@@ -384,10 +384,14 @@ def format_metrics(metrics: dict, title: str) -> str:
     lines = [f"errors, {title}:",
              f"{'split':>6} | {'E MAE':>8} {'E RMSE':>8} meV | {'E/atom MAE':>10} {'RMSE':>8} meV | "
              f"{'F MAE':>8} {'F RMSE':>8} meV/Å | {'S MAE':>8} {'S RMSE':>8} meV/Å³"]
+    def number(value: float, width: int, digits: int) -> str:  # "-" where a split has no such label
+        return f"{value:{width}.{digits}f}" if math.isfinite(value) else f"{'-':>{width}}"
+
     for split, m in metrics.items():
-        lines.append(f"{split:>6} | {m['e_mae']:8.2f} {m['e_rmse']:8.2f}     | {m['e_atom_mae']:10.3f} "
-                     f"{m['e_atom_rmse']:8.3f}     | {m['f_mae']:8.2f} {m['f_rmse']:8.2f}       | "
-                     f"{m['s_mae']:8.3f} {m['s_rmse']:8.3f}")
+        lines.append(f"{split:>6} | {number(m['e_mae'], 8, 2)} {number(m['e_rmse'], 8, 2)}     | "
+                     f"{number(m['e_atom_mae'], 10, 3)} {number(m['e_atom_rmse'], 8, 3)}     | "
+                     f"{number(m['f_mae'], 8, 2)} {number(m['f_rmse'], 8, 2)}       | "
+                     f"{number(m['s_mae'], 8, 3)} {number(m['s_rmse'], 8, 3)}")
     return "\n".join(lines)
 
 
