@@ -20,6 +20,18 @@ def _graphs():
     ])
 
 
+def assert_same_function(spherical, cartesian):
+    """Energies, forces and stress agree (1e-8) once the Cartesian model has the spherical weights."""
+    # built with different seeds: they only agree once the weights are shared
+    cartesian.load_state_dict(spherical.state_dict())
+    graph = _graphs()
+    a = spherical(graph, forces=True, stress=True)
+    b = cartesian(graph, forces=True, stress=True)
+    for key in ("energy", "forces", "stress"):
+        scale = max(float(a[key].detach().abs().max()), 1.0)
+        assert float((a[key] - b[key]).detach().abs().max()) < 1e-8 * scale, key
+
+
 @pytest.mark.parametrize("variant", ["symmetric", "full", "latent", "contraction"])
 @pytest.mark.parametrize("parity", ["natural", "all"])
 def test_cartesian_and_spherical_models_compute_the_same_function(variant, parity):
@@ -29,14 +41,7 @@ def test_cartesian_and_spherical_models_compute_the_same_function(variant, parit
                             dtype=torch.float64, seed=1)
     cartesian = build_model(ModelConfig(basis="cartesian", product_basis=variant, parity=parity, **BASE),
                             dtype=torch.float64, seed=2)
-    # different seeds: the Cartesian model only agrees once it receives the spherical weights
-    cartesian.load_state_dict(spherical.state_dict())
-    graph = _graphs()
-    a = spherical(graph, forces=True, stress=True)
-    b = cartesian(graph, forces=True, stress=True)
-    for key in ("energy", "forces", "stress"):
-        scale = max(float(a[key].detach().abs().max()), 1.0)
-        assert float((a[key] - b[key]).detach().abs().max()) < 1e-8 * scale, key
+    assert_same_function(spherical, cartesian)
 
 
 @pytest.mark.parametrize("settings", [
@@ -49,13 +54,7 @@ def test_fusion_and_cormorant_models_compute_the_same_function_in_both_bases(set
     base = {**BASE, "l_max": 1, "channels": 4}
     spherical = build_model(ModelConfig(basis="spherical", **settings, **base), dtype=torch.float64, seed=1)
     cartesian = build_model(ModelConfig(basis="cartesian", **settings, **base), dtype=torch.float64, seed=2)
-    cartesian.load_state_dict(spherical.state_dict())
-    graph = _graphs()
-    a = spherical(graph, forces=True, stress=True)
-    b = cartesian(graph, forces=True, stress=True)
-    for key in ("energy", "forces", "stress"):
-        scale = max(float(a[key].detach().abs().max()), 1.0)
-        assert float((a[key] - b[key]).detach().abs().max()) < 1e-8 * scale, key
+    assert_same_function(spherical, cartesian)
 
 
 def test_state_dicts_have_the_same_layout_in_both_bases():
