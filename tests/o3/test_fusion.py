@@ -70,7 +70,7 @@ def test_shapes():
 def test_tree_string_and_body_order():
     tree = o3.fusion_trees(["1o", "1o", "1o"], "0o")[0]
     assert str(tree) == "((1o[0] x 1o[1])->1e x 1o[2])->0o"
-    assert tree.body_order() == 3 and tree.labels == (o3.Irrep("1e"),)
+    assert tree.num_leaves == 3 and tree.labels == (o3.Irrep("1e"),)
 
 
 def test_spec_shares_leaves_across_orders_and_counts_paths():

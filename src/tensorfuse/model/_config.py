@@ -7,13 +7,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from tensorfuse.o3 import MAX_L, BASES
+from tensorfuse.nn import FUSION_MODES
+from tensorfuse.o3 import BASES, MAX_L
+from tensorfuse.o3 import SHAPES as FUSION_SHAPES
 
 ARCHITECTURES = ("mace", "cormorant")
 PRODUCT_BASES = ("symmetric", "full", "latent", "contraction", "fusion")  # of the MACE-style model
 CORMORANT_PRODUCTS = ("power", "fusion")  # of the Cormorant-style atom level
-FUSION_MODES = ("density", "distinct")
-FUSION_SHAPES = ("caterpillar", "balanced")
 PARITIES = ("natural", "all")
 CONTRACTION_MAX_CORRELATION = 3
 

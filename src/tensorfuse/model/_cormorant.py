@@ -62,9 +62,7 @@ class CormorantLevel(torch.nn.Module):
         self.fusion = None
         if config.product_basis == "fusion":
             # leaves: 0 = the atom's features, 1 and 2 = messages; trees M ⊗ M' and (M ⊗ M') ⊗ F
-            shape = make_shape(config.fusion_shape, 3)
-            relabel = {0: 1, 1: 2, 2: 0}
-            full = _relabel(shape, relabel)
+            full = make_shape(config.fusion_shape, 3, leaves=[1, 2, 0])
             spec = FusionSpec([irreps_in, irreps_msg, irreps_msg], irreps_out, [(1, 2), full], config.l_internal)
             self.fusion = FusionBlock(spec, c, num_species, basis)
             concat = concat + irreps_out
@@ -82,8 +80,3 @@ class CormorantLevel(torch.nn.Module):
             parts.append(self.fusion([h, messages[0], second], species))
         return self.mix(torch.cat(parts, dim=-1))
 
-
-def _relabel(shape, mapping: dict):
-    if isinstance(shape, int):
-        return mapping[shape]
-    return (_relabel(shape[0], mapping), _relabel(shape[1], mapping))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from tensorfuse.data import AtomicGraph
+from tensorfuse.model._cormorant import CormorantLevel
 from tensorfuse.nn import (
     BesselBasis,
     FusionProductBasis,
@@ -114,10 +115,7 @@ class EnergyModel(torch.nn.Module):
         self.cutoff = PolynomialCutoff(config.r_max, config.cutoff_p)
         self.irreps_edge, self.irreps_a, node_irreps = layer_irreps(config)
         self._edge_ls = tuple(self.irreps_edge.ls)
-        if config.architecture == "cormorant":
-            from tensorfuse.model._cormorant import CormorantLevel as layer_class
-        else:
-            layer_class = EnergyLayer
+        layer_class = CormorantLevel if config.architecture == "cormorant" else EnergyLayer
         self.layers = torch.nn.ModuleList(
             layer_class(config, node_irreps[t], self.irreps_edge, self.irreps_a, node_irreps[t + 1], first=t == 0)
             for t in range(config.num_layers)

@@ -19,11 +19,32 @@ weights.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from tensorfuse.nn._linear import species_rows
 from tensorfuse.o3 import FusionSpec, Irrep, Irreps, get_basis
-from tensorfuse.o3._fusion import Shape, shape_leaves
+from tensorfuse.o3._fusion import Shape, make_shape, shape_leaves
+
+
+@dataclass(frozen=True)
+class _VertexGroup:
+    """The nodes of a slot whose children have irreps ``(left, right)``, computed in one product.
+
+    ``outputs``: the output irreps of the stacked coupling, in order; ``full_outputs``: for each,
+    whether it keeps every one of the ``num_pairs`` copy pairs (else a selection buffer is used);
+    ``left_mode``/``right_mode``: how the children's copies enter (see :func:`_index_mode`).
+    """
+
+    index: int
+    left: Irrep
+    right: Irrep
+    outputs: tuple
+    full_outputs: tuple
+    num_pairs: int
+    left_mode: str
+    right_mode: str
 
 
 class _Slot:
@@ -93,7 +114,7 @@ class FusionBlock(torch.nn.Module):
         # vertex plans: per slot, per (left irrep, right irrep) pair: which copy pairs to couple,
         # and for each output irrep which of those pairs it keeps
         dtype = torch.get_default_dtype()
-        self._vertex_plans: list[list[tuple]] = []
+        self._vertex_plans: list[list[_VertexGroup]] = []
         for i, slot in enumerate(self._slots):
             plan = []
             if not isinstance(slot.shape, int):
@@ -117,22 +138,22 @@ class FusionBlock(torch.nn.Module):
                     b_idx = torch.tensor([p[1] for p in pairs])
                     self.register_buffer(f"left_{i}_{g}", a_idx, persistent=False)
                     self.register_buffer(f"right_{i}_{g}", b_idx, persistent=False)
-                    selections = []
+                    full = []
                     for ir in out_irs:
                         chosen = [pair_index[p] for p in outs[ir]]
                         self.register_buffer(f"select_{i}_{g}_{ir}", torch.tensor(chosen), persistent=False)
-                        selections.append((ir, len(chosen) == len(pairs) and chosen == list(range(len(pairs)))))
-                    # whole child tensors are used as they are when the pairs take every copy in
-                    # order, or broadcast when the child has a single copy
-                    left_mode = _index_mode(a_idx.tolist(), len(left.copies[ir_l]))
-                    right_mode = _index_mode(b_idx.tolist(), len(right.copies[ir_r]))
-                    plan.append((g, ir_l, ir_r, out_irs, selections, len(pairs), left_mode, right_mode))
+                        full.append(chosen == list(range(len(pairs))))
+                    plan.append(_VertexGroup(
+                        g, ir_l, ir_r, tuple(out_irs), tuple(full), len(pairs),
+                        _index_mode(a_idx.tolist(), len(left.copies[ir_l])),
+                        _index_mode(b_idx.tolist(), len(right.copies[ir_r])),
+                    ))
                 # the copies of each output irrep are stored in group order: reorder the slot's keys
                 new_copies: dict[Irrep, list] = {}
-                for g, ir_l, ir_r, out_irs, *_ in plan:
-                    for ir in out_irs:
-                        for key in (k for k in slot.copies[ir]
-                                    if left.position[k[0]][0] == ir_l and right.position[k[1]][0] == ir_r):
+                for group in plan:
+                    for ir in group.outputs:
+                        for key in (k for k in slot.copies[ir] if left.position[k[0]][0] == group.left
+                                    and right.position[k[1]][0] == group.right):
                             new_copies.setdefault(ir, []).append(key)
                 slot.copies = new_copies
                 slot.position = {key: (ir, j) for ir, keys in new_copies.items() for j, key in enumerate(keys)}
@@ -169,17 +190,18 @@ class FusionBlock(torch.nn.Module):
 
     def _vertex(self, i: int, left: dict, right: dict) -> dict[Irrep, torch.Tensor]:
         pieces: dict[Irrep, list] = {}
-        for g, ir_l, ir_r, out_irs, selections, num_pairs, left_mode, right_mode in self._vertex_plans[i]:
-            L, R = left[ir_l], right[ir_r]
-            if left_mode == "select":
+        for group in self._vertex_plans[i]:
+            g, num_pairs = group.index, group.num_pairs
+            L, R = left[group.left], right[group.right]
+            if group.left_mode == "select":
                 L = L.index_select(2, getattr(self, f"left_{i}_{g}"))
-            if right_mode == "select":
+            if group.right_mode == "select":
                 R = R.index_select(2, getattr(self, f"right_{i}_{g}"))
             n, c = L.shape[0], L.shape[1]
             outer = (L.unsqueeze(-1) * R.unsqueeze(-2)).reshape(n * c * num_pairs, -1)
             y = (outer @ getattr(self, f"coupling_{i}_{g}")).view(n, c, num_pairs, -1)
-            parts = y.split([ir.dim for ir in out_irs], dim=-1) if len(out_irs) > 1 else [y]
-            for (ir, full), part in zip(selections, parts):
+            parts = y.split([ir.dim for ir in group.outputs], dim=-1) if len(group.outputs) > 1 else [y]
+            for ir, full, part in zip(group.outputs, group.full_outputs, parts):
                 if not full:
                     part = part.index_select(2, getattr(self, f"select_{i}_{g}_{ir}"))
                 pieces.setdefault(ir, []).append(part)
@@ -202,12 +224,8 @@ class FusionBlock(torch.nn.Module):
                 s = self._slot_index
                 values.append(self._vertex(i, values[s[slot.shape[0]]], values[s[slot.shape[1]]]))
 
-        W = self.weights * self.path_scale
-        if self.num_species:
-            onehot = torch.nn.functional.one_hot(species, self.num_species).to(W.dtype)
-            W = (onehot @ W.view(self.num_species, -1)).view(n, self.channels, self.num_paths)
-        else:
-            W = W[0].unsqueeze(0)  # [1, C, P]: broadcast over atoms
+        # [N, C, P] per species, or [1, C, P] broadcast over atoms
+        W = (species_rows(self.weights, species) if self.num_species else self.weights) * self.path_scale
         chunks = iter(W.split([t[2] for t in self._root_terms], dim=-1))
         terms: dict[Irrep, torch.Tensor] = {}
         for s, ir, count, all_copies in self._root_terms:
@@ -260,8 +278,6 @@ class FusionProductBasis(torch.nn.Module):
                  mode: str = "density", shape: str = "caterpillar", basis="spherical",
                  l_internal: int | None = None):
         super().__init__()
-        from tensorfuse.o3._fusion import make_shape
-
         if mode not in FUSION_MODES:
             raise ValueError(f"fusion mode must be one of {FUSION_MODES}, got {mode!r}")
         if correlation < 1:

@@ -33,6 +33,13 @@ def select_species(values: torch.Tensor, species: torch.Tensor, num_species: int
     return picked.reshape((values.shape[0],) + lead + (values.shape[-1],))
 
 
+def species_rows(values: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+    """``values[species[n]]`` for ``values`` ``[Z, ...]``: ``[N, ...]``, as a one-hot matrix product
+    (faster on CPU than indexing, forward and backward)."""
+    onehot = torch.nn.functional.one_hot(species, values.shape[0]).to(values.dtype)
+    return (onehot @ values.reshape(values.shape[0], -1)).view((species.shape[0],) + values.shape[1:])
+
+
 class IrrepsLinear(torch.nn.Module):
     """``[N, C_in, irreps_in.dim] -> [N, C_out, irreps_out.dim]``, mixing channels and copies.
 

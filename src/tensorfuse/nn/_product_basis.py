@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tensorfuse.nn._linear import IrrepsLinear, irrep_offsets
+from tensorfuse.nn._linear import IrrepsLinear, irrep_offsets, species_rows
 from tensorfuse.o3 import MAX_L, Irrep, Irreps, get_basis
 
 VARIANTS = ("full", "symmetric", "latent")
@@ -280,8 +280,7 @@ class ProductBasis(torch.nn.Module):
             return self._latent_forward(A, layers, species)
 
         n, c = A.shape[:2]
-        onehot = torch.nn.functional.one_hot(species, self.num_species).to(A.dtype)
-        W = (onehot @ self.weights.view(self.num_species, -1)).view(n, c, -1) * self.path_scale
+        W = species_rows(self.weights, species) * self.path_scale
         W_chunks = iter(W.split(self._weight_chunks, dim=-1))
         terms: dict[Irrep, list[torch.Tensor]] = {}
         for layer, entries in zip(layers, self._collapse):

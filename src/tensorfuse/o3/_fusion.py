@@ -57,13 +57,13 @@ def balanced(n: int, leaves: Sequence[int] | None = None) -> Shape:
     return (balanced(half, leaves[:half]), balanced(len(leaves) - half, leaves[half:]))
 
 
-def make_shape(shape: str | Shape, n: int) -> Shape:
-    """``"caterpillar"``, ``"balanced"`` or an explicit nested tuple over leaves ``0..n-1``."""
+def make_shape(shape: str | Shape, n: int, leaves: Sequence[int] | None = None) -> Shape:
+    """``"caterpillar"``, ``"balanced"`` (over ``leaves``, default ``0..n-1``) or an explicit nested tuple."""
     if isinstance(shape, str):
         if shape == "caterpillar":
-            return caterpillar(n)
+            return caterpillar(n, leaves)
         if shape == "balanced":
-            return balanced(n)
+            return balanced(n, leaves)
         raise ValueError(f"unknown fusion tree shape {shape!r}: expected one of {SHAPES} or a nested tuple")
     check_shape(shape)
     return shape
@@ -149,9 +149,6 @@ class FusionTree:
 
         walk(self.shape, True)
         return out
-
-    def body_order(self) -> int:
-        return self.num_leaves
 
     def __str__(self) -> str:
         labels = iter(self.labels)
