@@ -165,6 +165,25 @@ def test_fused_aggregation_equals_gather_product_and_sum(basis):
     assert torch.autograd.gradgradcheck(lambda a, b, c: tp.aggregate(a, b, c, sender, receiver, n), (h, x2, w))
 
 
+@pytest.mark.parametrize("varying", ["h", "x2", "w", "x2,w", "h,w"])
+def test_fused_second_derivatives_with_some_inputs_fixed(varying):
+    """The fused double backward with only some inputs differentiable (the others constants)."""
+    tp = ChannelwiseTensorProduct("0e+1o+2e", "0e+1o", 2, channels=3, basis="cartesian")
+    n, e = 5, 14
+    g = torch.Generator().manual_seed(4)
+    sender, receiver = torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g)
+    values = {"h": torch.randn(n, 3, tp.irreps_in1.dim), "x2": torch.randn(e, tp.irreps_in2.dim),
+              "w": torch.randn(e, 3, tp.num_paths)}
+    names = varying.split(",")
+    inputs = tuple(values[k].requires_grad_(True) for k in names)
+
+    def f(*args):
+        given = {**values, **dict(zip(names, args))}
+        return tp.aggregate(given["h"], given["x2"], given["w"], sender, receiver, n)
+
+    assert torch.autograd.gradgradcheck(f, inputs)
+
+
 def test_fused_aggregation_works_in_small_chunks():
     from tensorfuse.nn._tensor_product import _FusedMessagePassing
 

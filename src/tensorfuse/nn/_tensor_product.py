@@ -93,36 +93,112 @@ class _FusedMessagePassing(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_A):
         h, x2, w, sender, receiver, coupling, expand = ctx.saved_tensors
-        chunk = ctx.chunk
+        need = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():
-            # A graph of the backward is being built (e.g. forces in a loss): differentiate a plain
-            # re-computation, which stays connected to the inputs' own history.
-            inputs = (h, x2, w)
-            A = _message_passing_reference(h, x2, w, sender, receiver, coupling, expand, h.shape[0])
-            wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[:3]) if need and t.requires_grad]
-            grads = iter(torch.autograd.grad(A, wanted, grad_A, create_graph=True, allow_unused=True))
-            out = [next(grads) if need and t.requires_grad else None
-                   for t, need in zip(inputs, ctx.needs_input_grad[:3])]
-            return (*out, None, None, None, None, None, None)
+            # a graph of the backward is being built (forces in a training loss): the backward is
+            # itself a fused, differentiable operation
+            grads = _FusedMessagePassingBackward.apply(grad_A, h, x2, w, sender, receiver, coupling, expand,
+                                                       ctx.chunk, need)
+        else:
+            grads = _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, ctx.chunk, need)
+        return (*grads, None, None, None, None, None, None)
+
+
+def _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need):
+    """``(grad_h, grad_x2, grad_w)`` of :class:`_FusedMessagePassing`, edge chunk by edge chunk."""
+    need_h, need_x2, need_w = need
+    d1 = h.shape[2]
+    d_out = coupling.shape[1] // d1
+    grad_h = torch.zeros_like(h) if need_h else None
+    grad_x2 = torch.empty_like(x2) if need_x2 else None
+    grad_w = torch.empty_like(w) if need_w else None
+    for sl in _chunks(x2.shape[0], chunk):
+        g = grad_A[receiver[sl]]  # [e, C, D_out], a fresh tensor
+        M = (x2[sl] @ coupling).view(-1, d1, d_out)
+        x1 = h[sender[sl]]
+        if need_w:
+            grad_w[sl] = _sum_paths(torch.bmm(x1, M).mul_(g), expand)
+        if need_h or need_x2:
+            g = _scale_paths(g, w[sl], expand, out=g)
+            if need_h:
+                grad_h.index_add_(0, sender[sl], torch.bmm(g, M.transpose(1, 2)))
+            if need_x2:
+                grad_x2[sl] = torch.bmm(x1.transpose(1, 2), g).view(-1, d1 * d_out) @ coupling.T
+    return grad_h, grad_x2, grad_w
+
+
+class _FusedMessagePassingBackward(torch.autograd.Function):
+    """The backward of :class:`_FusedMessagePassing` as an operation with its own fused backward.
+
+    Per edge ``e`` (sender ``s``, receiver ``r``), with ``M = x2 @ U``, ``S = w @ P`` (weights
+    expanded to components) and ``g = grad_A[r]``, the forward returns
+
+        grad_h[s] += (g * S) M^T,    grad_w = ((h_s M) * g) P^T,    grad_x2 = vec(h_s^T (g * S)) U^T.
+
+    For upstream gradients ``a`` (of grad_h), ``b`` (of grad_w), ``c`` (of grad_x2), with
+    ``N = c @ U`` and ``Q = (a_s M + h_s N) * S + (b P) * (h_s M)``, the backward is
+
+        d grad_A[r] += Q,    d h[s] += ((b P) * g) M^T + (g * S) N^T,
+        d w = (g * (a_s M + h_s N)) P^T,    d x2 = vec(a_s^T (g * S) + h_s^T ((b P) * g)) U^T,
+
+    again chunk by chunk, so training on forces never stores the ``[E, C, D_out]`` messages. Third
+    derivatives are not supported (nothing in training needs them).
+    """
+
+    @staticmethod
+    def forward(ctx, grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need):
+        ctx.save_for_backward(grad_A, h, x2, w, sender, receiver, coupling, expand)
+        ctx.chunk = chunk
+        ctx.set_materialize_grads(False)  # unused outputs give None, not zeros to multiply
+        return _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, a_all, c_all, b_all):
+        grad_A, h, x2, w, sender, receiver, coupling, expand = ctx.saved_tensors
+        need_gA, need_h, need_x2, need_w = ctx.needs_input_grad[:4]
         d1 = h.shape[2]
         d_out = coupling.shape[1] // d1
-        need_h, need_x2, need_w = ctx.needs_input_grad[:3]
-        grad_h = torch.zeros_like(h) if need_h else None
-        grad_x2 = torch.empty_like(x2) if need_x2 else None
-        grad_w = torch.empty_like(w) if need_w else None
-        for sl in _chunks(x2.shape[0], chunk):
-            g = grad_A[receiver[sl]]  # [e, C, D_out], a fresh tensor
+        d_gA = torch.zeros_like(grad_A) if need_gA else None
+        d_h = torch.zeros_like(h) if need_h else None
+        d_x2 = torch.empty_like(x2) if need_x2 else None
+        d_w = torch.empty_like(w) if need_w else None
+        for sl in _chunks(x2.shape[0], ctx.chunk):
+            snd, rcv = sender[sl], receiver[sl]
             M = (x2[sl] @ coupling).view(-1, d1, d_out)
-            x1 = h[sender[sl]]
+            S = w[sl] @ expand  # [e, C, D_out]
+            g = grad_A[rcv]
+            h_s = h[snd]
+            # the parts of Q: "left" multiplies S, "right" multiplies g
+            left = torch.bmm(a_all[snd], M) if a_all is not None else None
+            if c_all is not None:
+                hN = torch.bmm(h_s, (c_all[sl] @ coupling).view(-1, d1, d_out))
+                left = hN if left is None else left + hN
+            bP = b_all[sl] @ expand if b_all is not None else None
+            hM = torch.bmm(h_s, M) if bP is not None else None
+            if need_gA:
+                Q = left * S if left is not None else torch.zeros_like(g)
+                if bP is not None:
+                    Q = Q + bP * hM
+                d_gA.index_add_(0, rcv, Q)
             if need_w:
-                grad_w[sl] = _sum_paths(torch.bmm(x1, M).mul_(g), expand)
-            if need_h or need_x2:
-                g = _scale_paths(g, w[sl], expand, out=g)
-                if need_h:
-                    grad_h.index_add_(0, sender[sl], torch.bmm(g, M.transpose(1, 2)))
-                if need_x2:
-                    grad_x2[sl] = torch.bmm(x1.transpose(1, 2), g).view(-1, d1 * d_out) @ coupling.T
-        return grad_h, grad_x2, grad_w, None, None, None, None, None, None
+                d_w[sl] = _sum_paths(g * left, expand) if left is not None else 0.0
+            gS = g * S
+            if need_h:
+                dh = torch.zeros_like(h_s)
+                if bP is not None:
+                    dh = dh + torch.bmm(bP * g, M.transpose(1, 2))
+                if c_all is not None:
+                    dh = dh + torch.bmm(gS, (c_all[sl] @ coupling).view(-1, d1, d_out).transpose(1, 2))
+                d_h.index_add_(0, snd, dh)
+            if need_x2:
+                dM = torch.zeros_like(M)
+                if a_all is not None:
+                    dM = dM + torch.bmm(a_all[snd].transpose(1, 2), gS)
+                if bP is not None:
+                    dM = dM + torch.bmm(h_s.transpose(1, 2), bP * g)
+                d_x2[sl] = dM.view(-1, d1 * d_out) @ coupling.T
+        return d_gA, d_h, d_x2, d_w, None, None, None, None, None, None
 
 
 def _message_passing_reference(h, x2, w, sender, receiver, coupling, expand, num_nodes):
