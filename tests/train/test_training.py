@@ -171,3 +171,22 @@ def test_fusion_models_train_from_yaml_in_both_architectures(tmp_path, architect
     loaded = load_model(tmp_path / "run" / "model.pt")
     assert loaded.config.architecture == architecture and loaded.config.product_basis == "fusion"
     assert loaded.config.fusion_mode == "distinct"
+
+
+def test_energy_shift_refit_zeroes_the_mean_residual_and_keeps_forces(tmp_path):
+    from tensorfuse import ModelConfig, build_model
+    from tensorfuse.data._dataset import GraphDataset
+    from tensorfuse.data._io import read_frames
+    from tensorfuse.train._statistics import refit_energy_shift
+
+    frames = read_frames(Path(__file__).resolve().parents[2] / "src/tensorfuse/datasets/ethanol_test.xyz")[0][:12]
+    dataset = GraphDataset(frames, 4.0)
+    model = build_model(ModelConfig(species=(1, 6, 8), **TINY), dtype=torch.float64, seed=0)
+    graph, targets = dataset.collate(list(range(12)))
+    before = model(graph)
+    shifts = refit_energy_shift(model, dataset, batch_size=5)
+    after = model(graph)
+    residual = (targets.energy - after["energy"]).detach()
+    assert abs(float(residual.mean())) < 1e-8 * float(targets.energy.abs().mean())
+    assert torch.allclose(after["forces"], before["forces"], atol=1e-12)
+    assert model.config.statistics.energy_shift == shifts

@@ -72,8 +72,9 @@ class OptimConfig:
     lr: float = 0.01
     weight_decay: float = 5e-7
     energy_weight: float = 1.0
-    forces_weight: float = 10.0
+    forces_weight: float = 100.0  # MACE's default weighting (energy per atom : force components)
     stress_weight: float = 1.0
+    refit_energy_shift: bool = True  # after training: per-element energy shift by least squares
     ema_decay: float | None = 0.99
     clip_grad: float | None = None
     scheduler_patience: int = 5

@@ -19,7 +19,7 @@ SUM_KEYS = (
 @dataclass(frozen=True)
 class LossWeights:
     energy: float = 1.0
-    forces: float = 10.0
+    forces: float = 100.0
     stress: float = 1.0
 
 

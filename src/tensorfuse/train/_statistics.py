@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,3 +49,43 @@ def compute_statistics(frames: Sequence[Frame], avg_num_neighbors: float, e0: di
         scale = float(np.std(residuals)) if len(residuals) > 1 else 1.0
     return Statistics(avg_num_neighbors=avg_num_neighbors, atomic_energies=e0,
                       energy_scale=scale if scale > 1e-8 else 1.0)
+
+
+def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, float]:
+    """Re-fit the per-element energy shift of ``model`` to ``dataset``'s energies, in place.
+
+    Training on forces (weighted 100:1, as MACE does) learns the constant part of the energy very
+    slowly; the forces do not depend on it. A least-squares fit of one shift per element to the
+    residuals ``E_ref - E_model`` (minimum norm where compositions do not tell elements apart) fixes
+    that exactly, after training, leaving every force unchanged. Returns the new shifts (Z -> eV).
+    """
+    import torch
+
+    energy_model = model.energy_model
+    species = energy_model.config.species
+    z = len(species)
+    dtype = energy_model.priors.shift.dtype
+    gram = torch.zeros(z, z, dtype=torch.float64)
+    rhs = torch.zeros(z, dtype=torch.float64)
+    indices = list(range(len(dataset)))
+    local = dist.shard(indices) if dist is not None and dist.enabled else indices
+    with torch.no_grad():
+        for start in range(0, len(local), batch_size):
+            graph, targets = dataset.collate(local[start : start + batch_size])
+            device = energy_model.priors.shift.device
+            graph = graph.to(device)
+            energy = model(graph, forces=False)["energy"].double().cpu()
+            onehot = torch.nn.functional.one_hot(energy_model.species_table(graph.numbers).cpu(), z).double()
+            counts = torch.zeros(graph.num_graphs, z, dtype=torch.float64).index_add_(0, graph.batch.cpu(), onehot)
+            keep = targets.has_energy.cpu()
+            counts, residual = counts[keep], (targets.energy.double() - energy)[keep]
+            gram += counts.T @ counts
+            rhs += counts.T @ residual
+    if dist is not None and dist.enabled:
+        gram, rhs = dist.sum_(gram), dist.sum_(rhs)
+    delta = torch.linalg.pinv(gram) @ rhs
+    energy_model.priors.shift += delta.to(dtype=dtype, device=energy_model.priors.shift.device)
+    shifts = {int(zi): float(v) for zi, v in zip(species, energy_model.priors.shift.cpu())}
+    config = energy_model.config
+    energy_model.config = config.replace(statistics=dataclasses.replace(config.statistics, energy_shift=shifts))
+    return shifts

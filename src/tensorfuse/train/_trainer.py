@@ -20,7 +20,7 @@ from tensorfuse.model._serialization import atomic_save, model_from_dict, model_
 from tensorfuse.train._config import TrainConfig
 from tensorfuse.train._distributed import Distributed
 from tensorfuse.train._loss import LossWeights, batch_counts, error_sums, loss_terms, metrics_from_sums
-from tensorfuse.train._statistics import atomic_energies, compute_statistics
+from tensorfuse.train._statistics import atomic_energies, compute_statistics, refit_energy_shift
 
 CHECKPOINT_FORMAT = "tensorfuse-checkpoint"
 DEMO_TIME_BUDGET = 3.0  # minutes: `tensorfuse train` without data must finish in a few minutes
@@ -294,6 +294,10 @@ def _train(config: TrainConfig, dist: Distributed) -> TrainResult:
             break
 
     best = model_from_dict(state["best_model"], "best model", dist.device) if state["best_model"] else model
+    if opt.refit_energy_shift and any(f.energy is not None for f in train_frames):
+        shifts = refit_energy_shift(best, datasets["train"], opt.valid_batch_size, dist)
+        _log(dist, "energy shift re-fitted to the training energies: "
+                   + ", ".join(f"Z={z}: {v:+.4f} eV" for z, v in shifts.items()))
     if dist.is_main and state["best_model"] is not None:
         save_model(best, output / "model.pt")
     metrics = {}
