@@ -1,6 +1,7 @@
 """Data-parallel training on 2 CPU processes (gloo) matches one process on the same global batch."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -23,9 +24,16 @@ def _run(command, output):
     return proc.stdout
 
 
+def _free_port() -> int:
+    # a fixed port can still be held (TIME_WAIT, another run): ask the OS for an unused one
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_gloo_processes_match_a_single_process(tmp_path):
     single = _run([sys.executable, "-m", "tensorfuse"], tmp_path / "single")
-    ddp = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    ddp = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
                 "-m", "tensorfuse"], tmp_path / "ddp")
     assert "2 process(es)" in ddp and "1 process(es)" in single
     assert ddp.count("epoch    2") == 1  # only rank 0 prints
