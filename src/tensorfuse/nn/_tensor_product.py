@@ -171,8 +171,9 @@ class _FusedMessagePassingBackward(torch.autograd.Function):
             h_s = h[snd]
             # the parts of Q: "left" multiplies S, "right" multiplies g
             left = torch.bmm(a_all[snd], M) if a_all is not None else None
-            if c_all is not None:
-                hN = torch.bmm(h_s, (c_all[sl] @ coupling).view(-1, d1, d_out))
+            N = (c_all[sl] @ coupling).view(-1, d1, d_out) if c_all is not None else None
+            if N is not None:
+                hN = torch.bmm(h_s, N)
                 left = hN if left is None else left + hN
             bP = b_all[sl] @ expand if b_all is not None else None
             hM = torch.bmm(h_s, M) if bP is not None else None
@@ -188,8 +189,8 @@ class _FusedMessagePassingBackward(torch.autograd.Function):
                 dh = torch.zeros_like(h_s)
                 if bP is not None:
                     dh = dh + torch.bmm(bP * g, M.transpose(1, 2))
-                if c_all is not None:
-                    dh = dh + torch.bmm(gS, (c_all[sl] @ coupling).view(-1, d1, d_out).transpose(1, 2))
+                if N is not None:
+                    dh = dh + torch.bmm(gS, N.transpose(1, 2))
                 d_h.index_add_(0, snd, dh)
             if need_x2:
                 dM = torch.zeros_like(M)

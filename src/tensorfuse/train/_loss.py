@@ -18,9 +18,11 @@ SUM_KEYS = (
 
 @dataclass(frozen=True)
 class LossWeights:
-    energy: float = 1.0
-    forces: float = 100.0
-    stress: float = 1.0
+    """Weights of the loss terms (defaults live in :class:`~tensorfuse.train.OptimConfig`)."""
+
+    energy: float
+    forces: float
+    stress: float
 
 
 def batch_counts(graph: AtomicGraph, targets: Targets) -> torch.Tensor:

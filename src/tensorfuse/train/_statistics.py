@@ -11,14 +11,27 @@ from tensorfuse.data._io import DataError, Frame, isolated_atom_energies
 from tensorfuse.model._config import Statistics
 
 
-def least_squares_e0s(frames: Sequence[Frame], species: Sequence[int], ridge: float = 1e-8) -> dict[int, float]:
+RIDGE = 1e-8  # per-element fits: compositions that do not tell elements apart get a near minimum-norm split
+
+
+def composition(frames: Sequence[Frame], species: Sequence[int]) -> np.ndarray:
+    """``[frames, species]``: how many atoms of each element every frame has."""
+    return np.array([[np.sum(f.numbers == z) for z in species] for f in frames], dtype=np.float64)
+
+
+def _per_element_fit(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solution of the (ridge-regularised) normal equations of a per-element least-squares fit."""
+    return np.linalg.solve(gram + RIDGE * np.eye(len(rhs)), rhs)
+
+
+def least_squares_e0s(frames: Sequence[Frame], species: Sequence[int]) -> dict[int, float]:
     """E0 per element minimizing ``sum_frames (E - sum_Z n_Z E0_Z)^2`` (MACE's ``average``)."""
     rows = [f for f in frames if f.energy is not None]
     if not rows:
         raise DataError("cannot fit reference energies: no training frame has an energy")
-    counts = np.array([[np.sum(f.numbers == z) for z in species] for f in rows], dtype=np.float64)
+    counts = composition(rows, species)
     energies = np.array([f.energy for f in rows])
-    solution = np.linalg.solve(counts.T @ counts + ridge * np.eye(len(species)), counts.T @ energies)
+    solution = _per_element_fit(counts.T @ counts, counts.T @ energies)
     return {int(z): float(e) for z, e in zip(species, solution)}
 
 
@@ -56,36 +69,31 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
 
     Training on forces (weighted 100:1, as MACE does) learns the constant part of the energy very
     slowly; the forces do not depend on it. A least-squares fit of one shift per element to the
-    residuals ``E_ref - E_model`` (minimum norm where compositions do not tell elements apart) fixes
+    residuals ``E_ref - E_model`` (near minimum norm where compositions do not tell elements apart) fixes
     that exactly, after training, leaving every force unchanged. Returns the new shifts (Z -> eV).
     """
     import torch
 
     energy_model = model.energy_model
     species = energy_model.config.species
-    z = len(species)
-    dtype = energy_model.priors.shift.dtype
-    gram = torch.zeros(z, z, dtype=torch.float64)
-    rhs = torch.zeros(z, dtype=torch.float64)
+    shift = energy_model.priors.shift
     indices = list(range(len(dataset)))
     local = dist.shard(indices) if dist is not None and dist.enabled else indices
+    local = [i for i in local if dataset.frames[i].energy is not None]
+    predicted = []
     with torch.no_grad():
         for start in range(0, len(local), batch_size):
-            graph, targets = dataset.collate(local[start : start + batch_size])
-            device = energy_model.priors.shift.device
-            graph = graph.to(device)
-            energy = model(graph, forces=False)["energy"].double().cpu()
-            onehot = torch.nn.functional.one_hot(energy_model.species_table(graph.numbers).cpu(), z).double()
-            counts = torch.zeros(graph.num_graphs, z, dtype=torch.float64).index_add_(0, graph.batch.cpu(), onehot)
-            keep = targets.has_energy.cpu()
-            counts, residual = counts[keep], (targets.energy.double() - energy)[keep]
-            gram += counts.T @ counts
-            rhs += counts.T @ residual
-    if dist is not None and dist.enabled:
-        gram, rhs = dist.sum_(gram), dist.sum_(rhs)
-    delta = torch.linalg.pinv(gram) @ rhs
-    energy_model.priors.shift += delta.to(dtype=dtype, device=energy_model.priors.shift.device)
-    shifts = {int(zi): float(v) for zi, v in zip(species, energy_model.priors.shift.cpu())}
+            graph, _ = dataset.collate(local[start : start + batch_size])
+            predicted.append(model(graph.to(shift.device), forces=False)["energy"].double().cpu().numpy())
+    counts = composition([dataset.frames[i] for i in local], species)
+    energies = np.array([dataset.frames[i].energy for i in local])
+    residual = energies - np.concatenate(predicted) if predicted else energies
+    gram, rhs = torch.from_numpy(counts.T @ counts), torch.from_numpy(counts.T @ residual)
+    if dist is not None and dist.enabled:  # on the process group's device (nccl reduces GPU tensors only)
+        gram, rhs = (dist.sum_(x.to(dist.device)).cpu() for x in (gram, rhs))
+    delta = _per_element_fit(gram.numpy(), rhs.numpy())
+    shift += torch.from_numpy(delta).to(dtype=shift.dtype, device=shift.device)
+    shifts = {int(zi): float(v) for zi, v in zip(species, shift.cpu())}
     config = energy_model.config
     energy_model.config = config.replace(statistics=dataclasses.replace(config.statistics, energy_shift=shifts))
     return shifts
