@@ -20,6 +20,9 @@ from tensorfuse import ModelConfig, Statistics, build_model
         ("species", (1, 1), "species=(1, 1)"),
         ("species", (0,), "species=(0,)"),
         ("l_max_edge", 0, "l_max=1"),
+        ("channels", "64", "channels='64': expected int"),
+        ("r_max", True, "r_max=True: expected float"),
+        ("latent_channels", 1.5, "latent_channels=1.5: expected int or null"),
     ],
 )
 def test_bad_configuration_names_field_and_value(field, value, match):

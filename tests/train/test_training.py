@@ -117,6 +117,11 @@ def test_time_budget_stops_early(tmp_path):
         (["train", "--preset", "small", "--model.basis", "polar"], "basis='polar'"),
         (["eval", "/nonexistent/model.pt", "data.xyz"], "does not exist"),
         (["train", "missing.yaml"], "missing.yaml does not exist"),
+        (["train", "--training.forces_weight", "abc"], "training.forces_weight='abc': expected float"),
+        (["train", "--training.max_epochs", "2.5"], "training.max_epochs=2.5: expected int"),
+        (["train", "--training.refit_energy_shift", "maybe"], "refit_energy_shift='maybe': expected bool"),
+        (["train", "--data.valid_fraction", "x"], "data.valid_fraction='x': expected float"),
+        (["train", "--model.channels", "abc"], "channels='abc': expected int"),
     ],
 )
 def test_cli_user_errors_are_one_line_without_traceback(args, message, capsys, tmp_path, monkeypatch):

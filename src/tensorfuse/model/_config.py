@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from tensorfuse.nn import FUSION_MODES
 from tensorfuse.o3 import BASES, MAX_L
 from tensorfuse.o3 import SHAPES as FUSION_SHAPES
+from tensorfuse.utils._dataclasses import check_field_types
 
 ARCHITECTURES = ("mace", "cormorant")
 PRODUCT_BASES = ("symmetric", "full", "latent", "contraction", "fusion")  # of the MACE-style model
@@ -105,6 +106,7 @@ class ModelConfig:
     statistics: Statistics = field(default_factory=Statistics)
 
     def __post_init__(self):
+        check_field_types(self, _fail)
         object.__setattr__(self, "species", tuple(int(z) for z in self.species))
         object.__setattr__(self, "radial_mlp", tuple(int(w) for w in self.radial_mlp))
         if isinstance(self.statistics, Mapping):
@@ -172,59 +174,61 @@ class ModelConfig:
         return 2 if self.architecture == "cormorant" else self.correlation
 
 
+def _fail(name: str, value: Any, why: str):
+    raise ValueError(f"invalid model configuration: {name}={value!r}: {why}")
+
+
 def _validate(c: ModelConfig) -> None:
-    def fail(name: str, value: Any, why: str):
-        raise ValueError(f"invalid model configuration: {name}={value!r}: {why}")
 
     if not c.species:
-        fail("species", c.species, "list the atomic numbers of the elements the model handles, e.g. (1, 6, 8)")
+        _fail("species", c.species, "list the atomic numbers of the elements the model handles, e.g. (1, 6, 8)")
     if len(set(c.species)) != len(c.species) or any(not 1 <= z <= 118 for z in c.species):
-        fail("species", c.species, "atomic numbers must be distinct integers between 1 and 118")
+        _fail("species", c.species, "atomic numbers must be distinct integers between 1 and 118")
     if c.architecture not in ARCHITECTURES:
-        fail("architecture", c.architecture, f"expected one of {ARCHITECTURES}")
+        _fail("architecture", c.architecture, f"expected one of {ARCHITECTURES}")
     if c.basis not in BASES:
-        fail("basis", c.basis, f"expected one of {sorted(BASES)}")
+        _fail("basis", c.basis, f"expected one of {sorted(BASES)}")
     for name in ("channels", "num_layers", "num_bessel", "readout_hidden"):
         if getattr(c, name) < 1:
-            fail(name, getattr(c, name), "must be >= 1")
+            _fail(name, getattr(c, name), "must be >= 1")
     if not 0 <= c.l_max <= MAX_L:
-        fail("l_max", c.l_max, f"must be between 0 and {MAX_L}")
+        _fail("l_max", c.l_max, f"must be between 0 and {MAX_L}")
     if not 0 <= c.l_max_edge <= MAX_L:
-        fail("l_max_edge", c.l_max_edge, f"must be between 0 and {MAX_L}")
+        _fail("l_max_edge", c.l_max_edge, f"must be between 0 and {MAX_L}")
     if c.l_max > c.l_max_edge:
-        fail("l_max", c.l_max, f"hidden features cannot exceed l_max_edge={c.l_max_edge}")
+        _fail("l_max", c.l_max, f"hidden features cannot exceed l_max_edge={c.l_max_edge}")
     if c.correlation < 1:
-        fail("correlation", c.correlation, "must be >= 1 (1 = two-body messages only)")
+        _fail("correlation", c.correlation, "must be >= 1 (1 = two-body messages only)")
     if c.correlation > 6:
-        fail("correlation", c.correlation, "at most 6 is supported")
+        _fail("correlation", c.correlation, "at most 6 is supported")
     allowed = CORMORANT_PRODUCTS if c.architecture == "cormorant" else PRODUCT_BASES
     if c.product_basis not in allowed:
-        fail("product_basis", c.product_basis, f"the {c.architecture} architecture takes one of {allowed}")
+        _fail("product_basis", c.product_basis, f"the {c.architecture} architecture takes one of {allowed}")
     if c.fusion_mode not in FUSION_MODES:
-        fail("fusion_mode", c.fusion_mode, f"expected one of {FUSION_MODES}")
+        _fail("fusion_mode", c.fusion_mode, f"expected one of {FUSION_MODES}")
     if c.fusion_shape not in FUSION_SHAPES:
-        fail("fusion_shape", c.fusion_shape, f"expected one of {FUSION_SHAPES}")
+        _fail("fusion_shape", c.fusion_shape, f"expected one of {FUSION_SHAPES}")
     if c.product_basis == "contraction" and c.correlation > CONTRACTION_MAX_CORRELATION:
-        fail(
+        _fail(
             "correlation", c.correlation,
             f"the 'contraction' product basis (MACE's generalized Clebsch-Gordan tensors) stops at "
             f"{CONTRACTION_MAX_CORRELATION}; use product_basis='symmetric', 'full' or 'latent' for more",
         )
     if c.latent_channels is not None and c.latent_channels < 1:
-        fail("latent_channels", c.latent_channels, "must be >= 1")
+        _fail("latent_channels", c.latent_channels, "must be >= 1")
     if c.l_internal is not None and not c.l_max <= c.l_internal <= MAX_L:
-        fail("l_internal", c.l_internal, f"must be between l_max={c.l_max} and {MAX_L}")
+        _fail("l_internal", c.l_internal, f"must be between l_max={c.l_max} and {MAX_L}")
     if c.parity not in PARITIES:
-        fail("parity", c.parity, f"expected one of {PARITIES}")
+        _fail("parity", c.parity, f"expected one of {PARITIES}")
     if not (c.r_max > 0 and math.isfinite(c.r_max)):
-        fail("r_max", c.r_max, "must be a positive number of Å")
+        _fail("r_max", c.r_max, "must be a positive number of Å")
     if c.cutoff_p < 2:
-        fail("cutoff_p", c.cutoff_p, "must be >= 2 for a smooth cutoff")
+        _fail("cutoff_p", c.cutoff_p, "must be >= 2 for a smooth cutoff")
     if any(w < 1 for w in c.radial_mlp):
-        fail("radial_mlp", c.radial_mlp, "hidden widths must be >= 1")
+        _fail("radial_mlp", c.radial_mlp, "hidden widths must be >= 1")
     missing = [z for z in list(c.statistics.atomic_energies) + list(c.statistics.energy_shift) if z not in c.species]
     if missing:
-        fail("statistics", sorted(set(missing)), "energies given for elements that are not in species")
+        _fail("statistics", sorted(set(missing)), "energies given for elements that are not in species")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from tensorfuse.data._io import ENERGY_UNITS
 from tensorfuse.model._config import PRESETS, ModelConfig
+from tensorfuse.utils._dataclasses import check_field_types
 
 DTYPES = ("float32", "float64")
 
@@ -43,6 +45,7 @@ class DataConfig:
     allow_missing_labels: bool = False
 
     def __post_init__(self):
+        check_field_types(self, functools.partial(_fail, "data"))
         if not 0.0 <= self.valid_fraction < 1.0:
             _fail("data", "valid_fraction", self.valid_fraction, "must be in [0, 1)")
         for name in ("max_train_frames", "max_valid_frames"):
@@ -84,6 +87,7 @@ class OptimConfig:
     dtype: str = "float64"
 
     def __post_init__(self):
+        check_field_types(self, functools.partial(_fail, "training"))
         for name in ("max_epochs", "batch_size", "valid_batch_size"):
             if getattr(self, name) < 1:
                 _fail("training", name, getattr(self, name), "must be >= 1")
