@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import run_tensorfuse, write_splits  # noqa: E402
 
 MODELS = {
-    "mace-standard": {"product_basis": "symmetric"},
-    "mace-fusion-distinct": {"product_basis": "fusion", "fusion_mode": "distinct"},
-    "mace-fusion-capped": {"product_basis": "fusion", "fusion_mode": "density", "l_internal": 1},
+    "mace-standard": {"mace": {"product_basis": "symmetric"}},
+    "mace-fusion-distinct": {"mace": {"product_basis": "fusion", "fusion_leaves": "distinct"}},
+    "mace-fusion-capped": {"mace": {"product_basis": "fusion", "fusion_leaves": "density", "l_internal": 1}},
     "cormorant": {"architecture": "cormorant", "num_layers": 3},
-    "cormorant-fusion": {"architecture": "cormorant", "num_layers": 3, "product_basis": "fusion",
-                         "fusion_mode": "distinct"},
+    "cormorant-fusion": {"architecture": "cormorant", "num_layers": 3,
+                         "cormorant": {"fusion": True, "second_message": "distinct"}},
 }
 
 

@@ -67,7 +67,7 @@ def build_tensorfuse(basis: str, lmax: int, avg: float, dtype):
     from tensorfuse import ModelConfig, Statistics, build_model
 
     config = ModelConfig(
-        species=SPECIES, basis=basis, channels=64, l_max=lmax, l_max_edge=3, correlation=3, num_layers=2,
+        species=SPECIES, basis=basis, channels=64, l_max=lmax, l_max_edge=3, mace={"correlation": 3}, num_layers=2,
         r_max=5.0, num_bessel=8, cutoff_p=5, radial_mlp=(64, 64, 64), readout_hidden=16,
         statistics=Statistics(avg_num_neighbors=avg),
     )

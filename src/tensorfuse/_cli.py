@@ -1,7 +1,10 @@
 """The `tensorfuse` command line: a thin layer over the Python API.
 
     tensorfuse train [CONFIG.yaml] [--train-file F] [--max-epochs N] ... [--section.key VALUE ...]
+    tensorfuse train --output DIR --resume
     tensorfuse eval MODEL DATA [--output DIR]
+    tensorfuse md MODEL STRUCTURE [--steps N] ...
+    tensorfuse export MODEL OUT.pt2
     tensorfuse selfcheck [--lmax L]
 """
 
@@ -21,7 +24,7 @@ TRAIN_FLAGS = {
     "energy_unit": "data.energy_unit",
     "basis": "model.basis",
     "architecture": "model.architecture",
-    "product_basis": "model.product_basis",
+    "product_basis": "model.mace.product_basis",
     "preset": "model.preset",
     "max_epochs": "training.max_epochs",
     "time_budget": "training.time_budget",
@@ -59,16 +62,41 @@ def _generic_overrides(extra: list[str]) -> dict:
     return overrides
 
 
-def _train(args: argparse.Namespace, extra: list[str]) -> int:
-    from tensorfuse.train import TrainConfig, train
+def _flatten(prefix: str, values: dict) -> dict:
+    """``{"model": {"mace": {"correlation": 4}}}`` -> ``{"model.mace.correlation": 4}``."""
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and name not in ("data.e0s", "model.statistics"):
+            flat.update(_flatten(name, value))
+        else:
+            flat[name] = value
+    return flat
 
-    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
-    overrides = {TRAIN_FLAGS[name]: value for name, value in vars(args).items()
-                 if name in TRAIN_FLAGS and value is not None}
+
+def _train(args: argparse.Namespace, extra: list[str]) -> int:
+    from tensorfuse.train import TrainConfig, resume_config, train
+    from tensorfuse.train._config import read_yaml_sections
+
+    flags = {TRAIN_FLAGS[name]: value for name, value in vars(args).items()
+             if name in TRAIN_FLAGS and value is not None}
+    dotted = _generic_overrides(extra)
+    both = sorted(set(flags) & set(dotted))
+    if both:
+        flag_of = {key: name for name, key in TRAIN_FLAGS.items()}
+        raise ValueError("settings given twice: " + ", ".join(
+            f"--{flag_of[k].replace('_', '-')} and --{k}" for k in both) + "; give each once")
+    overrides = {**flags, **dotted}
+    if args.overwrite:
+        overrides["overwrite"] = True
     if args.resume:
-        overrides["resume"] = True
-    overrides.update(_generic_overrides(extra))
-    config = config.with_overrides(overrides)
+        # the run's own configuration, with only what is given here on top (and refused if it differs)
+        given = _flatten("", read_yaml_sections(args.config)) if args.config else {}
+        output = overrides.pop("output", None) or given.pop("output", None) or TrainConfig().output
+        config = resume_config(output, {**given, **overrides})
+    else:
+        config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+        config = config.with_overrides(overrides)
     result = train(config)
     if result.output is not None:
         print(f"model written to {result.output / 'model.pt'}")
@@ -76,34 +104,48 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _eval(args: argparse.Namespace, extra: list[str]) -> int:
-    from tensorfuse.data._io import DataKeys
-    from tensorfuse.train import evaluate, format_metrics
+    from tensorfuse.train import DataConfig, evaluate, format_metrics
 
     if extra:
         raise ValueError(f"unknown argument(s) {extra}")
-    keys = DataKeys(energy=args.energy_key, forces=args.forces_key, stress=args.stress_key)
-    result = evaluate(args.model, args.data, args.output, keys, args.energy_unit)
+    data = DataConfig(energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key,
+                      energy_unit=args.energy_unit)
+    result = evaluate(args.model, args.data, args.output, data)
     print(format_metrics({"data": result.metrics}, f"{args.model} on {args.data}"))
     print(f"parity plot: {result.plot}\npredictions: {result.written}")
     return 0
 
 
-def _md(args: argparse.Namespace, extra: list[str]) -> int:
+def _read_structure(path: str, frame: int):
+    """One frame of a structure file, checked like training data (file and frame in every error)."""
     from pathlib import Path
 
-    from ase.io import read
+    from ase.io import iread, read
+
+    from tensorfuse.data._io import check_structure
+
+    if not Path(path).exists():
+        raise ValueError(f"structure file {path} does not exist")
+    try:
+        atoms = read(path, index=frame)
+    except IndexError:
+        count = sum(1 for _ in iread(path, index=":"))
+        raise ValueError(f"{path} has {count} frame(s) (0 to {count - 1}): there is no frame {frame}") from None
+    except Exception as error:
+        raise ValueError(f"cannot read frame {frame} of {path}: {type(error).__name__}: {error}") from None
+    check_structure(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, f"{path}, frame {frame}")
+    return atoms
+
+
+def _md(args: argparse.Namespace, extra: list[str]) -> int:
+    from pathlib import Path
 
     from tensorfuse.calculator import Calculator
     from tensorfuse.md import MDExplosion, run_md
 
     if extra:
         raise ValueError(f"unknown argument(s) {extra}")
-    if not Path(args.structure).exists():
-        raise ValueError(f"structure file {args.structure} does not exist")
-    try:
-        atoms = read(args.structure, index=args.frame)
-    except Exception as error:
-        raise ValueError(f"cannot read frame {args.frame} of {args.structure}: {error}") from None
+    atoms = _read_structure(args.structure, args.frame)
     models = [args.model] + list(args.committee or [])
     calculator = Calculator(models if len(models) > 1 else args.model, device=args.device, dtype=args.dtype)
     log = args.log or str(Path(args.output).with_suffix(".log"))
@@ -111,7 +153,8 @@ def _md(args: argparse.Namespace, extra: list[str]) -> int:
           f"{args.timestep} fs at {args.temperature} K; trajectory {args.output}, log {log}")
     try:
         result = run_md(calculator, atoms, args.ensemble, args.steps, args.timestep, args.temperature,
-                        args.pressure, args.friction, args.output, log, args.interval, args.seed)
+                        args.pressure, args.friction, args.output, log, args.interval, args.seed,
+                        overwrite=args.overwrite)
     except MDExplosion as error:
         print(f"tensorfuse md: stopped: {error}. The trajectory up to there is in {args.output}.", file=sys.stderr)
         return 3
@@ -121,13 +164,18 @@ def _md(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _export(args: argparse.Namespace, extra: list[str]) -> int:
+    from pathlib import Path
+
     from tensorfuse.export import export_model
     from tensorfuse.model._serialization import load_model
 
     if extra:
         raise ValueError(f"unknown argument(s) {extra}")
-    path = export_model(load_model(args.model), args.output)
-    print(f"exported {args.model} to {path} (torch.export program; load with tensorfuse.export.load_exported "
+    if Path(args.output).resolve() == Path(args.model).resolve():
+        raise ValueError(f"the output {args.output} is the model itself: exporting would destroy it; "
+                         "give another output name (e.g. model.pt2)")
+    path = export_model(load_model(args.model), args.output, overwrite=args.overwrite)
+    print(f"exported {args.model} to {path} (torch.export program; load with tensorfuse.load_model "
           f"or pass it to tensorfuse.Calculator)")
     return 0
 
@@ -168,7 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--dtype", choices=["float32", "float64"])
     train.add_argument("--output", help="output folder (model.pt, checkpoints, metrics.csv)")
-    train.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in the output folder with its stored configuration")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a run already in the output folder (its files are deleted)")
     train.set_defaults(run=_train)
 
     ev = sub.add_parser("eval", help="errors of a model on labelled data, with a parity plot")
@@ -176,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("data")
     ev.add_argument("--output", help="folder for the parity plot and predictions (default: the model's)")
     ev.add_argument("--energy-key", default="energy")
-    ev.add_argument("--forces-key", default="forces")
-    ev.add_argument("--stress-key", default="stress")
+    ev.add_argument("--forces-key", help="default: 'forces' where frames have it")
+    ev.add_argument("--stress-key", help="default: 'stress' where frames have it")
     ev.add_argument("--energy-unit")
     ev.set_defaults(run=_eval)
 
@@ -195,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--log", help="log file (default: the trajectory name with .log)")
     md.add_argument("--interval", type=int, default=10, help="steps between frames and log lines")
     md.add_argument("--seed", type=int, default=0)
-    md.add_argument("--device", default="cpu")
+    md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    md.add_argument("--overwrite", action="store_true", help="replace an existing trajectory and log")
     md.add_argument("--dtype", choices=["float32", "float64"])
     md.add_argument("--committee", nargs="+", metavar="MODEL", help="more models: report the committee spread")
     md.set_defaults(run=_md)
@@ -203,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="export a model as a torch.export program (.pt2) for deployment")
     ex.add_argument("model")
     ex.add_argument("output", help="output file, e.g. model.pt2")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     ex.set_defaults(run=_export)
 
     check = sub.add_parser("selfcheck", help="check the O(3) algebra in both bases and print a table")
@@ -228,18 +281,33 @@ def _split_dotted(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     known, extra = _split_dotted(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(known)
+
+    def show(message, category, filename, lineno, file=None, line=None):  # one line, no source location
+        print(f"tensorfuse {args.command}: warning: {_one_line(message)}", file=sys.stderr)
+
     try:
-        return args.run(args, extra)
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return args.run(args, extra)
     except KeyboardInterrupt:
         print(f"tensorfuse {args.command}: interrupted (a training run continues with --resume)", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
-        # user errors get one clear line, not a traceback
-        print(f"tensorfuse {args.command}: error: {error}", file=sys.stderr)
+    except ValueError as error:  # user errors get one clear line, not a traceback
+        print(f"tensorfuse {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except OSError as error:  # files that cannot be read or written
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        print(f"tensorfuse {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

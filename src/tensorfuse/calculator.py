@@ -13,14 +13,11 @@ from ase.calculators.calculator import all_changes
 from tensorfuse.data import AtomicGraph
 from tensorfuse.model import Potential
 from tensorfuse.model._serialization import load_model
+from tensorfuse.utils import resolve_device
 
 
 def _as_model(model, device, dtype) -> Potential:
-    if isinstance(model, (str, PathLike)) and str(model).endswith(".pt2"):
-        from tensorfuse.export import load_exported
-
-        return load_exported(model)
-    if isinstance(model, (str, PathLike)):
+    if isinstance(model, (str, PathLike)):  # a model file (.pt) or an exported program (.pt2)
         loaded = load_model(model, device=device, dtype=dtype)
         for p in loaded.parameters():  # inference only: no graph for the weights
             p.requires_grad_(False)
@@ -58,7 +55,7 @@ class Calculator(_ASECalculator):
         models = list(model) if isinstance(model, Sequence) and not isinstance(model, str) else [model]
         if not models:
             raise ValueError("an empty committee: give at least one model")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.models = [_as_model(m, self.device, dtype) for m in models]
         for m in self.models:
             m.eval()

@@ -10,6 +10,7 @@ TorchScript is not offered (deprecated upstream).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -74,10 +75,20 @@ def _example_graph(model: Potential) -> AtomicGraph:
     return batch_graphs(graphs).to(next(model.parameters()).device)
 
 
-def export_model(model: Potential, path) -> Path:
-    """Export ``model`` to ``path`` (``.pt2``): ``torch.export`` with dynamic atoms/edges/structures."""
+def export_model(model: Potential, path, overwrite: bool = False) -> Path:
+    """Export ``model`` to ``path`` (``.pt2``): ``torch.export`` with dynamic atoms/edges/structures.
+
+    An existing file at ``path`` is replaced only with ``overwrite``, and only once the new program
+    is complete (written to a temporary file, then renamed)."""
     if not isinstance(model, Potential):
         raise ValueError(f"export_model needs a tensorfuse Potential, got {type(model).__name__}")
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ValueError(f"{path}: an exported program is a .pt2 file (that suffix tells loaders what it is)")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} already exists: give --overwrite to replace it, or another output name")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder")
     graph = _example_graph(model)
     function = _EnergyFunction(model.energy_model).eval()
     args = (graph.positions, graph.cell, graph.numbers, graph.edge_index, graph.unit_shifts, graph.batch)
@@ -89,9 +100,17 @@ def export_model(model: Potential, path) -> Path:
 
     meta = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "tensorfuse_version": __version__,
             "config": model.config.to_dict(), "dtype": str(graph.positions.dtype).replace("torch.", "")}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(path), extra_files={"tensorfuse.json": json.dumps(meta)})
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.export.save(program, str(tmp), extra_files={"tensorfuse.json": json.dumps(meta)})
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise ValueError(f"cannot write {path}: {reason}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 

@@ -47,38 +47,39 @@ def run_md(
     min_distance: float = 0.5,
     max_temperature: float | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> MDResult:
     """Run MD on ``atoms`` (ASE ``Atoms``) with ``calculator`` (a :class:`tensorfuse.Calculator`).
 
     ``timestep`` in fs, ``temperature`` in K (initial velocities and thermostat), ``pressure`` in
     bar (NPT), ``friction`` in 1/fs (Langevin). Every ``interval`` steps a frame is appended to
     ``output`` (extxyz, with energies and forces) and a line to ``log`` (time, energies,
-    temperature, pressure). Raises :class:`MDExplosion` when two atoms come closer than
-    ``min_distance`` Å, the energy is not finite, or the temperature exceeds ``max_temperature``
-    (default: 5 x the target plus 1000 K).
+    temperature, pressure). Existing ``output``/``log`` files are an error unless ``overwrite``;
+    either way nothing is written before the arguments, the structure and the first energy have
+    been checked. Raises :class:`MDExplosion` when two atoms come closer than ``min_distance`` Å,
+    the energy, positions or velocities are not finite, or the temperature exceeds
+    ``max_temperature`` (default: 5 x the target plus 1000 K).
     """
-    from ase.io import write
     from ase.md.langevin import Langevin
     from ase.md.nose_hoover_chain import IsotropicMTKNPT
     from ase.md import velocitydistribution as velocities
     from ase.md.verlet import VelocityVerlet
 
-    if ensemble not in ENSEMBLES:
-        raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
-    for name, value in (("steps", steps), ("interval", interval)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if not timestep > 0:
-        raise ValueError(f"timestep must be a positive number of fs, got {timestep}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 K, got {temperature}")
+    _check_arguments(ensemble, steps, interval, timestep, temperature, pressure, friction, atoms)
     periodic = bool(np.all(atoms.pbc))
-    if ensemble == "npt" and not periodic:
-        raise ValueError("NPT needs a structure periodic along all three axes (pbc=True and a cell)")
     max_temperature = 5 * temperature + 1000.0 if max_temperature is None else max_temperature
+    output = Path(output)
+    log = Path(log) if log is not None else output.with_suffix(".log")
+    if output.resolve() == log.resolve():
+        raise ValueError(f"the trajectory and the log are the same file: {output}")
+    existing = [str(path) for path in (output, log) if path.exists()]
+    if existing and not overwrite:
+        raise ValueError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: give --overwrite "
+                         "to replace, or another --output/--log")
 
     atoms = atoms.copy()
     atoms.calc = calculator
+    atoms.get_potential_energy()  # a model or structure problem shows here, before any file is touched
     rng = np.random.default_rng(seed)
     if temperature > 0:
         if hasattr(velocities, "thermalize_momenta"):  # ASE >= 3.27
@@ -86,7 +87,7 @@ def run_md(
         else:
             velocities.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
         velocities.Stationary(atoms)
-        if not periodic:
+        if not periodic and len(atoms) > 1:  # a single atom has no rotation (its inertia is zero)
             velocities.ZeroRotation(atoms)
     dt = timestep * units.fs
     if ensemble == "nve":
@@ -97,41 +98,19 @@ def run_md(
         dynamics = IsotropicMTKNPT(atoms, dt, temperature_K=temperature, pressure_au=pressure * units.bar,
                                    tdamp=100 * dt, pdamp=1000 * dt)
 
-    output = Path(output)
-    log = Path(log) if log is not None else output.with_suffix(".log")
     output.parent.mkdir(parents=True, exist_ok=True)
-    for path in (output, log):
-        if path.exists():
-            path.unlink()
-    n = len(atoms)
-    first_energy = None
-    with open(log, "w") as log_file:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    recorder = _Recorder(atoms, output, timestep, periodic)
+    with open(log, "w") as log_file, open(output, "w") as trajectory:
         log_file.write("# step  time_ps  etot_eV  epot_eV  ekin_eV  temperature_K  pressure_bar\n")
 
-        def record(step: int):
-            nonlocal first_energy
-            epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
-            temperature_now = ekin / (1.5 * units.kB * n)
-            if first_energy is None:
-                first_energy = epot + ekin
-            pressure_now = float("nan")
-            if periodic:
-                stress = atoms.get_stress(include_ideal_gas=True)
-                pressure_now = -stress[:3].mean() / units.bar
-            log_file.write(f"{step:7d} {step * timestep / 1000:9.4f} {epot + ekin:14.6f} {epot:14.6f} "
-                           f"{ekin:12.6f} {temperature_now:10.2f} {pressure_now:12.3f}\n")
-            log_file.flush()
-            snapshot = atoms.copy()
-            snapshot.calc = None
-            snapshot.info.update(step=step, time_fs=step * timestep, energy=epot, temperature_K=temperature_now)
-            snapshot.arrays["forces"] = atoms.get_forces()
-            write(str(output), snapshot, format="extxyz", append=True)
-            _check(atoms, step, epot, temperature_now, min_distance, max_temperature, calculator)
-            return epot + ekin
+        def record(step: int) -> float:
+            energy, temperature_now = recorder.write(step, log_file, trajectory)
+            _check(atoms, step, energy, temperature_now, min_distance, max_temperature)
+            return energy
 
-        record(0)
+        first_energy = last_energy = record(0)
         start = time.perf_counter()
-        last_energy = first_energy
         bar = progress and sys.stderr.isatty()
         done = 0
         for chunk_start in range(0, steps, interval):
@@ -147,31 +126,73 @@ def run_md(
         if bar:
             sys.stderr.write("\n")
     elapsed = time.perf_counter() - start
-    return MDResult(steps, output, log, 1e3 * elapsed / steps, (last_energy - first_energy) / n)
+    return MDResult(steps, output, log, 1e3 * elapsed / steps, (last_energy - first_energy) / len(atoms))
 
 
-def _check(atoms, step, energy, temperature, min_distance, max_temperature, calculator) -> None:
-    if not math.isfinite(energy):
-        raise MDExplosion(f"step {step}: the energy is {energy}: the simulation exploded")
+def _check_arguments(ensemble, steps, interval, timestep, temperature, pressure, friction, atoms) -> None:
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
+    for name, value in (("steps", steps), ("interval", interval)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    checks = (("timestep", timestep, "a positive number of fs", lambda x: x > 0),
+              ("temperature", temperature, "a number of K >= 0", lambda x: x >= 0),
+              ("friction", friction, "a number >= 0 (1/fs)", lambda x: x >= 0),
+              ("pressure", pressure, "a finite number of bar", lambda x: True))
+    for name, value, what, ok in checks:
+        if not (math.isfinite(value) and ok(value)):
+            raise ValueError(f"{name} must be {what}, got {value}")
+    if len(atoms) == 0:
+        raise ValueError("the structure has no atoms")
+    periodic = bool(np.all(atoms.pbc))
+    if len(atoms) == 1 and not atoms.pbc.any():
+        raise ValueError("a single atom without a periodic cell has no dynamics (its momentum is removed); "
+                         "give a molecule or a periodic structure")
+    if ensemble == "npt" and not periodic:
+        raise ValueError("NPT needs a structure periodic along all three axes (pbc=True and a cell)")
+
+
+class _Recorder:
+    """Writes a log line and a trajectory frame (extxyz, with energies and forces)."""
+
+    def __init__(self, atoms, output: Path, timestep: float, periodic: bool):
+        self.atoms, self.output, self.timestep, self.periodic = atoms, output, timestep, periodic
+
+    def write(self, step: int, log_file, trajectory) -> tuple[float, float]:
+        from ase.io import write
+
+        atoms, timestep = self.atoms, self.timestep
+        epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
+        temperature_now = ekin / (1.5 * units.kB * len(atoms))
+        pressure_now = float("nan")
+        if self.periodic:
+            stress = atoms.get_stress(include_ideal_gas=True)
+            pressure_now = -stress[:3].mean() / units.bar
+        log_file.write(f"{step:7d} {step * timestep / 1000:9.4f} {epot + ekin:14.6f} {epot:14.6f} "
+                       f"{ekin:12.6f} {temperature_now:10.2f} {pressure_now:12.3f}\n")
+        log_file.flush()
+        snapshot = atoms.copy()
+        snapshot.calc = None
+        snapshot.info.update(step=step, time_fs=step * timestep, energy=epot, temperature_K=temperature_now)
+        snapshot.arrays["forces"] = atoms.get_forces()
+        write(trajectory, snapshot, format="extxyz")
+        trajectory.flush()
+        return epot + ekin, temperature_now
+
+
+def _check(atoms, step, energy, temperature, min_distance, max_temperature) -> None:
+    from tensorfuse.data._neighbors import closest_distance
+
+    finite = math.isfinite(energy) and np.all(np.isfinite(atoms.positions)) and np.all(np.isfinite(atoms.get_velocities()))
+    if not finite:
+        raise MDExplosion(f"step {step}: the energy, positions or velocities are not finite: the simulation exploded")
     if temperature > max_temperature:
         raise MDExplosion(f"step {step}: temperature {temperature:.0f} K exceeds {max_temperature:.0f} K: "
                           "the simulation is running away (time step too large, or the model is outside its data)")
-    graph = getattr(calculator, "_graph", None)
-    if graph is not None and graph.num_edges:
-        vectors = graph.edge_vectors(positions=_positions_like(atoms, graph), cell=_cell_like(atoms, graph))
-        closest = float(vectors.norm(dim=-1).min())
-        if closest < min_distance:
-            raise MDExplosion(f"step {step}: two atoms are {closest:.3f} Å apart (< {min_distance} Å): "
-                              "the structure collapsed")
-
-
-def _positions_like(atoms, graph):
-    import torch
-
-    return torch.tensor(atoms.get_positions(), dtype=graph.positions.dtype, device=graph.positions.device)
-
-
-def _cell_like(atoms, graph):
-    import torch
-
-    return torch.tensor(atoms.cell.array, dtype=graph.cell.dtype, device=graph.cell.device).unsqueeze(0)
+    try:
+        closest = closest_distance(atoms.positions, atoms.cell.array, atoms.pbc, min_distance)
+    except ValueError as error:  # coordinates beyond what the neighbour search takes
+        raise MDExplosion(f"step {step}: {error}: the simulation exploded") from None
+    if closest < min_distance:
+        raise MDExplosion(f"step {step}: two atoms are {closest:.3f} Å apart (< {min_distance} Å): "
+                          "the structure collapsed")

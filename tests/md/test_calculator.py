@@ -11,7 +11,8 @@ from tensorfuse import ModelConfig, Statistics, build_model, save_model
 from tensorfuse.calculator import Calculator
 from tensorfuse.md import MDExplosion, run_md
 
-CONFIG = dict(channels=4, l_max=1, l_max_edge=2, correlation=2, num_bessel=4, radial_mlp=(8, 8), readout_hidden=4)
+CONFIG = dict(channels=4, l_max=1, l_max_edge=2, mace={"correlation": 2}, num_bessel=4, radial_mlp=(8, 8),
+              readout_hidden=4)
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ from tensorfuse.export import export_model, load_exported
 @pytest.mark.parametrize("basis,settings", [
     ("cartesian", {}),
     ("spherical", {}),
-    ("cartesian", {"product_basis": "fusion", "fusion_mode": "distinct"}),
-    ("spherical", {"architecture": "cormorant", "product_basis": "fusion"}),
+    ("cartesian", {"mace": {"product_basis": "fusion", "fusion_leaves": "distinct"}}),
+    ("spherical", {"architecture": "cormorant", "cormorant": {"fusion": True}}),
 ], ids=["cartesian", "spherical", "fusion", "cormorant-fusion"])
 def test_exported_program_round_trip(tmp_path, basis, settings):
-    config = ModelConfig(species=(1, 6, 8, 14), basis=basis, channels=4, l_max=1, l_max_edge=2, correlation=3,
+    config = ModelConfig(species=(1, 6, 8, 14), basis=basis, channels=4, l_max=1, l_max_edge=2,
                          num_bessel=4, radial_mlp=(8, 8), readout_hidden=4, r_max=4.0, **settings)
     model = build_model(config, dtype=torch.float64, seed=0)
     path = export_model(model, tmp_path / "model.pt2")
@@ -35,7 +35,7 @@ def test_exported_program_round_trip(tmp_path, basis, settings):
 
 
 def test_export_command_and_bad_files(tmp_path, capsys):
-    model = build_model(ModelConfig(species=(1, 8), channels=4, l_max_edge=1, correlation=2,
+    model = build_model(ModelConfig(species=(1, 8), channels=4, l_max_edge=1, mace={"correlation": 2},
                                     radial_mlp=(8,), readout_hidden=4), dtype=torch.float64)
     save_model(model, tmp_path / "m.pt")
     assert cli(["export", str(tmp_path / "m.pt"), str(tmp_path / "m.pt2")]) == 0

@@ -8,7 +8,7 @@ from tensorfuse import ModelConfig, build_model
 from tensorfuse.data import AtomicGraph, batch_graphs
 from tensorfuse.testing import random_crystal, random_molecule
 
-BASE = dict(species=(1, 6, 8), channels=6, l_max=2, l_max_edge=3, correlation=3, r_max=4.0)
+BASE = dict(species=(1, 6, 8), channels=6, l_max=2, l_max_edge=3, r_max=4.0)
 
 
 def _graphs():
@@ -37,18 +37,18 @@ def assert_same_function(spherical, cartesian):
 def test_cartesian_and_spherical_models_compute_the_same_function(variant, parity):
     if variant == "contraction" and parity == "all":
         pytest.skip("kept small: the contraction variant is covered with natural parity")
-    spherical = build_model(ModelConfig(basis="spherical", product_basis=variant, parity=parity, **BASE),
+    spherical = build_model(ModelConfig(basis="spherical", mace=dict(product_basis=variant), parity=parity, **BASE),
                             dtype=torch.float64, seed=1)
-    cartesian = build_model(ModelConfig(basis="cartesian", product_basis=variant, parity=parity, **BASE),
+    cartesian = build_model(ModelConfig(basis="cartesian", mace=dict(product_basis=variant), parity=parity, **BASE),
                             dtype=torch.float64, seed=2)
     assert_same_function(spherical, cartesian)
 
 
 @pytest.mark.parametrize("settings", [
-    dict(product_basis="fusion", fusion_mode="density"),
-    dict(product_basis="fusion", fusion_mode="distinct", fusion_shape="balanced"),
+    dict(mace=dict(product_basis="fusion", fusion_leaves="density")),
+    dict(mace=dict(product_basis="fusion", fusion_leaves="distinct", fusion_shape="balanced")),
     dict(architecture="cormorant"),
-    dict(architecture="cormorant", product_basis="fusion", fusion_mode="distinct", parity="all"),
+    dict(architecture="cormorant", cormorant=dict(fusion=True, second_message="distinct"), parity="all"),
 ], ids=["fusion-density", "fusion-distinct", "cormorant", "cormorant-fusion"])
 def test_fusion_and_cormorant_models_compute_the_same_function_in_both_bases(settings):
     base = {**BASE, "l_max": 1, "channels": 4}

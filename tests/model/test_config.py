@@ -1,7 +1,10 @@
 import pytest
 import torch
 
+import re
+
 from tensorfuse import ModelConfig, Statistics, build_model
+from tensorfuse.model import CormorantOptions, MaceOptions
 
 
 @pytest.mark.parametrize(
@@ -10,10 +13,17 @@ from tensorfuse import ModelConfig, Statistics, build_model
         ("basis", "polar", "basis='polar'"),
         ("l_max", 9, "l_max=9"),
         ("l_max", -1, "l_max=-1"),
-        ("correlation", 0, "correlation=0"),
+        ("mace", {"correlation": 0}, "mace.correlation=0"),
         ("num_layers", 0, "num_layers=0"),
         ("channels", 0, "channels=0"),
-        ("product_basis", "dense", "product_basis='dense'"),
+        ("mace", {"product_basis": "dense"}, "mace.product_basis='dense'"),
+        ("mace", {"product_basis": "symmetric", "fusion_leaves": "distinct"},
+         "mace.fusion_leaves='distinct': applies only with product_basis='fusion'"),
+        ("mace", {"latent_channels": 4}, "mace.latent_channels=4: applies only with product_basis='latent'"),
+        ("mace", {"correlation": 2.5}, "mace.correlation=2.5: expected int"),
+        ("mace", {"corelation": 2}, "unknown key(s) ['corelation']"),
+        ("cormorant", {"fusion": True}, "applies only with architecture='cormorant'"),
+        ("product_basis", "fusion", "unexpected keyword"),
         ("parity", "odd", "parity='odd'"),
         ("r_max", -1.0, "r_max=-1.0"),
         ("species", (), "species=()"),
@@ -22,19 +32,42 @@ from tensorfuse import ModelConfig, Statistics, build_model
         ("l_max_edge", 0, "l_max=1"),
         ("channels", "64", "channels='64': expected int"),
         ("r_max", True, "r_max=True: expected float"),
-        ("latent_channels", 1.5, "latent_channels=1.5: expected int or null"),
+        ("mace", {"product_basis": "latent", "latent_channels": 1.5}, "latent_channels=1.5: expected int or null"),
     ],
 )
 def test_bad_configuration_names_field_and_value(field, value, match):
     kwargs = dict(species=(1, 8))
     kwargs[field] = value
-    with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises((ValueError, TypeError), match=re.escape(match)):
         ModelConfig(**kwargs)
+
+
+def test_architecture_options_do_not_leak_across_architectures():
+    """Each architecture's options live in its own section; the other's is refused."""
+    with pytest.raises(ValueError, match="mace=.*applies only with architecture='mace'"):
+        ModelConfig(species=(1,), architecture="cormorant", mace={"correlation": 4})
+    with pytest.raises(ValueError, match="second_message='distinct': applies only with fusion=true"):
+        ModelConfig(species=(1,), architecture="cormorant", cormorant={"second_message": "distinct"})
+    config = ModelConfig(species=(1,), architecture="cormorant", cormorant={"fusion": True})
+    assert "mace" not in config.to_dict() and config.to_dict()["cormorant"]["fusion"] is True
+    assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+def test_model_files_of_the_flat_layout_still_load():
+    """tensorfuse 0.1 stored architecture options flat; ``fusion_mode`` meant other things per architecture."""
+    mace = ModelConfig.from_dict({"species": [1, 8], "product_basis": "fusion", "fusion_mode": "distinct",
+                                  "correlation": 2, "fusion_shape": "caterpillar", "latent_channels": None,
+                                  "l_internal": None})
+    assert mace.mace == MaceOptions(product_basis="fusion", correlation=2, fusion_leaves="distinct")
+    cormorant = ModelConfig.from_dict({"species": [1, 8], "architecture": "cormorant", "product_basis": "fusion",
+                                       "fusion_mode": "density", "correlation": 3, "fusion_shape": "balanced",
+                                       "latent_channels": None, "l_internal": None})
+    assert cormorant.cormorant == CormorantOptions(fusion=True, second_message="shared", fusion_shape="balanced")
 
 
 def test_contraction_stops_at_correlation_three_with_a_pointer_to_the_alternatives():
     with pytest.raises(ValueError, match="correlation=4.*symmetric"):
-        ModelConfig(species=(1,), product_basis="contraction", correlation=4)
+        ModelConfig(species=(1,), mace=dict(product_basis="contraction", correlation=4))
 
 
 def test_statistics_are_validated():
@@ -46,7 +79,11 @@ def test_statistics_are_validated():
 
 def test_presets_and_overrides():
     config = ModelConfig.preset("medium", species=(1, 6, 8), basis="spherical")
-    assert config.channels == 64 and config.basis == "spherical" and config.correlation == 3
+    assert config.channels == 64 and config.basis == "spherical" and config.mace.correlation == 3
+    merged = ModelConfig.preset("small", species=(1,), mace={"product_basis": "latent"})
+    assert merged.mace == MaceOptions(product_basis="latent", correlation=2)  # the preset's correlation kept
+    cormorant = ModelConfig.preset("small", species=(1,), architecture="cormorant")
+    assert cormorant.mace == MaceOptions() and cormorant.channels == 32
     with pytest.raises(ValueError, match="'huge'"):
         ModelConfig.preset("huge", species=(1,))
     assert ModelConfig.from_dict(config.to_dict()) == config

@@ -5,40 +5,40 @@ import pytest
 from tensorfuse import ModelConfig
 from tensorfuse.testing import PotentialTests
 
-SMALL = dict(species=(1, 6, 8), channels=4, l_max=1, l_max_edge=2, correlation=3, r_max=4.0,
+SMALL = dict(species=(1, 6, 8), channels=4, l_max=1, l_max_edge=2, r_max=4.0,
              num_bessel=4, radial_mlp=(8, 8), readout_hidden=4)
 
 
 class TestCartesianSymmetric(PotentialTests):
-    config = ModelConfig(basis="cartesian", product_basis="symmetric", **SMALL)
+    config = ModelConfig(basis="cartesian", mace=dict(product_basis="symmetric"), **SMALL)
 
 
 class TestSphericalSymmetric(PotentialTests):
-    config = ModelConfig(basis="spherical", product_basis="symmetric", **SMALL)
+    config = ModelConfig(basis="spherical", mace=dict(product_basis="symmetric"), **SMALL)
 
 
 class TestCartesianFull(PotentialTests):
-    config = ModelConfig(basis="cartesian", product_basis="full", **SMALL)
+    config = ModelConfig(basis="cartesian", mace=dict(product_basis="full"), **SMALL)
 
 
 class TestSphericalFull(PotentialTests):
-    config = ModelConfig(basis="spherical", product_basis="full", **SMALL)
+    config = ModelConfig(basis="spherical", mace=dict(product_basis="full"), **SMALL)
 
 
 class TestCartesianLatent(PotentialTests):
-    config = ModelConfig(basis="cartesian", product_basis="latent", latent_channels=2, **SMALL)
+    config = ModelConfig(basis="cartesian", mace=dict(product_basis="latent", latent_channels=2), **SMALL)
 
 
 class TestSphericalLatent(PotentialTests):
-    config = ModelConfig(basis="spherical", product_basis="latent", latent_channels=2, **SMALL)
+    config = ModelConfig(basis="spherical", mace=dict(product_basis="latent", latent_channels=2), **SMALL)
 
 
 class TestCartesianContraction(PotentialTests):
-    config = ModelConfig(basis="cartesian", product_basis="contraction", **SMALL)
+    config = ModelConfig(basis="cartesian", mace=dict(product_basis="contraction"), **SMALL)
 
 
 class TestSphericalContraction(PotentialTests):
-    config = ModelConfig(basis="spherical", product_basis="contraction", **SMALL)
+    config = ModelConfig(basis="spherical", mace=dict(product_basis="contraction"), **SMALL)
 
 
 class TestCartesianPseudotensors(PotentialTests):
@@ -54,33 +54,33 @@ class TestSphericalPseudotensors(PotentialTests):
 class TestCartesianHighCorrelation(PotentialTests):
     """Correlation 5 (6-body): iterated products, where MACE's coupling tensors run out of memory."""
 
-    config = ModelConfig(**{**SMALL, "correlation": 5, "l_max_edge": 1, "l_max": 1}, basis="cartesian")
+    config = ModelConfig(**{**SMALL, "l_max_edge": 1, "l_max": 1}, basis="cartesian", mace=dict(correlation=5))
 
 
 @pytest.mark.slow
 class TestCartesianLarger(PotentialTests):
-    config = ModelConfig(species=(1, 6, 8), basis="cartesian", channels=8, l_max=2, l_max_edge=3, correlation=3)
+    config = ModelConfig(species=(1, 6, 8), basis="cartesian", channels=8, l_max=2, l_max_edge=3)
 
 
 # -- fusion product bases (MACE-style) and the Cormorant-style model -------------------------------
 class TestCartesianFusionDensity(PotentialTests):
-    config = ModelConfig(basis="cartesian", product_basis="fusion", fusion_mode="density", **SMALL)
+    config = ModelConfig(basis="cartesian", mace=dict(product_basis="fusion", fusion_leaves="density"), **SMALL)
 
 
 class TestSphericalFusionDensity(PotentialTests):
-    config = ModelConfig(basis="spherical", product_basis="fusion", fusion_mode="density", **SMALL)
+    config = ModelConfig(basis="spherical", mace=dict(product_basis="fusion", fusion_leaves="density"), **SMALL)
 
 
 class TestCartesianFusionDistinct(PotentialTests):
-    config = ModelConfig(basis="cartesian", product_basis="fusion", fusion_mode="distinct", **SMALL)
+    config = ModelConfig(basis="cartesian", mace=dict(product_basis="fusion", fusion_leaves="distinct"), **SMALL)
 
 
 class TestSphericalFusionDistinct(PotentialTests):
-    config = ModelConfig(basis="spherical", product_basis="fusion", fusion_mode="distinct", **SMALL)
+    config = ModelConfig(basis="spherical", mace=dict(product_basis="fusion", fusion_leaves="distinct"), **SMALL)
 
 
 class TestCartesianFusionPseudotensors(PotentialTests):
-    config = ModelConfig(basis="cartesian", product_basis="fusion", fusion_mode="distinct", parity="all", **SMALL)
+    config = ModelConfig(basis="cartesian", mace=dict(product_basis="fusion", fusion_leaves="distinct"), parity="all", **SMALL)
 
 
 class TestCartesianCormorant(PotentialTests):
@@ -92,15 +92,15 @@ class TestSphericalCormorant(PotentialTests):
 
 
 class TestCartesianCormorantFusion(PotentialTests):
-    config = ModelConfig(architecture="cormorant", basis="cartesian", product_basis="fusion",
-                         fusion_mode="distinct", **SMALL)
+    config = ModelConfig(architecture="cormorant", basis="cartesian",
+                         cormorant=dict(fusion=True, second_message="distinct"), **SMALL)
 
 
 class TestSphericalCormorantFusion(PotentialTests):
-    config = ModelConfig(architecture="cormorant", basis="spherical", product_basis="fusion",
-                         fusion_mode="distinct", **SMALL)
+    config = ModelConfig(architecture="cormorant", basis="spherical",
+                         cormorant=dict(fusion=True, second_message="distinct"), **SMALL)
 
 
 class TestSphericalCormorantFusionDensity(PotentialTests):
-    config = ModelConfig(architecture="cormorant", basis="spherical", product_basis="fusion",
-                         fusion_mode="density", parity="all", **SMALL)
+    config = ModelConfig(architecture="cormorant", basis="spherical", cormorant=dict(fusion=True),
+                         parity="all", **SMALL)

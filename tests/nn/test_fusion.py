@@ -204,16 +204,16 @@ def _as_1o(v, basis):
 def test_parameter_count_snapshots():
     from tensorfuse import ModelConfig
 
-    base = dict(species=(1, 6, 8), channels=16, l_max=1, l_max_edge=2, correlation=3)
+    base = dict(species=(1, 6, 8), channels=16, l_max=1, l_max_edge=2)
     counts = {
         name: ModelConfig(**base, **kw).num_parameters()
         for name, kw in {
             "symmetric": {},
-            "fusion-density": dict(product_basis="fusion"),
-            "fusion-distinct": dict(product_basis="fusion", fusion_mode="distinct"),
-            "fusion-capped": dict(product_basis="fusion", l_internal=1),
+            "fusion-density": dict(mace=dict(product_basis="fusion")),
+            "fusion-distinct": dict(mace=dict(product_basis="fusion", fusion_leaves="distinct")),
+            "fusion-capped": dict(mace=dict(product_basis="fusion", l_internal=1)),
             "cormorant": dict(architecture="cormorant"),
-            "cormorant-fusion": dict(architecture="cormorant", product_basis="fusion", fusion_mode="distinct"),
+            "cormorant-fusion": dict(architecture="cormorant", cormorant=dict(fusion=True, second_message="distinct")),
         }.items()
     }
     assert counts == SNAPSHOT, counts

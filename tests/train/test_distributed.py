@@ -12,7 +12,7 @@ from tensorfuse import load_model
 
 ARGS = ["--max-epochs", "2", "--seed", "3", "--batch-size", "6", "--data.max_train_frames", "18",
         "--data.max_valid_frames", "6", "--data.valid_fraction", "0.1", "--training.valid_batch_size", "6",
-        "--model.channels=4", "--model.l_max=1", "--model.l_max_edge=1", "--model.correlation=2",
+        "--model.channels=4", "--model.l_max=1", "--model.l_max_edge=1", "--model.mace.correlation=2",
         "--model.num_bessel=4", "--model.radial_mlp=[8,8]", "--model.readout_hidden=4"]
 
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from tensorfuse import TrainConfig, load_model, train
+from tensorfuse.train import resume_config
 from tensorfuse._cli import main as cli
 
-TINY = {"channels": 4, "l_max": 1, "l_max_edge": 1, "correlation": 2, "num_bessel": 4,
+TINY = {"channels": 4, "l_max": 1, "l_max_edge": 1, "mace": {"correlation": 2}, "num_bessel": 4,
         "radial_mlp": [8, 8], "readout_hidden": 4, "r_max": 4.0}
 
 
@@ -34,7 +35,7 @@ def test_short_run_learns_and_writes_its_files(tmp_path, capsys):
     result = train(tiny_config(tmp_path / "run", max_epochs=4))
     history = result.history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    for name in ("model.pt", "checkpoint_last.pt", "checkpoint_best.pt", "metrics.csv"):
+    for name in ("config.yaml", "model.pt", "checkpoint_last.pt", "metrics.csv"):
         assert (tmp_path / "run" / name).exists(), name
     assert set(result.metrics) == {"train", "valid", "test"}
     out = capsys.readouterr().out
@@ -45,7 +46,7 @@ def test_short_run_learns_and_writes_its_files(tmp_path, capsys):
 
 def test_model_and_checkpoint_files_load_with_weights_only(tmp_path):
     train(tiny_config(tmp_path / "run", max_epochs=1))
-    for name in ("model.pt", "checkpoint_last.pt", "checkpoint_best.pt"):
+    for name in ("model.pt", "checkpoint_last.pt"):
         torch.load(tmp_path / "run" / name, weights_only=True)
 
 
@@ -62,7 +63,8 @@ def test_foreign_and_newer_model_files_are_clear_errors(tmp_path):
 
 
 def test_resume_after_a_kill_ends_in_the_same_state(tmp_path):
-    """Kill a training process after its second epoch's checkpoint, resume, compare with no kill."""
+    """Kill a training process after its second epoch's checkpoint, resume it from the run folder
+    alone (as ``tensorfuse train --output DIR --resume``), compare with a run that was not killed."""
     full = train(tiny_config(tmp_path / "full", max_epochs=4))
     run = tmp_path / "killed"
     script = (
@@ -70,9 +72,11 @@ def test_resume_after_a_kill_ends_in_the_same_state(tmp_path):
         "from tensorfuse._cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n" % torch.get_num_threads()
     )
-    args = ["train", "--output", str(run), "--max-epochs", "100", "--seed", "1", "--batch-size", "4",
-            "--data.max_train_frames", "24", "--data.max_valid_frames", "6", "--data.valid_fraction", "0.1",
-            "--training.valid_batch_size", "8"] + [f"--model.{k}={v}" for k, v in TINY.items()]
+    config = tiny_config(run, max_epochs=100)
+    from tensorfuse.train._run_folder import RunFolder
+
+    RunFolder(run).store_config(config)  # what `tensorfuse train` writes first; the CLI then trains it
+    args = ["train", "--output", str(run), "--resume"]
     process = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -89,7 +93,7 @@ def test_resume_after_a_kill_ends_in_the_same_state(tmp_path):
     process.wait()
     killed_at = torch.load(run / "checkpoint_last.pt", weights_only=True)["state"]["epoch"]
     assert 2 <= killed_at < 4
-    resumed = train(tiny_config(run, max_epochs=4).with_overrides({"resume": True}))
+    resumed = train(resume_config(run, {"training.max_epochs": 4}))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     a, b = _weights(tmp_path / "full" / "model.pt"), _weights(run / "model.pt")
     for key in a:
@@ -97,8 +101,8 @@ def test_resume_after_a_kill_ends_in_the_same_state(tmp_path):
     assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-10)
 
 
-def test_resume_without_a_checkpoint_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+def test_resume_without_a_run_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="holds no training run to resume"):
         train(tiny_config(tmp_path / "none").with_overrides({"resume": True}))
 
 
@@ -163,8 +167,10 @@ def test_eval_command_writes_plot_and_predictions(tmp_path, capsys):
 @pytest.mark.parametrize("architecture", ["mace", "cormorant"])
 def test_fusion_models_train_from_yaml_in_both_architectures(tmp_path, architecture):
     """Fusion blocks are configured from YAML like everything else, and the pipeline trains them."""
-    model = {**TINY, "architecture": architecture, "product_basis": "fusion", "fusion_mode": "distinct",
-             "basis": "spherical" if architecture == "mace" else "cartesian"}
+    sections = {"mace": {"mace": {"correlation": 2, "product_basis": "fusion", "fusion_leaves": "distinct"}},
+                "cormorant": {"cormorant": {"fusion": True, "second_message": "distinct"}}}
+    model = {**{k: v for k, v in TINY.items() if k != "mace"}, "architecture": architecture,
+             **sections[architecture], "basis": "spherical" if architecture == "mace" else "cartesian"}
     yaml_text = (
         "data: {max_train_frames: 16, max_valid_frames: 4, valid_fraction: 0.2}\n"
         f"model: {model}\n".replace("'", "")
@@ -174,8 +180,7 @@ def test_fusion_models_train_from_yaml_in_both_architectures(tmp_path, architect
     (tmp_path / "config.yaml").write_text(yaml_text)
     assert cli(["train", str(tmp_path / "config.yaml")]) == 0
     loaded = load_model(tmp_path / "run" / "model.pt")
-    assert loaded.config.architecture == architecture and loaded.config.product_basis == "fusion"
-    assert loaded.config.fusion_mode == "distinct"
+    assert loaded.config.architecture == architecture and loaded.config.densities_per_layer() > 1
 
 
 def test_energy_shift_refit_zeroes_the_mean_residual_and_keeps_forces(tmp_path):

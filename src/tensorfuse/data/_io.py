@@ -5,7 +5,6 @@ Every problem is reported with the file, the frame index and the key, before any
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +12,18 @@ from typing import Sequence
 
 import numpy as np
 
+from tensorfuse.data._neighbors import MAX_COORDINATE
+
 ENERGY_UNITS = {"eV": 1.0, "meV": 1e-3, "kcal/mol": 0.0433641043, "kJ/mol": 0.0103642688, "Hartree": 27.211386246}
 """Factors to eV. Forces use the same unit per Å, stress the same unit per Å^3."""
 
 RMD17_KEYS = ("nuclear_charges", "coords", "energies", "forces")
+
+# |E| per atom in eV that no element's total energy reaches: twice the Thomas-Fermi energy
+# 20.8 Z^(7/3) eV (all-electron totals stay below it) plus 100 eV. Energies in kcal/mol or kJ/mol
+# read as eV exceed it by an order of magnitude for light elements.
+def _energy_bound(numbers: np.ndarray) -> float:
+    return float(np.sum(2 * 20.8 * numbers.astype(np.float64) ** (7 / 3) + 100.0))
 
 
 class DataError(ValueError):
@@ -85,6 +92,7 @@ class ReadReport:
     labels: dict = field(default_factory=dict)  # key -> number of frames that have it
     isolated_atoms: int = 0
     energy_unit: str = "eV"
+    keys_seen: set = field(default_factory=set)  # info/arrays/calculator keys of the frames, for error messages
 
     def row(self) -> str:
         elements = " ".join(f"{_symbol(z)}:{n}" for z, n in sorted(self.elements.items()))
@@ -129,7 +137,13 @@ def read_frames(
     if not images:
         raise DataError(f"{path}: the file contains no structures")
     frames = [_frame_from_atoms(atoms, keys, factor, f"{path}, frame {i}") for i, atoms in enumerate(images)]
-    return frames, _report(path, frames, [keys.energy, keys.forces, keys.stress, keys.virial], unit)
+    report = _report(path, frames, [keys.energy, keys.forces, keys.stress, keys.virial], unit)
+    for atoms in images[:100]:  # enough to list what the file holds
+        calc = getattr(atoms, "calc", None)
+        report.keys_seen.update(atoms.info, set(atoms.arrays) - {"numbers", "positions"},
+                                getattr(calc, "results", None) or {})
+    _check_energy_scale(path, frames, unit)
+    return frames, report
 
 
 def _locate_unreadable(path: Path) -> str:
@@ -172,9 +186,12 @@ def _read_npz(path: Path, energy_unit: str | None) -> tuple[list[Frame], ReadRep
         frame = Frame(numbers=numbers.copy(), positions=coords[i].astype(np.float64), cell=np.zeros((3, 3)),
                       pbc=np.zeros(3, dtype=bool), energy=float(energies[i]) * factor,
                       forces=forces[i].astype(np.float64) * factor, source=source)
-        _check_finite(frame, source)
+        check_frame(frame, source)
         frames.append(frame)
-    return frames, _report(path, frames, ["energies", "forces"], unit)
+    report = _report(path, frames, ["energies", "forces"], unit)
+    report.keys_seen.update(data.files)
+    _check_energy_scale(path, frames, unit)
+    return frames, report
 
 
 def _label(atoms, key: str, per_atom: bool):
@@ -231,7 +248,7 @@ def _frame_from_atoms(atoms, keys: DataKeys, factor: float, source: str) -> Fram
             raise DataError(f"{source}: key {key!r} must have 9 or 6 (Voigt) components, "
                             f"got shape {np.shape(value)}") from None
         setattr(frame, name, matrix * factor)
-    _check_finite(frame, source, keys)
+    check_frame(frame, source, keys)
     return frame
 
 
@@ -244,14 +261,54 @@ def _as_matrix(value: np.ndarray) -> np.ndarray:
     raise ValueError
 
 
-def _check_finite(frame: Frame, source: str, keys: DataKeys = DataKeys()) -> None:
-    if not np.all(np.isfinite(frame.positions)):
-        raise DataError(f"{source}: positions contain NaN or infinite values")
+def check_structure(numbers, positions, cell, pbc, source: str) -> None:
+    """Raise :class:`DataError` (naming ``source``) for a structure no potential can evaluate: no
+    atoms, NaN/infinite or absurdly large coordinates (see ``MAX_COORDINATE``), a degenerate or
+    huge periodic cell."""
+    if len(numbers) == 0:
+        raise DataError(f"{source}: the structure has no atoms")
+    positions = np.asarray(positions)
+    if not np.all(np.isfinite(positions)):
+        atom = int(np.argwhere(~np.isfinite(positions))[0, 0])
+        raise DataError(f"{source}: positions contain NaN or infinite values (atom {atom})")
+    largest = np.abs(positions).max()
+    if largest > MAX_COORDINATE:
+        atom = int(np.abs(positions).max(axis=1).argmax())
+        raise DataError(f"{source}: atom {atom} has a coordinate of {largest:.4g} Å; coordinates beyond "
+                        f"{MAX_COORDINATE:g} Å are not supported (a unit mistake?)")
+    pbc = np.asarray(pbc, dtype=bool)
+    if pbc.any():
+        cell = np.asarray(cell, dtype=np.float64)
+        if not np.all(np.isfinite(cell)):
+            raise DataError(f"{source}: the cell contains NaN or infinite values")
+        lengths = np.linalg.norm(cell, axis=1)
+        if lengths.max() > MAX_COORDINATE:
+            raise DataError(f"{source}: a cell vector is {lengths.max():.4g} Å long; more than "
+                            f"{MAX_COORDINATE:g} Å is not supported")
+        if abs(np.linalg.det(cell)) < 1e-12:
+            raise DataError(f"{source}: the structure is periodic (pbc={pbc.tolist()}) but its cell has no volume")
+
+
+def check_frame(frame: Frame, source: str, keys: DataKeys = DataKeys()) -> None:
+    """:func:`check_structure`, and finite labels."""
+    check_structure(frame.numbers, frame.positions, frame.cell, frame.pbc, source)
     for name, key in (("energy", keys.energy), ("forces", keys.forces), ("stress", keys.stress),
                       ("virial", keys.virial)):
         value = getattr(frame, name)
         if value is not None and not np.all(np.isfinite(value)):
             raise DataError(f"{source}: key {key!r} contains NaN or infinite values")
+
+
+def _check_energy_scale(path, frames: Sequence[Frame], unit: str) -> None:
+    """Warn (with counts) when energies exceed any element's total energy in eV: wrong unit."""
+    implausible = [f for f in frames if f.energy is not None and abs(f.energy) > _energy_bound(f.numbers)]
+    if implausible:
+        first = implausible[0]
+        warnings.warn(
+            f"{path}: {len(implausible)} of {len(frames)} frames have energies larger in magnitude than any "
+            f"total energy in eV of their atoms (first: {first.source}, {first.energy:.6g} eV for "
+            f"{first.num_atoms} atoms after reading the file as {unit}); if the file is in kcal/mol or kJ/mol, "
+            "give the unit (--energy-unit, data.energy_unit)", stacklevel=3)
 
 
 def _report(path, frames: Sequence[Frame], key_names, unit: str) -> ReadReport:
@@ -362,7 +419,3 @@ def write_frames(path, frames: Sequence[Frame], predictions: Sequence[dict] | No
                     atoms.info[f"pred_{key}"] = value.tolist() if value.ndim else float(value)
         images.append(atoms)
     write(str(path), images, format="extxyz")
-
-
-def _finite(x) -> bool:
-    return x is not None and math.isfinite(x)

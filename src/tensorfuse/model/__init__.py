@@ -1,8 +1,30 @@
 """The potential: configuration, builder, energy model and the force/stress wrapper."""
 
-from tensorfuse.model._build import build_model, layer_irreps
-from tensorfuse.model._config import ARCHITECTURES, PRESETS, PRODUCT_BASES, ModelConfig, Statistics
+from tensorfuse.model._build import build_model
+from tensorfuse.model._config import (
+    ARCHITECTURES,
+    PRESETS,
+    PRODUCT_BASES,
+    CormorantOptions,
+    MaceOptions,
+    ModelConfig,
+    Statistics,
+)
 from tensorfuse.model._energy import EnergyModel
+from tensorfuse.model._layout import feature_irreps, layer_irreps
 from tensorfuse.model._potential import Potential
 
-__all__ = ["ARCHITECTURES", "PRESETS", "PRODUCT_BASES", "EnergyModel", "ModelConfig", "Potential", "Statistics", "build_model", "layer_irreps"]
+__all__ = [
+    "ARCHITECTURES",
+    "PRESETS",
+    "PRODUCT_BASES",
+    "CormorantOptions",
+    "EnergyModel",
+    "MaceOptions",
+    "ModelConfig",
+    "Potential",
+    "Statistics",
+    "build_model",
+    "feature_irreps",
+    "layer_irreps",
+]

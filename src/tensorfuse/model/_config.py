@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -14,9 +15,10 @@ from tensorfuse.utils._dataclasses import check_field_types
 
 ARCHITECTURES = ("mace", "cormorant")
 PRODUCT_BASES = ("symmetric", "full", "latent", "contraction", "fusion")  # of the MACE-style model
-CORMORANT_PRODUCTS = ("power", "fusion")  # of the Cormorant-style atom level
+SECOND_MESSAGES = ("shared", "distinct")  # of the Cormorant-style fusion block
 PARITIES = ("natural", "all")
 CONTRACTION_MAX_CORRELATION = 3
+MAX_CORRELATION = 6
 
 
 @dataclass(frozen=True)
@@ -48,39 +50,133 @@ class Statistics:
 
 
 @dataclass(frozen=True)
+class MaceOptions:
+    """Options of the MACE-style architecture (``ModelConfig.mace``).
+
+    Attributes
+    ----------
+    product_basis : ``"symmetric"`` (default), ``"full"``, ``"latent"`` (ICTP's variants, any
+        correlation), ``"contraction"`` (MACE's symmetric contraction, correlation <= 3) or
+        ``"fusion"`` (fusion trees, see ``fusion_leaves``).
+    correlation : body order minus one of the product basis (1 = two-body messages only).
+    latent_channels : channels of the latent product space (``"latent"`` only; default channels/4).
+    l_internal : cap on intermediate degrees of the product basis (default ``l_max_edge``; not for
+        ``"contraction"``).
+    fusion_leaves : leaves of the fusion trees (``"fusion"`` only): ``"density"`` (every leaf the
+        atomic density ``A``: the span of the standard product basis) or ``"distinct"``
+        (``correlation`` densities, each with its own radial weights).
+    fusion_shape : ``"caterpillar"`` or ``"balanced"`` fusion trees (the same span, other labels and cost).
+    """
+
+    product_basis: str = "symmetric"
+    correlation: int = 3
+    latent_channels: int | None = None
+    l_internal: int | None = None
+    fusion_leaves: str = "density"
+    fusion_shape: str = "caterpillar"
+
+    def __post_init__(self):
+        check_field_types(self, functools.partial(_fail_in, "mace"))
+        if self.product_basis not in PRODUCT_BASES:
+            _fail_in("mace", "product_basis", self.product_basis, f"expected one of {PRODUCT_BASES}")
+        if not 1 <= self.correlation <= MAX_CORRELATION:
+            _fail_in("mace", "correlation", self.correlation,
+                     f"must be between 1 (two-body messages only) and {MAX_CORRELATION}")
+        if self.product_basis == "contraction" and self.correlation > CONTRACTION_MAX_CORRELATION:
+            _fail_in("mace", "correlation", self.correlation,
+                     f"the 'contraction' product basis (MACE's generalized Clebsch-Gordan tensors) stops at "
+                     f"{CONTRACTION_MAX_CORRELATION}; use product_basis='symmetric', 'full' or 'latent' for more")
+        if self.latent_channels is not None and self.latent_channels < 1:
+            _fail_in("mace", "latent_channels", self.latent_channels, "must be >= 1")
+        if self.fusion_leaves not in FUSION_MODES:
+            _fail_in("mace", "fusion_leaves", self.fusion_leaves, f"expected one of {FUSION_MODES}")
+        if self.fusion_shape not in FUSION_SHAPES:
+            _fail_in("mace", "fusion_shape", self.fusion_shape, f"expected one of {FUSION_SHAPES}")
+        _only_with(self, "latent_channels", self.product_basis == "latent", "product_basis='latent'")
+        _only_with(self, "l_internal", self.product_basis != "contraction", "a product basis other than 'contraction'")
+        for name in ("fusion_leaves", "fusion_shape"):
+            _only_with(self, name, self.product_basis == "fusion", "product_basis='fusion'")
+
+    def describe(self) -> str:
+        text = f"{self.product_basis} product basis, correlation {self.correlation}"
+        return text + (f" ({self.fusion_leaves} leaves)" if self.product_basis == "fusion" else "")
+
+
+@dataclass(frozen=True)
+class CormorantOptions:
+    """Options of the Cormorant-style architecture (``ModelConfig.cormorant``).
+
+    Attributes
+    ----------
+    fusion : add a fusion block to every atom level (Li, Pengmei et al.): the trees ``M ⊗ M'`` and
+        ``(M ⊗ M') ⊗ F_i`` of the messages and the atom's own features.
+    second_message : ``M'`` of those trees: ``"shared"`` (the message ``M`` itself) or
+        ``"distinct"`` (a second message with its own edge weights).
+    fusion_shape : ``"caterpillar"`` or ``"balanced"`` trees.
+    l_internal : cap on the intermediate degrees of the fusion trees (default ``l_max_edge``).
+    """
+
+    fusion: bool = False
+    second_message: str = "shared"
+    fusion_shape: str = "caterpillar"
+    l_internal: int | None = None
+
+    def __post_init__(self):
+        check_field_types(self, functools.partial(_fail_in, "cormorant"))
+        if self.second_message not in SECOND_MESSAGES:
+            _fail_in("cormorant", "second_message", self.second_message, f"expected one of {SECOND_MESSAGES}")
+        if self.fusion_shape not in FUSION_SHAPES:
+            _fail_in("cormorant", "fusion_shape", self.fusion_shape, f"expected one of {FUSION_SHAPES}")
+        for name in ("second_message", "fusion_shape", "l_internal"):
+            _only_with(self, name, self.fusion, "fusion=true")
+
+    def describe(self) -> str:
+        return f"Clebsch-Gordan levels{' with a fusion block (' + self.second_message + ' messages)' if self.fusion else ''}"
+
+
+def _only_with(options, name: str, applies: bool, condition: str) -> None:
+    """An option that would have no effect is an error, not silently ignored."""
+    default = next(f.default for f in dataclasses.fields(options) if f.name == name)
+    if not applies and getattr(options, name) != default:
+        section = "mace" if isinstance(options, MaceOptions) else "cormorant"
+        _fail_in(section, name, getattr(options, name), f"applies only with {condition}")
+
+
+def _section(cls, value, name: str):
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        _fail(name, value, f"expected a mapping of {cls.__name__} fields")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        _fail(name, dict(value), f"unknown key(s) {unknown}; known: {sorted(known)}")
+    return cls(**value)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything that defines a tensorfuse potential.
 
     Attributes
     ----------
     species : atomic numbers the model knows, e.g. ``(1, 6, 8)``.
-    architecture : ``"mace"`` (interaction, many-body product basis, residual, per layer) or
-        ``"cormorant"`` (Clebsch–Gordan levels: edge level, then an atom level that mixes the
-        aggregated messages, the atom's own features and its self-product).
+    architecture : ``"mace"`` (interaction, many-body product basis, residual, per layer; options in
+        ``mace``) or ``"cormorant"`` (Clebsch–Gordan levels: edge level, then an atom level that
+        mixes the aggregated messages, the atom's own features and its self-product; options in
+        ``cormorant``). Setting the other architecture's section is an error.
     basis : ``"cartesian"`` (irreducible Cartesian tensors, ICTP) or ``"spherical"``; the two
         compute the same function with the same weights.
     channels : features per irrep.
     l_max : largest degree of the hidden node features (the last layer keeps scalars only).
     l_max_edge : largest degree of the edge harmonics and of the atomic density ``A``.
-    correlation : body order minus one of the product basis (1 = two-body messages only).
     num_layers : message-passing layers.
     r_max : cutoff radius (Å); ``num_bessel`` radial basis functions; ``cutoff_p`` envelope exponent.
     radial_mlp : hidden widths of the radial MLP.
-    product_basis : MACE-style: ``"symmetric"`` (default), ``"full"``, ``"latent"`` (ICTP's
-        variants, any correlation), ``"contraction"`` (MACE's symmetric contraction, correlation
-        <= 3) or ``"fusion"`` (fusion trees, see ``fusion_mode``). Cormorant-style: ``"power"``
-        (default: Cormorant's own self-product) or ``"fusion"`` (a fusion block added to the atom
-        level).
-    fusion_mode : leaves of the fusion trees: ``"density"`` (all the atomic density ``A``: the span
-        of the standard product basis) or ``"distinct"`` (``correlation`` densities, each with its
-        own radial weights; in the Cormorant-style model the leaves are the atom's features and two
-        messages, ``"density"`` using one message twice).
-    fusion_shape : ``"caterpillar"`` or ``"balanced"`` trees (the same span, other labels and cost).
-    latent_channels : channels of the latent product space (``"latent"``; default channels/4).
-    l_internal : cap on intermediate degrees in the product basis (default ``l_max_edge``).
     parity : ``"natural"`` features (0e, 1o, 2e, ...) or ``"all"``, adding pseudotensor channels
         (0o, 1e, ...) produced by the odd (Levi-Civita) products.
     readout_hidden : width of the MLP reading out the last layer's scalars.
+    mace, cormorant : :class:`MaceOptions`, :class:`CormorantOptions` (or mappings of their fields).
     statistics : see :class:`Statistics`.
     """
 
@@ -90,51 +186,63 @@ class ModelConfig:
     channels: int = 64
     l_max: int = 1
     l_max_edge: int = 3
-    correlation: int = 3
     num_layers: int = 2
     r_max: float = 5.0
     num_bessel: int = 8
     cutoff_p: int = 5
     radial_mlp: tuple[int, ...] = (64, 64, 64)
-    product_basis: str | None = None  # "symmetric" (MACE-style) or "power" (Cormorant-style)
-    fusion_mode: str = "density"
-    fusion_shape: str = "caterpillar"
-    latent_channels: int | None = None
-    l_internal: int | None = None
     parity: str = "natural"
     readout_hidden: int = 16
+    mace: MaceOptions = field(default_factory=MaceOptions)
+    cormorant: CormorantOptions = field(default_factory=CormorantOptions)
     statistics: Statistics = field(default_factory=Statistics)
 
     def __post_init__(self):
         check_field_types(self, _fail)
         object.__setattr__(self, "species", tuple(int(z) for z in self.species))
         object.__setattr__(self, "radial_mlp", tuple(int(w) for w in self.radial_mlp))
+        object.__setattr__(self, "mace", _section(MaceOptions, self.mace, "mace"))
+        object.__setattr__(self, "cormorant", _section(CormorantOptions, self.cormorant, "cormorant"))
         if isinstance(self.statistics, Mapping):
             object.__setattr__(self, "statistics", Statistics(**self.statistics))
-        if self.product_basis is None:
-            default = "power" if self.architecture == "cormorant" else "symmetric"
-            object.__setattr__(self, "product_basis", default)
         _validate(self)
 
     # -- presets ---------------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
-        """A named preset (``"small"``, ``"medium"``, ``"large"``) with optional field overrides."""
+        """A named preset (``"small"``, ``"medium"``, ``"large"``) with optional field overrides; a
+        ``mace`` override is merged into the preset's MACE options."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        fields = {k: v for k, v in PRESETS[name].items() if k != "mace"}
+        if overrides.get("architecture", "mace") == "mace":
+            given = overrides.get("mace") or {}
+            given = dataclasses.asdict(given) if isinstance(given, MaceOptions) else dict(given)
+            overrides = {**overrides, "mace": {**PRESETS[name]["mace"], **given}}
+        return cls(**{**fields, **overrides})
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 
+    @property
+    def options(self) -> MaceOptions | CormorantOptions:
+        """The options of the chosen architecture."""
+        return self.mace if self.architecture == "mace" else self.cormorant
+
+    def describe(self) -> str:
+        return f"{self.architecture}-style, {self.basis} basis, {self.options.describe()}"
+
     def to_dict(self) -> dict:
+        """Plain data; only the chosen architecture's section is written."""
         out = dataclasses.asdict(self)
+        out.pop("cormorant" if self.architecture == "mace" else "mace")
         out["species"] = list(self.species)
         out["radial_mlp"] = list(self.radial_mlp)
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        data = _from_flat_layout(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -155,7 +263,7 @@ class ModelConfig:
         features, the per-path radial weights and the messages of each layer, times two for
         what the force backward pass holds alongside.
         """
-        from tensorfuse.model._build import layer_irreps
+        from tensorfuse.model._layout import layer_irreps
         from tensorfuse.o3 import TensorProductSpec
 
         edge, a_irreps, node_irreps = layer_irreps(self)
@@ -169,23 +277,64 @@ class ModelConfig:
 
     def densities_per_layer(self) -> int:
         """How many neighbour sums (each with its own radial weights) one layer computes."""
-        if self.product_basis != "fusion" or self.fusion_mode != "distinct":
-            return 1
-        return 2 if self.architecture == "cormorant" else self.correlation
+        if self.architecture == "cormorant":
+            return 2 if self.cormorant.fusion and self.cormorant.second_message == "distinct" else 1
+        if self.mace.product_basis == "fusion" and self.mace.fusion_leaves == "distinct":
+            return self.mace.correlation
+        return 1
+
+
+LEGACY_KEYS = ("product_basis", "correlation", "fusion_mode", "fusion_shape", "latent_channels", "l_internal")
+"""The flat keys of tensorfuse 0.1 model files, now in the ``mace``/``cormorant`` sections."""
+
+
+def _from_flat_layout(data: Mapping[str, Any]) -> dict:
+    """Model files of tensorfuse 0.1 kept every architecture's options flat: move them into their
+    section (``fusion_mode`` meant the leaves for MACE, the second message for Cormorant)."""
+    data = dict(data)
+    legacy = {k: data.pop(k) for k in LEGACY_KEYS if k in data}
+    if not legacy:
+        return data
+    if data.get("architecture", "mace") == "cormorant":
+        fusion = legacy.get("product_basis") == "fusion"
+        data["cormorant"] = {"fusion": fusion, **({
+            "second_message": {"density": "shared", "distinct": "distinct"}[legacy.get("fusion_mode", "density")],
+            "fusion_shape": legacy.get("fusion_shape", "caterpillar"),
+            "l_internal": legacy.get("l_internal"),
+        } if fusion else {})}
+    else:
+        product = legacy.get("product_basis") or "symmetric"
+        mace = {"product_basis": product, "correlation": legacy.get("correlation", 3)}
+        if product == "latent":
+            mace["latent_channels"] = legacy.get("latent_channels")
+        if product != "contraction":
+            mace["l_internal"] = legacy.get("l_internal")
+        if product == "fusion":
+            mace["fusion_leaves"] = legacy.get("fusion_mode", "density")
+            mace["fusion_shape"] = legacy.get("fusion_shape", "caterpillar")
+        data["mace"] = mace
+    return data
 
 
 def _fail(name: str, value: Any, why: str):
     raise ValueError(f"invalid model configuration: {name}={value!r}: {why}")
 
 
-def _validate(c: ModelConfig) -> None:
+def _fail_in(section: str, name: str, value: Any, why: str):
+    _fail(f"{section}.{name}", value, why)
 
+
+def _validate(c: ModelConfig) -> None:
     if not c.species:
         _fail("species", c.species, "list the atomic numbers of the elements the model handles, e.g. (1, 6, 8)")
     if len(set(c.species)) != len(c.species) or any(not 1 <= z <= 118 for z in c.species):
         _fail("species", c.species, "atomic numbers must be distinct integers between 1 and 118")
     if c.architecture not in ARCHITECTURES:
         _fail("architecture", c.architecture, f"expected one of {ARCHITECTURES}")
+    unused = "cormorant" if c.architecture == "mace" else "mace"
+    if getattr(c, unused) != type(getattr(c, unused))():
+        _fail(unused, dataclasses.asdict(getattr(c, unused)), f"applies only with architecture={unused!r}, "
+              f"not {c.architecture!r}")
     if c.basis not in BASES:
         _fail("basis", c.basis, f"expected one of {sorted(BASES)}")
     for name in ("channels", "num_layers", "num_bessel", "readout_hidden"):
@@ -197,27 +346,9 @@ def _validate(c: ModelConfig) -> None:
         _fail("l_max_edge", c.l_max_edge, f"must be between 0 and {MAX_L}")
     if c.l_max > c.l_max_edge:
         _fail("l_max", c.l_max, f"hidden features cannot exceed l_max_edge={c.l_max_edge}")
-    if c.correlation < 1:
-        _fail("correlation", c.correlation, "must be >= 1 (1 = two-body messages only)")
-    if c.correlation > 6:
-        _fail("correlation", c.correlation, "at most 6 is supported")
-    allowed = CORMORANT_PRODUCTS if c.architecture == "cormorant" else PRODUCT_BASES
-    if c.product_basis not in allowed:
-        _fail("product_basis", c.product_basis, f"the {c.architecture} architecture takes one of {allowed}")
-    if c.fusion_mode not in FUSION_MODES:
-        _fail("fusion_mode", c.fusion_mode, f"expected one of {FUSION_MODES}")
-    if c.fusion_shape not in FUSION_SHAPES:
-        _fail("fusion_shape", c.fusion_shape, f"expected one of {FUSION_SHAPES}")
-    if c.product_basis == "contraction" and c.correlation > CONTRACTION_MAX_CORRELATION:
-        _fail(
-            "correlation", c.correlation,
-            f"the 'contraction' product basis (MACE's generalized Clebsch-Gordan tensors) stops at "
-            f"{CONTRACTION_MAX_CORRELATION}; use product_basis='symmetric', 'full' or 'latent' for more",
-        )
-    if c.latent_channels is not None and c.latent_channels < 1:
-        _fail("latent_channels", c.latent_channels, "must be >= 1")
-    if c.l_internal is not None and not c.l_max <= c.l_internal <= MAX_L:
-        _fail("l_internal", c.l_internal, f"must be between l_max={c.l_max} and {MAX_L}")
+    l_internal = c.options.l_internal
+    if l_internal is not None and not c.l_max <= l_internal <= MAX_L:
+        _fail(f"{c.architecture}.l_internal", l_internal, f"must be between l_max={c.l_max} and {MAX_L}")
     if c.parity not in PARITIES:
         _fail("parity", c.parity, f"expected one of {PARITIES}")
     if not (c.r_max > 0 and math.isfinite(c.r_max)):
@@ -232,7 +363,7 @@ def _validate(c: ModelConfig) -> None:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(channels=32, l_max=1, l_max_edge=2, correlation=2, num_layers=2, radial_mlp=(32, 32)),
-    "medium": dict(channels=64, l_max=1, l_max_edge=3, correlation=3, num_layers=2, radial_mlp=(64, 64, 64)),
-    "large": dict(channels=128, l_max=2, l_max_edge=3, correlation=3, num_layers=2, radial_mlp=(64, 64, 64)),
+    "small": dict(channels=32, l_max=1, l_max_edge=2, num_layers=2, radial_mlp=(32, 32), mace={"correlation": 2}),
+    "medium": dict(channels=64, l_max=1, l_max_edge=3, num_layers=2, radial_mlp=(64, 64, 64), mace={"correlation": 3}),
+    "large": dict(channels=128, l_max=2, l_max_edge=3, num_layers=2, radial_mlp=(64, 64, 64), mace={"correlation": 3}),
 }

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from dataclasses import dataclass
+
 from tensorfuse.data import AtomicGraph
 from tensorfuse.model._cormorant import CormorantLevel
+from tensorfuse.model._layout import layer_irreps
 from tensorfuse.nn import (
     BesselBasis,
     FusionProductBasis,
@@ -20,11 +23,16 @@ from tensorfuse.nn import (
 from tensorfuse.o3 import Irrep, Irreps, get_basis
 
 
-def feature_irreps(l_max: int, parity: str) -> Irreps:
-    """Per-channel irreps up to ``l_max``: natural parity (0e+1o+2e...) or both parities."""
-    if parity == "natural":
-        return Irreps([(1, Irrep(l, (-1) ** l)) for l in range(l_max + 1)])
-    return Irreps([(1, Irrep(l, p)) for l in range(l_max + 1) for p in ((-1) ** l, -((-1) ** l))])
+@dataclass(frozen=True)
+class Edges:
+    """What a layer may use of the edges: ``index`` ``[2, E]`` (sender, receiver), the edge
+    ``harmonics`` ``[E, D]``, the ``radial`` basis times the cutoff envelope ``[E, B]`` and the
+    ``envelope`` itself ``[E]``."""
+
+    index: torch.Tensor
+    harmonics: torch.Tensor
+    radial: torch.Tensor
+    envelope: torch.Tensor
 
 
 class SpeciesTable(torch.nn.Module):
@@ -48,14 +56,28 @@ class SpeciesTable(torch.nn.Module):
 
 
 class AtomicEnergyPriors(torch.nn.Module):
-    """``E_i = scale * network_i + shift[Z_i] + E0[Z_i]``: physics kept outside the network."""
+    """``E_i = scale * network_i + shift[Z_i] + E0[Z_i]``: physics kept outside the network.
 
-    def __init__(self, species: tuple[int, ...], atomic_energies: dict, energy_scale: float, energy_shift: dict):
+    The values are the configuration's :class:`~tensorfuse.model.Statistics`, their one source
+    of truth: the buffers are derived from them (not saved with the weights) and change only
+    through :meth:`EnergyModel.set_statistics`.
+    """
+
+    def __init__(self, species: tuple[int, ...], statistics, dtype: torch.dtype | None = None):
         super().__init__()
-        dtype = torch.get_default_dtype()
-        self.register_buffer("e0", torch.tensor([atomic_energies.get(z, 0.0) for z in species], dtype=dtype))
-        self.register_buffer("shift", torch.tensor([energy_shift.get(z, 0.0) for z in species], dtype=dtype))
-        self.register_buffer("scale", torch.tensor(float(energy_scale), dtype=dtype))
+        self.species = tuple(species)
+        dtype = dtype or torch.get_default_dtype()
+        for name in ("e0", "shift"):
+            self.register_buffer(name, torch.zeros(len(species), dtype=dtype), persistent=False)
+        self.register_buffer("scale", torch.ones((), dtype=dtype), persistent=False)
+        self.assign(statistics)
+
+    @torch.no_grad()
+    def assign(self, statistics) -> None:
+        dtype = self.e0.dtype  # float64 values straight into the buffers' dtype
+        self.e0.copy_(torch.tensor([statistics.atomic_energies.get(z, 0.0) for z in self.species], dtype=dtype))
+        self.shift.copy_(torch.tensor([statistics.energy_shift.get(z, 0.0) for z in self.species], dtype=dtype))
+        self.scale.fill_(float(statistics.energy_scale))
 
     def forward(self, network_energy: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         return self.scale * network_energy + self.shift[species] + self.e0[species]
@@ -64,36 +86,41 @@ class AtomicEnergyPriors(torch.nn.Module):
 class EnergyLayer(torch.nn.Module):
     """One MACE-style layer: interaction, product basis, linear, species-dependent residual.
 
-    With ``product_basis="fusion"`` the product basis is a :class:`FusionProductBasis`, fed one
-    density (``fusion_mode="density"``) or ``correlation`` distinct densities (``"distinct"``).
+    With ``mace.product_basis="fusion"`` the product basis is a :class:`FusionProductBasis`, fed
+    one density (``fusion_leaves="density"``) or ``correlation`` distinct densities (``"distinct"``).
     """
 
-    def __init__(self, config, irreps_in: Irreps, irreps_edge: Irreps, irreps_a: Irreps, irreps_out: Irreps, first: bool):
+    def __init__(self, config, irreps_in: Irreps, irreps_edge: Irreps, irreps_a: Irreps, irreps_out: Irreps,
+                 first: bool, dtype: torch.dtype):
         super().__init__()
-        c, num_species, basis = config.channels, len(config.species), get_basis(config.basis)
+        c, num_species, basis, mace = config.channels, len(config.species), get_basis(config.basis), config.mace
         self.irreps_in, self.irreps_out = irreps_in, irreps_out
         self.interaction = Interaction(
             irreps_in, irreps_edge, irreps_a, c, config.num_bessel, config.radial_mlp,
-            config.statistics.avg_num_neighbors, basis, num_densities=config.densities_per_layer(),
+            config.statistics.avg_num_neighbors, basis, num_densities=config.densities_per_layer(), dtype=dtype,
         )
-        if config.product_basis == "fusion":
+        if mace.product_basis == "fusion":
             self.product = FusionProductBasis(
-                irreps_a, irreps_out, c, config.correlation, num_species, config.fusion_mode,
-                config.fusion_shape, basis, l_internal=config.l_internal,
+                irreps_a, irreps_out, c, mace.correlation, num_species, mace.fusion_leaves,
+                mace.fusion_shape, basis, l_internal=mace.l_internal, dtype=dtype,
             )
-        elif config.product_basis == "contraction":
-            self.product = SymmetricContraction(irreps_a, irreps_out, c, config.correlation, num_species, basis)
+        elif mace.product_basis == "contraction":
+            self.product = SymmetricContraction(irreps_a, irreps_out, c, mace.correlation, num_species, basis,
+                                                dtype=dtype)
         else:
             self.product = ProductBasis(
-                irreps_a, irreps_out, c, config.correlation, num_species, config.product_basis, basis,
-                l_internal=config.l_internal, latent_channels=config.latent_channels,
+                irreps_a, irreps_out, c, mace.correlation, num_species, mace.product_basis, basis,
+                l_internal=mace.l_internal, latent_channels=mace.latent_channels, dtype=dtype,
             )
-        self.linear = IrrepsLinear(irreps_out, irreps_out, c, c)
+        self.linear = IrrepsLinear(irreps_out, irreps_out, c, c, dtype=dtype)
         # MACE's first layer has no residual: its input is the bare species embedding
-        self.skip = None if first else IrrepsLinear(irreps_in, irreps_out, c, c, num_species)
+        self.skip = None if first else IrrepsLinear(irreps_in, irreps_out, c, c, num_species, dtype=dtype)
 
-    def forward(self, h, species, harmonics, radial, envelope, edge_index):
-        A = self.interaction(h, harmonics, radial, edge_index)
+    def many_body_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.product.parameters())
+
+    def forward(self, h, species, edges: Edges):
+        A = self.interaction(h, edges.harmonics, edges.radial, edges.index)
         out = self.linear(self.product(A, species))
         if self.skip is not None:
             out = out + self.skip(h, species)
@@ -103,38 +130,50 @@ class EnergyLayer(torch.nn.Module):
 class EnergyModel(torch.nn.Module):
     """Graph -> per-atom energies ``[N]`` and total energies ``[B]`` (no derivatives here)."""
 
-    def __init__(self, config):
+    def __init__(self, config, dtype: torch.dtype | None = None):
         super().__init__()
-        from tensorfuse.model._build import layer_irreps
-
+        dtype = dtype or torch.get_default_dtype()
         self.config = config
         self.basis = get_basis(config.basis)
         self.species_table = SpeciesTable(config.species)
-        self.embedding = SpeciesEmbedding(len(config.species), config.channels)
-        self.radial_basis = BesselBasis(config.r_max, config.num_bessel)
+        self.embedding = SpeciesEmbedding(len(config.species), config.channels, dtype=dtype)
+        self.radial_basis = BesselBasis(config.r_max, config.num_bessel, dtype=dtype)
         self.cutoff = PolynomialCutoff(config.r_max, config.cutoff_p)
         self.irreps_edge, self.irreps_a, node_irreps = layer_irreps(config)
         self._edge_ls = tuple(self.irreps_edge.ls)
         layer_class = CormorantLevel if config.architecture == "cormorant" else EnergyLayer
         self.layers = torch.nn.ModuleList(
-            layer_class(config, node_irreps[t], self.irreps_edge, self.irreps_a, node_irreps[t + 1], first=t == 0)
+            layer_class(config, node_irreps[t], self.irreps_edge, self.irreps_a, node_irreps[t + 1], first=t == 0,
+                        dtype=dtype)
             for t in range(config.num_layers)
         )
         last = config.num_layers - 1
         self.readouts = torch.nn.ModuleList(
-            ScalarReadout(config.channels, config.readout_hidden if t == last else None)
+            ScalarReadout(config.channels, config.readout_hidden if t == last else None, dtype=dtype)
             for t in range(config.num_layers)
         )
         self._scalar_index = [irreps.slices()[0].start for irreps in node_irreps[1:]]
         for irreps in node_irreps[1:]:
             if irreps[0].ir != Irrep("0e"):
                 raise RuntimeError("hidden irreps must start with the scalars")
-        s = config.statistics
-        self.priors = AtomicEnergyPriors(config.species, s.atomic_energies, s.energy_scale, s.energy_shift)
+        self.priors = AtomicEnergyPriors(config.species, config.statistics, dtype=dtype)
 
     @property
     def r_max(self) -> float:
         return self.config.r_max
+
+    def many_body_parameters(self) -> list[torch.nn.Parameter]:
+        """The weights of the many-body products (product bases, fusion blocks): those MACE
+        applies weight decay to."""
+        return [p for layer in self.layers for p in layer.many_body_parameters()]
+
+    def set_statistics(self, statistics) -> None:
+        """Replace the dataset statistics (reference energies, scale, shift) of the configuration and
+        the priors derived from them, together. ``avg_num_neighbors`` must stay as built."""
+        if statistics.avg_num_neighbors != self.config.statistics.avg_num_neighbors:
+            raise ValueError("avg_num_neighbors is built into the layers; build a new model to change it")
+        self.config = self.config.replace(statistics=statistics)
+        self.priors.assign(statistics)
 
     def forward(self, graph: AtomicGraph, positions: torch.Tensor | None = None, cell: torch.Tensor | None = None):
         """Returns ``(energy [B], node_energy [N])``; ``positions``/``cell`` override the graph's."""
@@ -144,10 +183,11 @@ class EnergyModel(torch.nn.Module):
         harmonics = self.basis.harmonics(self._edge_ls, vectors, normalize=True, normalization="component")
         envelope = self.cutoff(lengths)
         radial = self.radial_basis(lengths) * envelope.unsqueeze(-1)
+        edges = Edges(graph.edge_index, harmonics, radial, envelope)
         h = self.embedding(species)
         network_energy = 0.0
         for layer, readout, scalar in zip(self.layers, self.readouts, self._scalar_index):
-            h = layer(h, species, harmonics, radial, envelope, graph.edge_index)
+            h = layer(h, species, edges)
             network_energy = network_energy + readout(h[:, :, scalar])
         node_energy = self.priors(network_energy, species)
         energy = node_energy.new_zeros(graph.num_graphs).index_add_(0, graph.batch, node_energy)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 MODEL_FORMAT = "tensorfuse-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: architecture options in sections, priors derived from the statistics
 
 
 def atomic_save(obj, path) -> None:
@@ -54,13 +54,18 @@ def save_model(model, path) -> None:
 
 
 def load_model(path, device=None, dtype: torch.dtype | None = None):
-    """Load a model file written by :func:`save_model`; clear errors for foreign or newer files."""
-    from tensorfuse.model._build import build_model
-    from tensorfuse.model._config import ModelConfig
-
+    """Load a model file written by :func:`save_model` (``.pt``) or :func:`tensorfuse.export.export_model`
+    (``.pt2``); clear errors for foreign or newer files."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"model file {path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"model file {path} is a folder")
+    if path.suffix == ".pt2":
+        from tensorfuse.export import load_exported
+
+        model = load_exported(path)
+        return model.to(device) if device is not None else model
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickled modules, corrupt files, other formats
@@ -87,10 +92,12 @@ def model_from_dict(data, source: str, device=None, dtype: torch.dtype | None = 
         config = ModelConfig.from_dict(data["config"])
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{source}: the stored configuration is invalid: {error}") from None
+    if data.get("dtype", "float64") not in ("float32", "float64"):
+        raise ValueError(f"{source}: unknown dtype {data.get('dtype')!r} (float32 or float64)")
     stored = getattr(torch, data.get("dtype", "float64"))
     model = build_model(config, dtype=dtype or stored)
-    try:
-        model.load_state_dict(data["state_dict"])
-    except (KeyError, RuntimeError) as error:
+    try:  # files of format 1 also stored the priors, now derived from the statistics in the configuration
+        model.load_state_dict({k: v for k, v in data["state_dict"].items() if not k.startswith("energy_model.priors.")})
+    except (KeyError, RuntimeError, AttributeError) as error:
         raise ValueError(f"{source}: the weights do not match the configuration: {error}") from None
     return model.to(device) if device is not None else model

@@ -12,9 +12,9 @@ from tensorfuse.nn._radial import ScaledSiLU
 class SpeciesEmbedding(torch.nn.Module):
     """Species index ``[N]`` -> scalar features ``[N, C, 1]`` (a linear map of the one-hot vector)."""
 
-    def __init__(self, num_species: int, channels: int):
+    def __init__(self, num_species: int, channels: int, dtype: torch.dtype | None = None):
         super().__init__()
-        self.weight = torch.nn.Parameter(torch.randn(num_species, channels))
+        self.weight = torch.nn.Parameter(torch.randn(num_species, channels, dtype=dtype))
 
     def forward(self, species: torch.Tensor) -> torch.Tensor:
         return self.weight[species].unsqueeze(-1)
@@ -23,12 +23,12 @@ class SpeciesEmbedding(torch.nn.Module):
 class ScalarReadout(torch.nn.Module):
     """Scalar channels ``[N, C]`` -> one number per atom: linear, or an MLP with ``hidden`` units."""
 
-    def __init__(self, channels: int, hidden: int | None = None):
+    def __init__(self, channels: int, hidden: int | None = None, dtype: torch.dtype | None = None):
         super().__init__()
         self.hidden = hidden
         sizes = [channels, hidden, 1] if hidden else [channels, 1]
         self.weights = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.randn(a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+            [torch.nn.Parameter(torch.randn(a, b, dtype=dtype)) for a, b in zip(sizes[:-1], sizes[1:])]
         )
         self.activation = ScaledSiLU()
 

@@ -89,7 +89,8 @@ class FusionBlock(torch.nn.Module):
     weight per species, channel and path, as in MACE). Output ``[N, C, irreps_out.dim]``.
     """
 
-    def __init__(self, spec: FusionSpec, channels: int, num_species: int | None = None, basis="spherical"):
+    def __init__(self, spec: FusionSpec, channels: int, num_species: int | None = None, basis="spherical",
+                 dtype: torch.dtype | None = None):
         super().__init__()
         if not isinstance(spec, FusionSpec):
             raise ValueError(f"FusionBlock needs a FusionSpec, got {type(spec).__name__}")
@@ -113,7 +114,7 @@ class FusionBlock(torch.nn.Module):
 
         # vertex plans: per slot, per (left irrep, right irrep) pair: which copy pairs to couple,
         # and for each output irrep which of those pairs it keeps
-        dtype = torch.get_default_dtype()
+        dtype = dtype or torch.get_default_dtype()
         self._vertex_plans: list[list[_VertexGroup]] = []
         for i, slot in enumerate(self._slots):
             plan = []
@@ -175,7 +176,7 @@ class FusionBlock(torch.nn.Module):
             scale += [1 / math.sqrt(per_output[ir])] * len(copies)
         self.num_paths = len(scale)
         shape = (num_species or 1, channels, self.num_paths)
-        self.weights = torch.nn.Parameter(torch.randn(*shape))
+        self.weights = torch.nn.Parameter(torch.randn(*shape, dtype=dtype))
         self.register_buffer("path_scale", torch.tensor(scale, dtype=dtype), persistent=False)
 
     # -- execution -------------------------------------------------------------------------------
@@ -276,7 +277,7 @@ class FusionProductBasis(torch.nn.Module):
 
     def __init__(self, irreps_a, irreps_out, channels: int, correlation: int, num_species: int,
                  mode: str = "density", shape: str = "caterpillar", basis="spherical",
-                 l_internal: int | None = None):
+                 l_internal: int | None = None, dtype: torch.dtype | None = None):
         super().__init__()
         if mode not in FUSION_MODES:
             raise ValueError(f"fusion mode must be one of {FUSION_MODES}, got {mode!r}")
@@ -286,7 +287,7 @@ class FusionProductBasis(torch.nn.Module):
         self.mode, self.correlation, self.channels = mode, correlation, channels
         shapes = [make_shape(shape, k) for k in range(1, correlation + 1)]
         spec = FusionSpec([self.irreps_a] * correlation, self.irreps_out, shapes, l_internal)
-        self.block = FusionBlock(spec, channels, num_species, basis)
+        self.block = FusionBlock(spec, channels, num_species, basis, dtype=dtype)
         self.num_paths = self.block.num_paths
 
     @property

@@ -33,6 +33,7 @@ class Interaction(torch.nn.Module):
         avg_num_neighbors: float,
         basis,
         num_densities: int = 1,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         if num_densities < 1:
@@ -42,16 +43,17 @@ class Interaction(torch.nn.Module):
         self.channels = channels
         self.avg_num_neighbors = float(avg_num_neighbors)
         wide = channels * num_densities
-        self.linear_up = IrrepsLinear(self.irreps_node, self.irreps_node, channels, wide)
+        self.linear_up = IrrepsLinear(self.irreps_node, self.irreps_node, channels, wide, dtype=dtype)
         self.product = ChannelwiseTensorProduct(
-            self.irreps_node, self.irreps_edge, self.irreps_a, channels=wide, basis=basis
+            self.irreps_node, self.irreps_edge, self.irreps_a, channels=wide, basis=basis, dtype=dtype
         )
-        self.radial = RadialMLP([num_radial, *radial_hidden, wide * self.product.num_paths])
+        self.radial = RadialMLP([num_radial, *radial_hidden, wide * self.product.num_paths], dtype=dtype)
         if num_densities == 1:
-            self.linear = IrrepsLinear(self.product.irreps_out, self.irreps_a, channels, channels)
+            self.linear = IrrepsLinear(self.product.irreps_out, self.irreps_a, channels, channels, dtype=dtype)
         else:
             self.linear = torch.nn.ModuleList(
-                IrrepsLinear(self.product.irreps_out, self.irreps_a, channels, channels) for _ in range(num_densities)
+                IrrepsLinear(self.product.irreps_out, self.irreps_a, channels, channels, dtype=dtype)
+                for _ in range(num_densities)
             )
 
     def forward(self, h: torch.Tensor, harmonics: torch.Tensor, radial: torch.Tensor, edge_index: torch.Tensor):

@@ -53,7 +53,8 @@ class IrrepsLinear(torch.nn.Module):
     unit-variance outputs at initialization.
     """
 
-    def __init__(self, irreps_in, irreps_out, channels_in: int, channels_out: int, num_species: int | None = None):
+    def __init__(self, irreps_in, irreps_out, channels_in: int, channels_out: int, num_species: int | None = None,
+                 dtype: torch.dtype | None = None):
         super().__init__()
         self.irreps_in, self.irreps_out = Irreps(irreps_in), Irreps(irreps_out)
         self.channels_in, self.channels_out, self.num_species = channels_in, channels_out, num_species
@@ -71,7 +72,7 @@ class IrrepsLinear(torch.nn.Module):
                 fan_in, fan_out = channels_in * len(ins), channels_out * n_out
                 shape = (num_species, fan_in, fan_out) if num_species else (fan_in, fan_out)
                 k = len(self.weights)
-                self.weights.append(torch.nn.Parameter(torch.randn(*shape)))
+                self.weights.append(torch.nn.Parameter(torch.randn(*shape, dtype=dtype)))
             self._types.append((ir, ins, n_out, k))
         # the output, copy by copy in the order of irreps_out: (type index, copy within the type)
         seen: dict[Irrep, int] = {}

@@ -132,6 +132,7 @@ class ProductBasis(torch.nn.Module):
         basis="spherical",
         l_internal: int | None = None,
         latent_channels: int | None = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         if variant not in VARIANTS:
@@ -156,10 +157,10 @@ class ProductBasis(torch.nn.Module):
                 f"output irreps {missing} cannot be reached from A = {self.irreps_a} with correlation {correlation}"
             )
         if self.latent:
-            self.down = IrrepsLinear(self.irreps_a, self.irreps_a, channels, self.work_channels)
+            self.down = IrrepsLinear(self.irreps_a, self.irreps_a, channels, self.work_channels, dtype=dtype)
 
         # one stacked coupling per bundle: A [.., D_A] @ C -> [.., i, sum of output dims]
-        dtype = torch.get_default_dtype()
+        dtype = dtype or torch.get_default_dtype()
         a_slices = Irreps([(1, ir) for ir in plan.a_irreps]).slices()
         self._a_dims = [ir.dim for ir in plan.a_irreps]
         for s, bundles in enumerate(plan.steps):
@@ -187,7 +188,8 @@ class ProductBasis(torch.nn.Module):
                      if ir in out_types]
             terms += [(len(g.q_copies), g.ir_out) for g in plan.final_groups()]
             self._latent_irreps = Irreps(terms)
-            self.mix = IrrepsLinear(self._latent_irreps, self.irreps_out, self.work_channels, channels, num_species)
+            self.mix = IrrepsLinear(self._latent_irreps, self.irreps_out, self.work_channels, channels, num_species,
+                                    dtype=dtype)
             return
 
         # channel-wise weights: the output paths of each materialized product, then the final step
@@ -209,7 +211,7 @@ class ProductBasis(torch.nn.Module):
                 raise RuntimeError("all groups of a bundle must use the same copies")
         self.num_paths = len(scale)
         self._weight_chunks = chunks
-        self.weights = torch.nn.Parameter(torch.randn(num_species, channels, self.num_paths))
+        self.weights = torch.nn.Parameter(torch.randn(num_species, channels, self.num_paths, dtype=dtype))
         self.register_buffer("path_scale", torch.tensor(scale, dtype=dtype), persistent=False)
 
     # -- execution -----------------------------------------------------------------------------

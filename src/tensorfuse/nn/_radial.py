@@ -10,13 +10,13 @@ import torch
 class BesselBasis(torch.nn.Module):
     """``sqrt(2/r_c) sin(n pi r / r_c) / r`` for ``n = 1..num_basis`` (fixed frequencies)."""
 
-    def __init__(self, r_max: float, num_basis: int = 8):
+    def __init__(self, r_max: float, num_basis: int = 8, dtype: torch.dtype | None = None):
         super().__init__()
         if num_basis < 1:
             raise ValueError(f"num_basis must be >= 1, got {num_basis}")
         self.r_max, self.num_basis = float(r_max), num_basis
         frequencies = math.pi / self.r_max * torch.arange(1, num_basis + 1, dtype=torch.float64)
-        self.register_buffer("frequencies", frequencies.to(torch.get_default_dtype()))
+        self.register_buffer("frequencies", frequencies.to(dtype or torch.get_default_dtype()))
         self.prefactor = math.sqrt(2.0 / self.r_max)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:  # [E] -> [E, num_basis]
@@ -65,13 +65,13 @@ class RadialMLP(torch.nn.Module):
     activations keep unit scale at initialization whatever the widths.
     """
 
-    def __init__(self, sizes: list[int]):
+    def __init__(self, sizes: list[int], dtype: torch.dtype | None = None):
         super().__init__()
         if len(sizes) < 2 or any(s < 1 for s in sizes):
             raise ValueError(f"radial MLP sizes must be >= 2 positive integers, got {sizes}")
         self.sizes = list(sizes)
         self.weights = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.randn(a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+            [torch.nn.Parameter(torch.randn(a, b, dtype=dtype)) for a, b in zip(sizes[:-1], sizes[1:])]
         )
         self.activation = ScaledSiLU()
 

@@ -63,13 +63,13 @@ class SymmetricContraction(torch.nn.Module):
     """MACE-style symmetric contraction: ``A`` ``[N, C, irreps_a.dim]`` -> ``[N, C, irreps_out.dim]``."""
 
     def __init__(self, irreps_a, irreps_out, channels: int, correlation: int, num_species: int, basis="spherical",
-                 l_internal: int | None = None):
+                 l_internal: int | None = None, dtype: torch.dtype | None = None):
         super().__init__()
         self.irreps_a, self.irreps_out = Irreps(irreps_a), Irreps(irreps_out)
         self.channels, self.correlation, self.num_species = channels, correlation, num_species
         self.basis = get_basis(basis)
         l_internal = self.irreps_a.lmax if l_internal is None else l_internal
-        dtype = torch.get_default_dtype()
+        dtype = dtype or torch.get_default_dtype()
         to_basis_a = change_of_basis_matrix(self.irreps_a, "spherical", self.basis, dtype=torch.float64).numpy()
         self.weights = torch.nn.ParameterList()
         self._plan: list[tuple[int, list[int]]] = []  # per output irrep: (dim, K per nu)
@@ -87,7 +87,7 @@ class SymmetricContraction(torch.nn.Module):
                     U = np.moveaxis(np.tensordot(U, to_basis_a, axes=([axis], [1])), -1, axis)
                 self.register_buffer(f"U_{len(self._plan)}_{nu}", torch.tensor(U, dtype=dtype), persistent=False)
                 ks.append(U.shape[-1])
-                self.weights.append(torch.nn.Parameter(torch.randn(num_species, U.shape[-1], channels)
+                self.weights.append(torch.nn.Parameter(torch.randn(num_species, U.shape[-1], channels, dtype=dtype)
                                                        / math.sqrt(max(U.shape[-1], 1))))
             if sum(ks) == 0:
                 raise ValueError(f"output irrep {ir} cannot be reached from A = {self.irreps_a} "

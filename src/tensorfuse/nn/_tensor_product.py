@@ -242,6 +242,7 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         weights: str = "external",
         x2_has_channels: bool = False,
         paths=None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         if weights not in _WEIGHT_MODES:
@@ -253,7 +254,7 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         self.irreps_in1, self.irreps_in2 = Irreps(irreps1), Irreps(irreps2)
         self.irreps_out = self.spec.irreps_out
         self.channels, self.weight_mode, self.x2_has_channels = channels, weights, x2_has_channels
-        U = self.spec.coupling(self.basis, dtype=torch.get_default_dtype())
+        U = self.spec.coupling(self.basis, dtype=dtype or torch.get_default_dtype())
         d1, d2, dout = U.shape
         if x2_has_channels:  # rows (i, j): contracted with the outer product x1 ⊗ x2
             coupling = U.reshape(d1 * d2, dout)
@@ -265,7 +266,7 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         expand[path_index, torch.arange(len(path_index))] = 1.0
         self.register_buffer("path_expansion", expand, persistent=False)
         if weights == "internal":
-            self.weight = torch.nn.Parameter(torch.randn(channels, self.spec.num_paths))
+            self.weight = torch.nn.Parameter(torch.randn(channels, self.spec.num_paths, dtype=dtype))
 
     @property
     def num_paths(self) -> int:

@@ -8,15 +8,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from tensorfuse.data._io import ENERGY_UNITS
-from tensorfuse.model._config import PRESETS, ModelConfig
+from tensorfuse.data._io import ENERGY_UNITS, DataKeys
+from tensorfuse.model._config import LEGACY_KEYS, PRESETS, ModelConfig
 from tensorfuse.utils._dataclasses import check_field_types
 
 DTYPES = ("float32", "float64")
+TOP_LEVEL = ("data", "model", "training", "output", "resume", "overwrite")
+RESUMABLE_CHANGES = ("training.max_epochs", "training.time_budget", "training.early_stopping_patience")
+"""Settings a resumed run may change (to train longer or shorter); every other one must match."""
 
 
 def _fail(section: str, name: str, value: Any, why: str):
-    raise ValueError(f"invalid training configuration: {section}.{name}={value!r}: {why}")
+    key = f"{section}.{name}" if section else name
+    raise ValueError(f"invalid training configuration: {key}={value!r}: {why}")
 
 
 @dataclass(frozen=True)
@@ -36,9 +40,9 @@ class DataConfig:
     max_train_frames: int | None = None
     max_valid_frames: int | None = None
     energy_key: str = "energy"
-    forces_key: str = "forces"
-    stress_key: str = "stress"
-    virial_key: str = "virial"
+    forces_key: str | None = None
+    stress_key: str | None = None
+    virial_key: str | None = None
     energy_unit: str | None = None
     e0s: Any = "auto"
     min_distance: float = 0.5
@@ -62,6 +66,21 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and not Path(value).exists():
                 _fail("data", name, value, "no such file")
+        for name in ("energy_key", "forces_key", "stress_key", "virial_key"):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                _fail("data", name, value, "must not be empty")
+
+    def keys(self) -> DataKeys:
+        """The keys labels are read from (the defaults where unset)."""
+        return DataKeys(energy=self.energy_key, forces=self.forces_key or "forces",
+                        stress=self.stress_key or "stress", virial=self.virial_key or "virial")
+
+    def explicit_keys(self) -> dict[str, str]:
+        """``{label: key}`` for the label keys given explicitly (each must match some frame)."""
+        named = {"energy": self.energy_key, "forces": self.forces_key, "stress": self.stress_key,
+                 "virial": self.virial_key}
+        return {label: key for label, key in named.items() if key is not None}
 
 
 @dataclass(frozen=True)
@@ -111,13 +130,21 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """A whole training run. ``model`` holds :class:`~tensorfuse.ModelConfig` fields plus an optional
-    ``preset``; ``species`` and ``statistics`` default to what the training data give."""
+    ``preset``; ``species`` and ``statistics`` default to what the training data give. The model
+    section is checked here, before any data are read.
+
+    ``output`` is the run folder. A new run refuses a folder that already holds a run, unless
+    ``overwrite`` (which deletes that run's files); ``resume`` continues the run in ``output`` with
+    the configuration stored there, and refuses settings that differ from it except those in
+    :data:`RESUMABLE_CHANGES`.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: Mapping[str, Any] = field(default_factory=lambda: {"preset": "small"})
     training: OptimConfig = field(default_factory=OptimConfig)
     output: str = "runs/tensorfuse"
     resume: bool = False
+    overwrite: bool = False
 
     def __post_init__(self):
         if isinstance(self.data, Mapping):
@@ -131,9 +158,32 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(ModelConfig)} | {"preset"}
         unknown = sorted(set(model) - known)
         if unknown:
+            moved = [k for k in unknown if k in LEGACY_KEYS]
+            hint = (f" ({', '.join(moved)} moved into the architecture's section: model.mace.<key> or "
+                    "model.cormorant.<key>)") if moved else ""
             raise ValueError(f"invalid training configuration: unknown key(s) model.{', model.'.join(unknown)}; "
-                             f"known: {sorted(known)}")
+                             f"known: {sorted(known)}{hint}")
         object.__setattr__(self, "model", model)
+        if not isinstance(self.output, str) or not self.output.strip():
+            _fail("", "output", self.output, "must be a folder name")
+        for name in ("resume", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                _fail("", name, getattr(self, name), "expected true or false")
+        if self.resume and self.overwrite:
+            raise ValueError("invalid training configuration: resume and overwrite exclude each other")
+        self._check_model_section()
+
+    def _check_model_section(self) -> None:
+        """Build the model configuration once with stand-in species, so that a bad model setting
+        fails now rather than after all data are read."""
+        from tensorfuse.model._config import Statistics
+
+        statistics = self.model.get("statistics") or {}
+        if isinstance(statistics, Statistics):
+            statistics = dataclasses.asdict(statistics)
+        named = {int(z) for part in ("atomic_energies", "energy_shift") for z in dict(statistics.get(part) or {})} \
+            if isinstance(statistics, Mapping) else set()
+        self.model_config(sorted(named) or [1], Statistics())
 
     def model_config(self, species, statistics) -> ModelConfig:
         """The :class:`ModelConfig` for these species and statistics (unless given explicitly)."""
@@ -151,15 +201,26 @@ class TrainConfig:
             "training": dataclasses.asdict(self.training),
             "output": self.output,
             "resume": self.resume,
+            "overwrite": self.overwrite,
         }
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting as ``{"section.key": value}`` (top-level ones without a section)."""
+        flat: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            if isinstance(values, Mapping):
+                flat.update({f"{section}.{k}": v for k, v in values.items()})
+            else:
+                flat[section] = values
+        return flat
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
         data = dict(data or {})
-        unknown = sorted(set(data) - {"data", "model", "training", "output", "resume"})
+        unknown = sorted(set(data) - set(TOP_LEVEL))
         if unknown:
             raise ValueError(f"invalid training configuration: unknown section(s) {unknown}; "
-                             "expected data, model, training, output, resume")
+                             f"expected {', '.join(TOP_LEVEL)}")
         for section in ("data", "model", "training"):
             if section in data and data[section] is not None and not isinstance(data[section], Mapping):
                 raise ValueError(f"invalid training configuration: {section} must be a mapping, got {data[section]!r}")
@@ -167,33 +228,53 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path) -> "TrainConfig":
-        import yaml
-
-        path = Path(path)
-        if not path.exists():
-            raise ValueError(f"configuration file {path} does not exist")
-        try:
-            content = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ValueError(f"configuration file {path} is not valid YAML: {error}") from None
-        if content is not None and not isinstance(content, Mapping):
-            raise ValueError(f"configuration file {path} must hold a mapping of sections, got {type(content).__name__}")
-        return cls.from_dict(content or {})
+        return cls.from_dict(read_yaml_sections(path))
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":
-        """Apply ``{"section.key": value}`` (or top-level ``output``/``resume``) overrides."""
+        """Apply ``{"section.key": value}`` overrides (``model.mace.correlation`` reaches into the
+        model's architecture sections; ``output``, ``resume`` and ``overwrite`` have no section)."""
         data = self.to_dict()
         for dotted, value in overrides.items():
             section, _, key = dotted.partition(".")
             if not key:
-                if section not in ("output", "resume"):
+                if section not in ("output", "resume", "overwrite"):
                     raise ValueError(f"unknown setting {dotted!r}: use section.key (data., model., training.)")
                 data[section] = value
                 continue
             if section not in ("data", "model", "training"):
                 raise ValueError(f"unknown setting {dotted!r}: sections are data, model and training")
-            data[section][key] = value
+            target, *path = key.split(".")
+            if path and section != "model":
+                raise ValueError(f"unknown setting {dotted!r}: {section} settings have no subsections")
+            if not path:
+                data[section][target] = value
+                continue
+            node = data[section].setdefault(target, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"unknown setting {dotted!r}: {section}.{target} is not a section")
+            node = data[section][target] = dict(node)
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
         return TrainConfig.from_dict(data)
+
+
+def read_yaml_sections(path) -> dict:
+    """The mapping of sections in a YAML configuration file, with one-line errors."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"configuration file {path} does not exist")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"configuration file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"configuration file {path} is not a text file") from None
+    if content is not None and not isinstance(content, Mapping):
+        raise ValueError(f"configuration file {path} must hold a mapping of sections, got {type(content).__name__}")
+    return dict(content or {})
 
 
 def _build(cls, values: Mapping[str, Any], section: str):

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 
 from tensorfuse.data._dataset import GraphDataset
-from tensorfuse.data._io import DataKeys, read_frames, validate_frames, write_frames
+from tensorfuse.data._io import DataError, validate_frames, write_frames
 from tensorfuse.model._serialization import load_model
+from tensorfuse.train._config import DataConfig
+from tensorfuse.train._data import read_labelled
 from tensorfuse.train._loss import error_sums, metrics_from_sums
 
 
@@ -22,15 +24,19 @@ class Evaluation:
     written: Path | None
 
 
-def evaluate(model_path, data_path, output_dir=None, keys: DataKeys = DataKeys(), energy_unit=None,
+def evaluate(model_path, data_path, output_dir=None, data: DataConfig | None = None,
              batch_size: int = 10) -> Evaluation:
-    """Errors of the model in ``model_path`` on ``data_path``; writes a parity plot (PNG) and the
-    per-frame predictions (extxyz) to ``output_dir`` (default: next to the model)."""
+    """Errors of the model in ``model_path`` (``.pt`` or an exported ``.pt2``) on ``data_path``,
+    read with ``data``'s label keys and energy unit; writes a parity plot (PNG) and the per-frame
+    predictions (extxyz) to ``output_dir`` (default: next to the model)."""
+    data = data or DataConfig()
     model = load_model(model_path)
     dtype = next(model.parameters()).dtype
-    frames, report = read_frames(data_path, keys, energy_unit)
+    frames, report = read_labelled(data_path, data)
     frames = [f for f in frames if not f.is_isolated_atom]
-    validate_frames(frames, species=model.config.species, require=(), keys=keys)
+    if not frames:
+        raise DataError(f"{data_path}: no frames to evaluate besides isolated atoms")
+    validate_frames(frames, species=model.config.species, require=(), keys=data.keys())
     dataset = GraphDataset(frames, model.r_max, dtype)
     stress = any(f.stress is not None or f.virial is not None for f in frames)
     sums, predictions = {}, []

@@ -75,8 +75,9 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
     import torch
 
     energy_model = model.energy_model
+    statistics = energy_model.config.statistics
     species = energy_model.config.species
-    shift = energy_model.priors.shift
+    device = next(model.parameters()).device
     indices = list(range(len(dataset)))
     local = dist.shard(indices) if dist is not None and dist.enabled else indices
     local = [i for i in local if dataset.frames[i].energy is not None]
@@ -84,7 +85,7 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
     with torch.no_grad():
         for start in range(0, len(local), batch_size):
             graph, _ = dataset.collate(local[start : start + batch_size])
-            predicted.append(model(graph.to(shift.device), forces=False)["energy"].double().cpu().numpy())
+            predicted.append(model(graph.to(device), forces=False)["energy"].double().cpu().numpy())
     counts = composition([dataset.frames[i] for i in local], species)
     energies = np.array([dataset.frames[i].energy for i in local])
     residual = energies - np.concatenate(predicted) if predicted else energies
@@ -92,8 +93,6 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
     if dist is not None and dist.enabled:  # on the process group's device (nccl reduces GPU tensors only)
         gram, rhs = (dist.sum_(x.to(dist.device)).cpu() for x in (gram, rhs))
     delta = _per_element_fit(gram.numpy(), rhs.numpy())
-    shift += torch.from_numpy(delta).to(dtype=shift.dtype, device=shift.device)
-    shifts = {int(zi): float(v) for zi, v in zip(species, shift.cpu())}
-    config = energy_model.config
-    energy_model.config = config.replace(statistics=dataclasses.replace(config.statistics, energy_shift=shifts))
+    shifts = {int(z): statistics.energy_shift.get(int(z), 0.0) + float(d) for z, d in zip(species, delta)}
+    energy_model.set_statistics(dataclasses.replace(statistics, energy_shift=shifts))
     return shifts
