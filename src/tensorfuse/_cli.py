@@ -128,7 +128,7 @@ def _read_structure(path: str, frame: int):
         raise ValueError(f"structure file {path} does not exist")
     try:
         atoms = read(path, index=frame)
-    except IndexError:
+    except (IndexError, StopIteration):
         count = sum(1 for _ in iread(path, index=":"))
         raise ValueError(f"{path} has {count} frame(s) (0 to {count - 1}): there is no frame {frame}") from None
     except Exception as error:

@@ -10,13 +10,13 @@ TorchScript is not offered (deprecated upstream).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from tensorfuse.data import AtomicGraph, batch_graphs
 from tensorfuse.model import ModelConfig, Potential
+from tensorfuse.utils._files import atomic_write
 
 EXPORT_FORMAT = "tensorfuse-export"
 EXPORT_VERSION = 1
@@ -100,17 +100,11 @@ def export_model(model: Potential, path, overwrite: bool = False) -> Path:
 
     meta = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "tensorfuse_version": __version__,
             "config": model.config.to_dict(), "dtype": str(graph.positions.dtype).replace("torch.", "")}
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.export.save(program, str(tmp), extra_files={"tensorfuse.json": json.dumps(meta)})
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.export.save(program, f, extra_files={"tensorfuse.json": json.dumps(meta)}))
     except (OSError, RuntimeError) as error:
         reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
         raise ValueError(f"cannot write {path}: {reason}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -88,7 +88,8 @@ def run_md(
             velocities.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
         velocities.Stationary(atoms)
         if not periodic and len(atoms) > 1:  # a single atom has no rotation (its inertia is zero)
-            velocities.ZeroRotation(atoms)
+            with np.errstate(invalid="ignore", divide="ignore"):  # linear molecules: one zero moment
+                velocities.ZeroRotation(atoms)
     dt = timestep * units.fs
     if ensemble == "nve":
         dynamics = VelocityVerlet(atoms, dt)

@@ -132,3 +132,36 @@ def test_nve_conserves_energy_with_a_trained_model(tmp_path, basis):
     energies = np.loadtxt(md.log)[:, 2]
     # fluctuation and drift of the total energy stay below 1 meV/atom over 100 fs
     assert np.ptp(energies) / len(atoms) < 1e-3, np.ptp(energies)
+
+
+def test_md_keeps_an_existing_trajectory_unless_told_and_checks_before_replacing(tmp_path, gentle_model):
+    """`tensorfuse md` deleted an earlier trajectory and log before checking anything."""
+    atoms = molecule("CH4")
+    first = run_md(Calculator(gentle_model), atoms, "nve", steps=4, interval=2, output=tmp_path / "md.xyz",
+                   progress=False)
+    before = first.trajectory.read_bytes(), first.log.read_bytes()
+    with pytest.raises(ValueError, match="md.xyz and .*md.log already exist"):
+        run_md(Calculator(gentle_model), atoms, "nve", steps=4, output=tmp_path / "md.xyz", progress=False)
+    with pytest.raises(ValueError, match=r"\[26\] are not in the model's species"):  # fails at start-up
+        run_md(Calculator(gentle_model), Atoms("Fe2", positions=[[0, 0, 0], [2.3, 0, 0]]), "nve", steps=4,
+               output=tmp_path / "md.xyz", overwrite=True, progress=False)
+    assert (first.trajectory.read_bytes(), first.log.read_bytes()) == before
+    run_md(Calculator(gentle_model), atoms, "nve", steps=6, interval=2, output=tmp_path / "md.xyz", overwrite=True,
+           progress=False)
+    from ase.io import read
+
+    assert len(read(tmp_path / "md.xyz", ":")) == 4  # replaced, not appended to
+
+
+def test_md_of_two_atoms_and_of_a_periodic_single_atom_is_finite(tmp_path, gentle_model):
+    """A single free atom is refused (before: an all-NaN trajectory and "done"); what remains valid runs."""
+    from ase.io import read
+
+    for name, atoms in (("dimer", Atoms("CO", positions=[[0, 0, 0], [1.2, 0, 0]])),
+                        ("crystal", bulk("Si", "sc", a=2.6))):
+        result = run_md(Calculator(gentle_model), atoms, "nvt", steps=4, interval=2, output=tmp_path / f"{name}.xyz",
+                        progress=False)
+        frames = read(result.trajectory, ":")
+        assert all(np.isfinite(f.positions).all() and np.isfinite(f.get_velocities()).all() for f in frames)
+    with pytest.raises(ValueError, match="single atom without a periodic cell"):
+        run_md(Calculator(gentle_model), Atoms("C"), "nvt", steps=4, output=tmp_path / "atom.xyz", progress=False)

@@ -40,6 +40,20 @@ def test_export_command_and_bad_files(tmp_path, capsys):
     save_model(model, tmp_path / "m.pt")
     assert cli(["export", str(tmp_path / "m.pt"), str(tmp_path / "m.pt2")]) == 0
     assert "exported" in capsys.readouterr().out
+    # an exported program is a model like any other: load_model and `tensorfuse eval` take it
+    from tensorfuse import load_model
+
+    atoms = molecule("H2O")
+    assert load_model(tmp_path / "m.pt2").predict(atoms)["energy"] == pytest.approx(model.predict(atoms)["energy"],
+                                                                                     abs=1e-10)
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((3, 3)))
+    write(tmp_path / "water.xyz", [atoms])
+    assert cli(["eval", str(tmp_path / "m.pt2"), str(tmp_path / "water.xyz"), "--output", str(tmp_path / "e")]) == 0
+    assert "F MAE" in capsys.readouterr().out
+    assert cli(["export", str(tmp_path / "m.pt"), str(tmp_path / "m.pt2"), "--overwrite"]) == 0
     (tmp_path / "junk.pt2").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not an exported tensorfuse model"):
         load_exported(tmp_path / "junk.pt2")

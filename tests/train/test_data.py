@@ -1,5 +1,7 @@
 """Reading and validating data: every bad input is a clear error naming file, frame and key."""
 
+import warnings
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -137,3 +139,66 @@ def test_custom_stress_key_with_voigt_components(tmp_path):
     write(path, [atoms])
     with pytest.raises(DataError, match=r"s.xyz, frame 0: key 'my_stress' must have 9 or 6"):
         read_frames(path, DataKeys(energy="REF_energy", forces="REF_forces", stress="my_stress"))
+
+
+def _ethanol(frames=":12"):
+    from ase.io import read
+
+    return read(bundled_dataset("train"), frames)
+
+
+def _tiny_run(tmp_path, train_file, **data):
+    from tensorfuse import TrainConfig, train
+
+    return train(TrainConfig(
+        data={"train_file": str(train_file), **data},
+        model={"channels": 4, "l_max_edge": 1, "radial_mlp": [8], "readout_hidden": 4, "num_bessel": 4},
+        training={"max_epochs": 1, "batch_size": 4},
+        output=str(tmp_path / "run"),
+    ))
+
+
+def test_a_file_without_forces_trains_on_energies_with_a_warning(tmp_path):
+    frames = []
+    for atoms in _ethanol():
+        plain = Atoms(numbers=atoms.numbers, positions=atoms.positions)
+        plain.info["E"] = atoms.get_potential_energy()
+        frames.append(plain)
+    write(tmp_path / "energies.xyz", frames)
+    with pytest.warns(UserWarning, match=r"energies.xyz: no training frame has forces \('forces'\): training on "
+                                         "energies only"):
+        result = _tiny_run(tmp_path, tmp_path / "energies.xyz", energy_key="E")
+    assert result.metrics["train"]["f_mae"] != result.metrics["train"]["f_mae"]  # NaN: no force labels
+
+
+def test_kcal_per_mol_read_as_ev_is_flagged(tmp_path):
+    frames = _ethanol(":3")
+    for atoms in frames:
+        atoms.calc.results["energy"] /= 0.0433641043  # the same energies in kcal/mol
+    write(tmp_path / "kcal.xyz", frames)
+    with pytest.warns(UserWarning, match=r"kcal.xyz: 3 of 3 frames have energies larger in magnitude than any total "
+                                         r"energy in eV .*frame 0.*--energy-unit"):
+        read_frames(tmp_path / "kcal.xyz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # read with its unit, nothing to say; real eV data neither
+        read_frames(tmp_path / "kcal.xyz", energy_unit="kcal/mol")
+        read_frames(bundled_dataset("test"))
+
+
+def test_a_one_frame_training_file_trains_without_a_validation_set(tmp_path):
+    """It was reported as "no training frame has an energy" (the frame went to validation)."""
+    write(tmp_path / "one.xyz", _ethanol(":1"))
+    with pytest.warns(UserWarning, match="only 1 training frame: no validation set"):
+        result = _tiny_run(tmp_path, tmp_path / "one.xyz")
+    assert set(result.metrics) == {"train"} and len(result.history) == 1
+
+
+def test_coordinates_beyond_the_supported_range_are_refused_before_the_neighbour_list():
+    from tensorfuse.data import neighbor_list
+
+    positions = np.zeros((2, 3))
+    positions[1, 0] = 1e6  # vesin's cell list died with SIGFPE here
+    with pytest.raises(ValueError, match="coordinate of 1e\\+06 Å"):
+        neighbor_list(positions, np.zeros((3, 3)), np.zeros(3, dtype=bool), 5.0)
+    with pytest.raises(ValueError, match="cell vectors"):
+        neighbor_list(np.zeros((1, 3)), np.eye(3) * 1e7, np.ones(3, dtype=bool), 5.0)

@@ -6,32 +6,19 @@ A model file is ``torch.save`` of a dict of strings, numbers, lists and tensors,
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from tensorfuse.utils._files import atomic_write
 
 MODEL_FORMAT = "tensorfuse-model"
 MODEL_VERSION = 2  # 2: architecture options in sections, priors derived from the statistics
 
 
 def atomic_save(obj, path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a kill mid-write
-    leaves the previous file intact, never a truncated one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` that never leaves a truncated file (see :func:`tensorfuse.utils.atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def model_to_dict(model) -> dict:

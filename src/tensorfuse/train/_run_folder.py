@@ -12,9 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,6 +20,7 @@ import torch
 
 from tensorfuse.model._serialization import atomic_save
 from tensorfuse.train._config import RESUMABLE_CHANGES, TrainConfig
+from tensorfuse.utils._files import atomic_write
 
 CHECKPOINT_FORMAT = "tensorfuse-checkpoint"
 CHECKPOINT_VERSION = 2
@@ -56,11 +55,19 @@ class RunFolder:
         folder is writable, before any data are read)."""
         if not self.writer:
             return
+        self.remove_partial_writes()
         if config.overwrite:
             for name in self.existing_run():
                 (self.path / name).unlink()
             shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
         self.store_config(config)
+
+    def remove_partial_writes(self) -> None:
+        """Temporary files of writes a kill interrupted (the files they were to replace are intact)."""
+        if self.writer and self.path.is_dir():
+            for name in RUN_FILES:
+                for partial in self.path.glob(f".{name}.*.tmp"):
+                    partial.unlink(missing_ok=True)
 
     def store_config(self, config: TrainConfig) -> None:
         import yaml
@@ -70,7 +77,7 @@ class RunFolder:
         text = yaml.safe_dump(_stored_form(config), sort_keys=False)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(self.path / CONFIG_FILE, text)
+            atomic_write(self.path / CONFIG_FILE, lambda f: f.write(text), binary=False)
         except OSError as error:
             raise ValueError(f"cannot write to the output folder {self.path}: {error.strerror or error}") from None
 
@@ -149,7 +156,7 @@ class RunFolder:
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
-        _atomic_write_text(self.path / METRICS_FILE, buffer.getvalue())
+        atomic_write(self.path / METRICS_FILE, lambda f: f.write(buffer.getvalue()), binary=False)
 
 
 def _stored_form(config: TrainConfig) -> dict:
@@ -182,17 +189,3 @@ def _plain(value):
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -73,6 +73,7 @@ class Trainer:
             self.folder.check_new(config)
         self.dist.barrier()  # every rank has looked at the folder before rank 0 writes to it
         if config.resume:
+            self.folder.remove_partial_writes()
             self.folder.store_config(config)  # with the changes a resumed run may make
         else:
             self.folder.start(config)

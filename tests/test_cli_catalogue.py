@@ -1,0 +1,479 @@
+"""A catalogue of hostile inputs to the command line, one case each.
+
+Every case runs ``tensorfuse ...`` (in process) in a copy of a small workspace (data files, a
+trained run, a model, a structure, an earlier MD trajectory) and checks the exit code, a single
+one-line message naming the file, frame or key at fault, no traceback, and that no file that
+existed before the command changed (hashes before and after).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.io import read, write
+
+from tensorfuse._cli import main as cli
+from tensorfuse.train import bundled_dataset
+
+KEYS = ["--energy-key", "REF_energy", "--forces-key", "REF_forces"]
+TINY = ["--model.channels", "4", "--model.l_max_edge", "1", "--model.radial_mlp", "[8]", "--model.readout_hidden",
+        "4", "--model.num_bessel", "4", "--batch-size", "4", "--data.valid_fraction", "0.2"]
+
+
+def labelled(frames):
+    """Frames with REF_energy/REF_forces labels (no ASE calculator), as most users' files have."""
+    out = []
+    for atoms in frames:
+        copy = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        copy.info["REF_energy"] = atoms.get_potential_energy()
+        copy.arrays["REF_forces"] = atoms.get_forces()
+        out.append(copy)
+    return out
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """train.xyz, test.xyz, start.xyz, a trained spherical-basis run in run/, md.xyz/md.log."""
+    import os
+
+    root = tmp_path_factory.mktemp("workspace")
+    frames = labelled(read(bundled_dataset("train"), ":20"))
+    write(root / "train.xyz", frames[:15])
+    write(root / "test.xyz", frames[15:])
+    write(root / "start.xyz", frames[0])
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert cli(["train", "--train-file", "train.xyz", "--test-file", "test.xyz", *KEYS, "--output", "run",
+                    "--max-epochs", "2", "--basis", "spherical", *TINY]) == 0
+        assert cli(["md", "run/model.pt", "start.xyz", "--steps", "4", "--interval", "2"]) == 0
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+CASES: dict[str, object] = {}
+
+
+def case(name: str, code: int = 2):
+    """Register ``setup(ws) -> (argv, [fragments of the message])`` under ``name``."""
+    def register(setup):
+        CASES[name] = (setup, code)
+        return setup
+    return register
+
+
+def write_xyz(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+WATER = "3\nProperties=species:S:1:pos:R:3:REF_forces:R:3 REF_energy=-10.0\n" \
+        "O 0 0 0 0 0 0\nH 0.96 0 0 0 0 0\nH -0.24 0.93 0 0 0 0\n"
+
+
+def water_file(ws: Path, name: str, extra: str = "", frames: int = 4) -> str:
+    write_xyz(ws / name, WATER * frames + extra)
+    return name
+
+
+# -- train: the run folder and resume ------------------------------------------------------------
+@case("train: resume with a setting that differs from the run's")
+def _(ws):
+    return ["train", "--output", "run", "--resume", "--basis", "cartesian"], ["model.basis='cartesian'", "'spherical'"]
+
+
+@case("train: resume with another training file")
+def _(ws):
+    return (["train", "--output", "run", "--resume", "--train-file", "test.xyz"],
+            ["data.train_file=", "test.xyz", "the run has"])
+
+
+@case("train: resume after the training data changed elements (C became N)")
+def _(ws):
+    assert cli(["train", "--train-file", "train.xyz", *KEYS, "--output", "mine", "--max-epochs", "1", *TINY]) == 0
+    frames = read(ws / "train.xyz", ":")
+    for atoms in frames:
+        atoms.numbers[atoms.numbers == 6] = 7
+    write(ws / "train.xyz", frames)
+    return ["train", "--output", "mine", "--resume"], ["checkpoint_last.pt", "Z=[1, 6, 8]", "Z=[1, 7, 8]"]
+
+
+@case("train: resume from a truncated checkpoint")
+def _(ws):
+    path = ws / "run" / "checkpoint_last.pt"
+    path.write_bytes(path.read_bytes()[:2000])
+    return ["train", "--output", "run", "--resume"], ["checkpoint_last.pt", "cannot be read", "truncated"]
+
+
+@case("train: resume from a foreign file (a pickled module) in place of the checkpoint")
+def _(ws):
+    torch.save(torch.nn.Linear(2, 2), ws / "run" / "checkpoint_last.pt")
+    return ["train", "--output", "run", "--resume"], ["checkpoint_last.pt", "cannot be read"]
+
+
+@case("train: resume from a checkpoint of another model (Cartesian basis)")
+def _(ws):
+    assert cli(["train", "--train-file", "train.xyz", "--test-file", "test.xyz", *KEYS, "--output", "other",
+                "--max-epochs", "1", "--basis", "cartesian", *TINY]) == 0
+    shutil.copy(ws / "other" / "checkpoint_last.pt", ws / "run" / "checkpoint_last.pt")
+    return ["train", "--output", "run", "--resume"], ["checkpoint_last.pt", "other model settings", "basis='cartesian'"]
+
+
+@case("train: resume in a folder without a run")
+def _(ws):
+    (ws / "empty").mkdir()
+    return ["train", "--output", "empty", "--resume"], ["empty holds no training run to resume"]
+
+
+@case("train: a new run into a folder that holds a finished run")
+def _(ws):
+    return (["train", "--train-file", "train.xyz", *KEYS, "--output", "run", *TINY],
+            ["run already holds a training run", "--resume", "--overwrite"])
+
+
+@case("train: --resume and --overwrite together")
+def _(ws):
+    return ["train", "--output", "run", "--resume", "--overwrite"], ["resume and overwrite exclude each other"]
+
+
+@case("train: the output is a file")
+def _(ws):
+    return ["train", "--train-file", "train.xyz", *KEYS, "--output", "train.xyz"], ["train.xyz exists and is not a folder"]
+
+
+@case("train: an output folder that cannot be created (below a file), found before any data are read")
+def _(ws):
+    return (["train", "--train-file", "train.xyz", *KEYS, "--output", "start.xyz/run", *TINY],
+            ["cannot write to the output folder start.xyz/run"])
+
+
+@case("train: a plain flag and its --section.key given with other values")
+def _(ws):
+    return (["train", "--train-file", "train.xyz", "--max-epochs", "3", "--training.max_epochs", "5"],
+            ["settings given twice", "--max-epochs and --training.max_epochs"])
+
+
+@case("train: a bad model setting is found before the data are read")
+def _(ws):
+    (ws / "junk.xyz").write_text("not\na structure\n")
+    return ["train", "--train-file", "junk.xyz", "--model.channels", "abc"], ["channels='abc': expected int"]
+
+
+@case("train: correlation beyond what is supported")
+def _(ws):
+    return ["train", "--model.mace.correlation", "9"], ["mace.correlation=9"]
+
+
+@case("train: the Cormorant section with the MACE-style architecture")
+def _(ws):
+    return ["train", "--model.cormorant.fusion", "true"], ["applies only with architecture='cormorant'"]
+
+
+@case("train: an option of the old flat layout")
+def _(ws):
+    return ["train", "--model.fusion_mode", "distinct"], ["model.fusion_mode", "moved into the architecture's section"]
+
+
+@case("train: a YAML file that is not a mapping")
+def _(ws):
+    (ws / "list.yaml").write_text("- a\n- b\n")
+    return ["train", "list.yaml"], ["list.yaml must hold a mapping of sections"]
+
+
+@case("train: a YAML file that is not YAML")
+def _(ws):
+    (ws / "bad.yaml").write_text("data: {train_file: [unclosed\n")
+    return ["train", "bad.yaml"], ["bad.yaml is not valid YAML"]
+
+
+@case("train: a missing configuration file")
+def _(ws):
+    return ["train", "absent.yaml"], ["absent.yaml does not exist"]
+
+
+# -- train: data ----------------------------------------------------------------------------------
+@case("train: a forces key that matches nothing")
+def _(ws):
+    return (["train", "--train-file", "train.xyz", "--energy-key", "REF_energy", "--forces-key", "REF_force",
+             "--output", "new", *TINY], ["train.xyz", "no frame has the key 'REF_force'", "data.forces_key", "REF_forces"])
+
+
+@case("train: an energy key that matches nothing")
+def _(ws):
+    return (["train", "--train-file", "train.xyz", "--energy-key", "E", "--output", "new", *TINY],
+            ["train.xyz", "'E'", "data.energy_key"])
+
+
+@case("train: a stress key that matches nothing")
+def _(ws):
+    return (["train", "--train-file", "train.xyz", *KEYS, "--stress-key", "REF_stress", "--output", "new", *TINY],
+            ["train.xyz", "'REF_stress'", "data.stress_key"])
+
+
+@case("train: a coordinate of 1e6 Å (SIGFPE in the neighbour list before)")
+def _(ws):
+    frames = read(ws / "train.xyz", ":")
+    frames[3].positions[0, 0] = 1e6
+    write(ws / "far.xyz", frames)
+    return (["train", "--train-file", "far.xyz", *KEYS, "--output", "new", *TINY],
+            ["far.xyz, frame 3", "atom 0", "1e+06 Å"])
+
+
+@case("train: a frame with no atoms (a NaN loss before)")
+def _(ws):
+    water_file(ws, "zero.xyz", "0\nProperties=species:S:1:pos:R:3 REF_energy=-1.0\n")
+    return (["train", "--train-file", "zero.xyz", *KEYS, "--output", "new", *TINY],
+            ["zero.xyz, frame 4", "no atoms"])
+
+
+@case("train: NaN in the positions")
+def _(ws):
+    water_file(ws, "nan.xyz", WATER.replace("H 0.96 0 0", "H nan 0 0"))
+    return ["train", "--train-file", "nan.xyz", *KEYS, "--output", "new", *TINY], ["nan.xyz, frame 4", "NaN", "atom 1"]
+
+
+@case("train: NaN energy")
+def _(ws):
+    water_file(ws, "nanE.xyz", WATER.replace("REF_energy=-10.0", "REF_energy=nan"))
+    return ["train", "--train-file", "nanE.xyz", *KEYS, "--output", "new", *TINY], ["nanE.xyz, frame 4", "'REF_energy'", "NaN"]
+
+
+@case("train: forces of the wrong shape")
+def _(ws):
+    write_xyz(ws / "shape.xyz", "3\nProperties=species:S:1:pos:R:3:REF_forces:R:2 REF_energy=1.0\n"
+                                "O 0 0 0 1 1\nH 1 0 0 1 1\nH 0 1 0 1 1\n")
+    return ["train", "--train-file", "shape.xyz", *KEYS, "--output", "new"], ["shape.xyz, frame 0", "'REF_forces'", "shape (3, 3)"]
+
+
+@case("train: two atoms 0.1 Å apart")
+def _(ws):
+    water_file(ws, "close.xyz", WATER.replace("H -0.24 0.93 0", "H 0.1 0 0"))
+    return ["train", "--train-file", "close.xyz", *KEYS, "--output", "new", *TINY], ["close.xyz, frame 4", "0.100 Å apart"]
+
+
+@case("train: an unknown energy unit")
+def _(ws):
+    return (["train", "--train-file", "train.xyz", *KEYS, "--energy-unit", "kcal"],
+            ["data.energy_unit='kcal'", "kcal/mol"])
+
+
+@case("train: a training file of isolated atoms only")
+def _(ws):
+    write_xyz(ws / "atoms.xyz", "1\nProperties=species:S:1:pos:R:3 REF_energy=-13.6\nH 0 0 0\n")
+    return (["train", "--train-file", "atoms.xyz", "--energy-key", "REF_energy", "--output", "new"],
+            ["atoms.xyz", "no training frames besides isolated atoms"])
+
+
+@case("train: an empty training file")
+def _(ws):
+    (ws / "empty.xyz").write_text("")
+    return ["train", "--train-file", "empty.xyz", "--output", "new"], ["empty.xyz"]
+
+
+@case("train: a file that is not a structure file")
+def _(ws):
+    (ws / "junk.xyz").write_text("this is not\nan xyz file\n")
+    return ["train", "--train-file", "junk.xyz", "--output", "new"], ["junk.xyz, frame 0", "cannot be read"]
+
+
+@case("train: a missing training file")
+def _(ws):
+    return ["train", "--train-file", "absent.xyz"], ["data.train_file='absent.xyz': no such file"]
+
+
+@case("train: a negative learning rate")
+def _(ws):
+    return ["train", "--training.lr", "-1"], ["training.lr=-1"]
+
+
+# -- eval -----------------------------------------------------------------------------------------
+@case("eval: a model without an element of the data")
+def _(ws):
+    frames = read(ws / "test.xyz", ":")
+    frames[1].numbers[0] = 7
+    write(ws / "nitrogen.xyz", frames)
+    return ["eval", "run/model.pt", "nitrogen.xyz", *KEYS], ["nitrogen.xyz, frame 1", "['N']", "not in the model's species"]
+
+
+@case("eval: a forces key that matches nothing")
+def _(ws):
+    return (["eval", "run/model.pt", "test.xyz", "--energy-key", "REF_energy", "--forces-key", "F"],
+            ["test.xyz", "no frame has the key 'F'"])
+
+
+@case("eval: a coordinate of 1e6 Å")
+def _(ws):
+    frames = read(ws / "test.xyz", ":")
+    frames[0].positions[2, 1] = -1e6
+    write(ws / "far.xyz", frames)
+    return ["eval", "run/model.pt", "far.xyz", *KEYS], ["far.xyz, frame 0", "atom 2"]
+
+
+@case("eval: a frame with no atoms")
+def _(ws):
+    water_file(ws, "zero.xyz", "0\nProperties=species:S:1:pos:R:3 REF_energy=-1.0\n", frames=1)
+    return ["eval", "run/model.pt", "zero.xyz", *KEYS], ["zero.xyz, frame 1", "no atoms"]
+
+
+@case("eval: a missing model file")
+def _(ws):
+    return ["eval", "absent.pt", "test.xyz"], ["absent.pt does not exist"]
+
+
+@case("eval: a training checkpoint in place of a model")
+def _(ws):
+    return ["eval", "run/checkpoint_last.pt", "test.xyz", *KEYS], ["checkpoint_last.pt is a training checkpoint"]
+
+
+@case("eval: a pickled module in place of a model (never run)")
+def _(ws):
+    torch.save(torch.nn.Linear(2, 2), ws / "pickled.pt")
+    return ["eval", "pickled.pt", "test.xyz"], ["pickled.pt is not a tensorfuse model file"]
+
+
+# -- md -------------------------------------------------------------------------------------------
+@case("md: an existing trajectory without --overwrite")
+def _(ws):
+    return ["md", "run/model.pt", "start.xyz", "--steps", "4"], ["md.xyz and md.log already exist", "--overwrite"]
+
+
+@case("md: --overwrite, but the start-up fails (unknown element): the old trajectory stays")
+def _(ws):
+    write(ws / "iron.xyz", Atoms("Fe2", positions=[[0, 0, 0], [2.3, 0, 0]]))
+    return ["md", "run/model.pt", "iron.xyz", "--overwrite"], ["[26]", "not in the model's species"]
+
+
+@case("md: temperature NaN")
+def _(ws):
+    return ["md", "run/model.pt", "start.xyz", "--temperature", "nan", "--output", "t.xyz"], ["temperature must be", "nan"]
+
+
+@case("md: temperature infinite")
+def _(ws):
+    return ["md", "run/model.pt", "start.xyz", "--temperature", "inf", "--output", "t.xyz"], ["temperature must be", "inf"]
+
+
+@case("md: negative friction")
+def _(ws):
+    return ["md", "run/model.pt", "start.xyz", "--friction", "-0.1", "--output", "t.xyz"], ["friction must be", "-0.1"]
+
+
+@case("md: zero time step")
+def _(ws):
+    return ["md", "run/model.pt", "start.xyz", "--timestep", "0", "--output", "t.xyz"], ["timestep must be"]
+
+
+@case("md: an unknown device")
+def _(ws):
+    return ["md", "run/model.pt", "start.xyz", "--device", "foo", "--output", "t.xyz"], ["unknown device 'foo'"]
+
+
+@case("md: a CUDA device where there is none")
+def _(ws):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    return ["md", "run/model.pt", "start.xyz", "--device", "cuda", "--output", "t.xyz"], ["'cuda'", "no CUDA GPU"]
+
+
+@case("md: a frame the file does not have")
+def _(ws):
+    return ["md", "run/model.pt", "test.xyz", "--frame", "99", "--output", "t.xyz"], ["test.xyz has 5 frame(s)", "no frame 99"]
+
+
+@case("md: a single atom (an all-NaN trajectory before)")
+def _(ws):
+    write(ws / "atom.xyz", Atoms("C", positions=[[0, 0, 0]]))
+    return ["md", "run/model.pt", "atom.xyz", "--output", "t.xyz"], ["a single atom without a periodic cell"]
+
+
+@case("md: a structure with no atoms")
+def _(ws):
+    write_xyz(ws / "none.xyz", "0\nProperties=species:S:1:pos:R:3\n")
+    return ["md", "run/model.pt", "none.xyz", "--output", "t.xyz"], ["none.xyz, frame 0", "no atoms"]
+
+
+@case("md: a coordinate of 1e6 Å")
+def _(ws):
+    atoms = read(ws / "start.xyz")
+    atoms.positions[4] = [0, 1e6, 0]
+    write(ws / "far.xyz", atoms)
+    return ["md", "run/model.pt", "far.xyz", "--output", "t.xyz"], ["far.xyz, frame 0", "atom 4"]
+
+
+@case("md: NPT of a molecule")
+def _(ws):
+    return ["md", "run/model.pt", "start.xyz", "--ensemble", "npt", "--output", "t.xyz"], ["NPT needs a structure periodic"]
+
+
+@case("md: a missing structure file")
+def _(ws):
+    return ["md", "run/model.pt", "absent.xyz", "--output", "t.xyz"], ["absent.xyz does not exist"]
+
+
+@case("md: the trajectory and the log are the same file")
+def _(ws):
+    return ["md", "run/model.pt", "start.xyz", "--output", "t.xyz", "--log", "t.xyz"], ["same file: t.xyz"]
+
+
+# -- export ---------------------------------------------------------------------------------------
+@case("export: the output is the model itself (it was destroyed before)")
+def _(ws):
+    return ["export", "run/model.pt", "run/model.pt"], ["run/model.pt is the model itself"]
+
+
+@case("export: an existing output without --overwrite")
+def _(ws):
+    (ws / "old.pt2").write_bytes(b"an earlier export")
+    return ["export", "run/model.pt", "old.pt2"], ["old.pt2 already exists", "--overwrite"]
+
+
+@case("export: an output that cannot be written (below a file)")
+def _(ws):
+    return ["export", "run/model.pt", "start.xyz/model.pt2"], ["cannot write start.xyz/model.pt2"]
+
+
+@case("export: an output without the .pt2 suffix")
+def _(ws):
+    return ["export", "run/model.pt", "exported.pt"], ["exported.pt", ".pt2"]
+
+
+@case("export: a model file that is not one")
+def _(ws):
+    (ws / "junk.pt").write_bytes(b"junk")
+    return ["export", "junk.pt", "junk.pt2"], ["junk.pt is not a tensorfuse model file"]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_hostile_input(name, workspace, tmp_path, monkeypatch, capsys):
+    setup, code = CASES[name]
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws)
+    monkeypatch.chdir(ws)
+    argv, fragments = setup(ws)
+    capsys.readouterr()
+    before = _hashes(ws)
+    assert cli(argv) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1, err
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    after = _hashes(ws)
+    changed = [path for path, digest in before.items() if after.get(path) != digest]
+    assert not changed, f"changed or removed: {changed}"
+
+
+def test_the_catalogue_is_large():
+    assert len(CASES) >= 40
