@@ -142,6 +142,13 @@ def _(ws):
             ["run already holds a training run", "--resume", "--overwrite"])
 
 
+@case("train: --overwrite, but the new data are bad: the old run stays")
+def _(ws):
+    write_xyz(ws / "bad.xyz", WATER.replace("REF_energy=-10.0", "REF_energy=nan"))
+    return (["train", "--train-file", "bad.xyz", *KEYS, "--output", "run", "--overwrite", *TINY],
+            ["bad.xyz, frame 0", "'REF_energy'", "NaN"])
+
+
 @case("train: --resume and --overwrite together")
 def _(ws):
     return ["train", "--output", "run", "--resume", "--overwrite"], ["resume and overwrite exclude each other"]

@@ -17,3 +17,37 @@ def test_readme_installs_cpu_torch_before_the_package():
     for line in readme.splitlines():
         if "pip install -e" in line:
             assert line.index("torch==2.13.0") < line.index("pip install -e")
+
+
+def test_the_readme_resume_example_works_as_written(tmp_path, monkeypatch):
+    """`tensorfuse train --output runs/x --resume` continues a run from its folder alone (here one
+    killed before its first epoch: only its configuration is stored)."""
+    import csv
+    import shlex
+
+    from tensorfuse import TrainConfig
+    from tensorfuse._cli import main as cli
+    from tensorfuse.train._run_folder import RunFolder
+
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(data={"max_train_frames": 8, "max_valid_frames": 2},
+                         model={"preset": "small", "channels": 4, "radial_mlp": [8], "l_max_edge": 1},
+                         training={"max_epochs": 2}, output="runs/x")
+    RunFolder("runs/x").store_config(config)
+    readme = (ROOT / "README.md").read_text().splitlines()
+    line = next(line for line in readme if line.startswith("tensorfuse train --output runs/x --resume "))
+    assert cli(shlex.split(line, comments=True)[1:]) == 0
+    with open(tmp_path / "runs/x/metrics.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1", "2"]
+
+
+def test_the_readme_yaml_configuration_is_valid():
+    import yaml
+
+    from tensorfuse import Statistics, TrainConfig
+
+    block = (ROOT / "README.md").read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
+    sections = yaml.safe_load(block)
+    del sections["data"]["train_file"], sections["data"]["test_file"]  # files of the reader's own
+    model = TrainConfig.from_dict(sections).model_config([1, 8], Statistics())
+    assert model.channels == 64 and model.mace.product_basis == "symmetric" and model.mace.correlation == 3

@@ -13,6 +13,7 @@ import csv
 import io
 import math
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -42,17 +43,25 @@ class RunFolder:
         return [name for name in RUN_FILES if (self.path / name).exists()]
 
     def check_new(self, config: TrainConfig) -> None:
-        """A new run may not mix with another run's files: refuse unless ``config.overwrite``."""
+        """A new run may not mix with another run's files: refuse unless ``config.overwrite``; and
+        the folder must be writable (found now, not after the first epoch)."""
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"output {self.path} exists and is not a folder")
         found = self.existing_run()
         if found and not config.overwrite:
             raise ValueError(f"{self.path} already holds a training run ({', '.join(found)}): continue it with "
                              "--resume, replace it with --overwrite, or choose another --output")
+        if self.writer:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=self.path):
+                    pass
+            except OSError as error:
+                raise ValueError(f"cannot write to the output folder {self.path}: {error.strerror or error}") from None
 
     def start(self, config: TrainConfig) -> None:
-        """Clear an overwritten run's files, then store the configuration (this also proves that the
-        folder is writable, before any data are read)."""
+        """Begin a new run once everything was checked: delete an overwritten run's files, then
+        store the configuration."""
         if not self.writer:
             return
         self.remove_partial_writes()
@@ -148,6 +157,9 @@ class RunFolder:
     def write_metrics(self, history: list[dict]) -> None:
         """``metrics.csv``: one row per epoch of ``history`` (on resume: the checkpoint's)."""
         if not self.writer:
+            return
+        if not history:
+            (self.path / METRICS_FILE).unlink(missing_ok=True)
             return
         columns: list[str] = []
         for row in history:

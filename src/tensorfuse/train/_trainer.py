@@ -66,17 +66,11 @@ class Trainer:
         self.options = config.training
         self.folder = RunFolder(config.output, writer=self.dist.is_main)
         self.started = time.perf_counter()
-        # the folder first: a refused or unwritable output costs nothing
+        # the folder is checked first (a refused or unwritable output costs nothing) and changed last
         if config.resume:
             self.folder.check_resume(config)
         else:
             self.folder.check_new(config)
-        self.dist.barrier()  # every rank has looked at the folder before rank 0 writes to it
-        if config.resume:
-            self.folder.remove_partial_writes()
-            self.folder.store_config(config)  # with the changes a resumed run may make
-        else:
-            self.folder.start(config)
         checkpoint = self.folder.load_checkpoint() if config.resume else None
 
         self.data = load_training_data(config.data, self.options.seed)
@@ -93,6 +87,14 @@ class Trainer:
         self.state = TrainingState()
         if checkpoint is not None:
             self._restore(checkpoint)
+        # every check passed: now the folder may change (rank 0 writes once every rank got here)
+        self.dist.barrier()
+        if config.resume:
+            self.folder.remove_partial_writes()
+            self.folder.store_config(config)  # with the changes a resumed run may make
+            self.folder.write_metrics(self.state.history)  # a kill may have left them ahead or behind
+        else:
+            self.folder.start(config)
         self.weights = LossWeights(self.options.energy_weight, self.options.forces_weight, self.options.stress_weight)
         self.stress = self.data.has_stress
         self.runner = EpochRunner(self.datasets["train"], self.options.batch_size, self.weights, self.stress,
@@ -161,7 +163,6 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(f"{source} does not match the model of this run: {reason}") from None
-        self.folder.write_metrics(self.state.history)  # a kill may have left them ahead or behind
         self.log(f"resumed from {source} after epoch {self.state.epoch}")
 
     # -- the loop ---------------------------------------------------------------------------------
