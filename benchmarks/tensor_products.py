@@ -175,7 +175,7 @@ def main() -> None:
 
     print(f"# channel-wise weighted tensor product: {args.channels} channels, {args.edges} edges, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats}")
-    header = f"| l_max | paths | dtype | executor | forward ms | fwd+bwd ms | peak MB fwd | peak MB fwd+bwd |"
+    header = "| l_max | paths | dtype | executor | forward ms | fwd+bwd ms | peak MB fwd | peak MB fwd+bwd |"
     print(header)
     print("|" + "---|" * 8)
     for lmax in args.lmax:

@@ -12,7 +12,6 @@ import hashlib
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from ase import Atoms

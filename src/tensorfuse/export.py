@@ -64,8 +64,6 @@ class ExportedEnergy(torch.nn.Module):
 
 def _example_graph(model: Potential) -> AtomicGraph:
     """Two small structures (two graphs, so that the number of structures stays dynamic)."""
-    import numpy as np
-
     from tensorfuse.testing import random_molecule
 
     dtype = next(model.parameters()).dtype

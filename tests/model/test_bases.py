@@ -1,6 +1,5 @@
 """One function, two bases: the Cartesian and spherical models agree with the same weights."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -18,7 +18,7 @@ from ase.io import read, write
 
 from tensorfuse import TrainConfig, load_model, train
 from tensorfuse._cli import main as cli
-from tensorfuse.train import bundled_dataset, resume_config
+from tensorfuse.train import bundled_dataset
 from tensorfuse.train._run_folder import RunFolder
 
 TINY = {"channels": 4, "l_max": 1, "l_max_edge": 1, "mace": {"correlation": 2}, "num_bessel": 4,

@@ -1,6 +1,5 @@
 """Training: a short run learns, checkpoints resume exactly, files are safe to load, errors are clear."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tensorfuse.data._dataset import GraphDataset
 from tensorfuse.data._io import DataError, validate_frames, write_frames
