@@ -19,6 +19,7 @@ SECOND_MESSAGES = ("shared", "distinct")  # of the Cormorant-style fusion block
 PARITIES = ("natural", "all")
 CONTRACTION_MAX_CORRELATION = 3
 MAX_CORRELATION = 6
+COUPLINGS = (None, "vector", "gradient")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class Statistics:
     ``atomic_energies``: reference energy E0 of each element (atomic number -> eV), added to every
     atom of that element. ``energy_scale``/``energy_shift``: the network's atomic energy is
     ``scale * output + shift[Z]`` (scale typically the RMS of force components, shift per element).
-    ``avg_num_neighbors`` normalizes the sum over neighbours.
+    ``avg_num_neighbors`` normalizes the sum over neighbours. A multi-state model has one shift per
+    element and state: ``energy_shift[Z]`` is then a list with a value per state (E0 is shared:
+    it is the ground state of the isolated atom).
     """
 
     avg_num_neighbors: float = 1.0
@@ -42,11 +45,19 @@ class Statistics:
         if not (self.energy_scale > 0 and math.isfinite(self.energy_scale)):
             raise ValueError(f"statistics.energy_scale must be positive, got {self.energy_scale}")
         for name in ("atomic_energies", "energy_shift"):
-            values = {int(z): float(v) for z, v in dict(getattr(self, name)).items()}
-            for z, v in values.items():
-                if not math.isfinite(v):
+            values = {}
+            for z, v in dict(getattr(self, name)).items():
+                per_state = name == "energy_shift" and isinstance(v, (list, tuple))
+                value = [float(x) for x in v] if per_state else float(v)
+                if not all(math.isfinite(x) for x in (value if per_state else [value])):
                     raise ValueError(f"statistics.{name}[{z}] must be finite, got {v}")
+                values[int(z)] = value
             object.__setattr__(self, name, values)
+
+    def shift_of(self, z: int, num_states: int) -> list[float]:
+        """The energy shift of element ``z`` for each of ``num_states`` states."""
+        value = self.energy_shift.get(z, 0.0)
+        return list(value) if isinstance(value, list) else [value] * num_states
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,13 @@ class ModelConfig:
     parity : ``"natural"`` features (0e, 1o, 2e, ...) or ``"all"``, adding pseudotensor channels
         (0o, 1e, ...) produced by the odd (Levi-Civita) products.
     readout_hidden : width of the MLP reading out the last layer's scalars.
+    states : names of the electronic states (e.g. ``("S0", "S1", "S2")``): one energy per state from
+        per-state readouts of the shared features. Empty (the default) or one name: a single
+        potential energy surface, exactly the model and files of a single-state potential.
+    couplings : with two or more states, how the couplings between each pair of states are
+        predicted (trained on ``ΔE_ij d_ij``, eV/Å, smooth where ``d_ij`` has a pole):
+        ``"vector"`` (equivariant per-atom vectors, 1o features of the last layer) or
+        ``"gradient"`` (SchNarc's choice: the gradient of a learned scalar per pair); ``None``: none.
     mace, cormorant : :class:`MaceOptions`, :class:`CormorantOptions` (or mappings of their fields).
     statistics : see :class:`Statistics`.
     """
@@ -193,6 +211,8 @@ class ModelConfig:
     radial_mlp: tuple[int, ...] = (64, 64, 64)
     parity: str = "natural"
     readout_hidden: int = 16
+    states: tuple[str, ...] = ()
+    couplings: str | None = None
     mace: MaceOptions = field(default_factory=MaceOptions)
     cormorant: CormorantOptions = field(default_factory=CormorantOptions)
     statistics: Statistics = field(default_factory=Statistics)
@@ -201,6 +221,9 @@ class ModelConfig:
         check_field_types(self, _fail)
         object.__setattr__(self, "species", tuple(int(z) for z in self.species))
         object.__setattr__(self, "radial_mlp", tuple(int(w) for w in self.radial_mlp))
+        if isinstance(self.states, str) or not all(isinstance(s, str) for s in self.states):
+            _fail("states", self.states, "expected a list of state names, e.g. [S0, S1]")
+        object.__setattr__(self, "states", tuple(self.states))
         object.__setattr__(self, "mace", _section(MaceOptions, self.mace, "mace"))
         object.__setattr__(self, "cormorant", _section(CormorantOptions, self.cormorant, "cormorant"))
         if isinstance(self.statistics, Mapping):
@@ -229,13 +252,35 @@ class ModelConfig:
         """The options of the chosen architecture."""
         return self.mace if self.architecture == "mace" else self.cormorant
 
+    @property
+    def num_states(self) -> int:
+        return max(1, len(self.states))
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self.states or ("energy",)
+
+    @property
+    def state_pairs(self) -> tuple[tuple[int, int], ...]:
+        """The pairs ``(i, j)``, ``i < j``, that have couplings, in the order of the coupling outputs."""
+        if self.couplings is None:
+            return ()
+        return tuple((i, j) for i in range(self.num_states) for j in range(i + 1, self.num_states))
+
     def describe(self) -> str:
-        return f"{self.architecture}-style, {self.basis} basis, {self.options.describe()}"
+        states = f", {self.num_states} states ({', '.join(self.states)})" if self.num_states > 1 else ""
+        couplings = f", {self.couplings} couplings" if self.couplings else ""
+        return f"{self.architecture}-style, {self.basis} basis, {self.options.describe()}{states}{couplings}"
 
     def to_dict(self) -> dict:
         """Plain data; only the chosen architecture's section is written."""
         out = dataclasses.asdict(self)
         out.pop("cormorant" if self.architecture == "mace" else "mace")
+        if self.num_states == 1 and not self.states:  # the files of single-state models are unchanged
+            out.pop("states")
+            out.pop("couplings")
+        else:
+            out["states"] = list(self.states)
         out["species"] = list(self.species)
         out["radial_mlp"] = list(self.radial_mlp)
         return out
@@ -357,6 +402,17 @@ def _validate(c: ModelConfig) -> None:
         _fail("cutoff_p", c.cutoff_p, "must be >= 2 for a smooth cutoff")
     if any(w < 1 for w in c.radial_mlp):
         _fail("radial_mlp", c.radial_mlp, "hidden widths must be >= 1")
+    if len(set(c.states)) != len(c.states) or any(not name.strip() for name in c.states):
+        _fail("states", c.states, "state names must be distinct and not empty")
+    if c.couplings not in COUPLINGS:
+        _fail("couplings", c.couplings, f"expected one of {COUPLINGS}")
+    if c.couplings is not None and c.num_states < 2:
+        _fail("couplings", c.couplings, "couplings need at least two states")
+    if c.couplings == "vector" and c.l_max < 1:
+        _fail("couplings", c.couplings, "vector couplings need l_max >= 1 (vector features)")
+    for z, value in c.statistics.energy_shift.items():
+        if isinstance(value, list) and len(value) != c.num_states:
+            _fail("statistics", {z: value}, f"a per-state energy shift needs {c.num_states} values")
     missing = [z for z in list(c.statistics.atomic_energies) + list(c.statistics.energy_shift) if z not in c.species]
     if missing:
         _fail("statistics", sorted(set(missing)), "energies given for elements that are not in species")

@@ -35,6 +35,24 @@ class Edges:
     envelope: torch.Tensor
 
 
+class CouplingVectors(torch.nn.Module):
+    """Per-atom coupling vectors ``[N, P, 3]`` (one per pair of states) from the 1o features of the
+    last layer: an equivariant linear map ``C -> P`` channels, then the l = 1 coordinates of the
+    basis as Cartesian vectors (x, y, z)."""
+
+    def __init__(self, irreps: Irreps, channels: int, pairs: int, basis, dtype: torch.dtype):
+        super().__init__()
+        from tensorfuse.o3 import change_of_basis_matrix, stf_basis
+
+        self.linear = IrrepsLinear(irreps, Irreps("1o"), channels, pairs, dtype=dtype)
+        to_cartesian = change_of_basis_matrix(Irreps("1o"), basis, "cartesian", dtype=torch.float64)
+        matrix = stf_basis(1, torch.float64, None) @ to_cartesian  # coordinates -> (x, y, z)
+        self.register_buffer("to_xyz", matrix.to(dtype), persistent=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h) @ self.to_xyz.T
+
+
 class SpeciesTable(torch.nn.Module):
     """Atomic numbers -> species indices of the model, with a clear error for unknown elements."""
 
@@ -63,12 +81,13 @@ class AtomicEnergyPriors(torch.nn.Module):
     through :meth:`EnergyModel.set_statistics`.
     """
 
-    def __init__(self, species: tuple[int, ...], statistics, dtype: torch.dtype | None = None):
+    def __init__(self, species: tuple[int, ...], statistics, dtype: torch.dtype | None = None, num_states: int = 1):
         super().__init__()
-        self.species = tuple(species)
+        self.species, self.num_states = tuple(species), num_states
         dtype = dtype or torch.get_default_dtype()
-        for name in ("e0", "shift"):
-            self.register_buffer(name, torch.zeros(len(species), dtype=dtype), persistent=False)
+        self.register_buffer("e0", torch.zeros(len(species), dtype=dtype), persistent=False)
+        shape = (len(species),) if num_states == 1 else (len(species), num_states)
+        self.register_buffer("shift", torch.zeros(shape, dtype=dtype), persistent=False)
         self.register_buffer("scale", torch.ones((), dtype=dtype), persistent=False)
         self.assign(statistics)
 
@@ -76,11 +95,14 @@ class AtomicEnergyPriors(torch.nn.Module):
     def assign(self, statistics) -> None:
         dtype = self.e0.dtype  # float64 values straight into the buffers' dtype
         self.e0.copy_(torch.tensor([statistics.atomic_energies.get(z, 0.0) for z in self.species], dtype=dtype))
-        self.shift.copy_(torch.tensor([statistics.energy_shift.get(z, 0.0) for z in self.species], dtype=dtype))
+        shifts = [statistics.shift_of(z, self.num_states) for z in self.species]
+        self.shift.copy_(torch.tensor(shifts, dtype=dtype).view(self.shift.shape))
         self.scale.fill_(float(statistics.energy_scale))
 
     def forward(self, network_energy: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        return self.scale * network_energy + self.shift[species] + self.e0[species]
+        """``[N]`` (or ``[N, S]`` per state) network outputs to atomic energies."""
+        e0 = self.e0[species] if self.num_states == 1 else self.e0[species].unsqueeze(-1)
+        return self.scale * network_energy + self.shift[species] + e0
 
 
 class EnergyLayer(torch.nn.Module):
@@ -148,15 +170,24 @@ class EnergyModel(torch.nn.Module):
             for t in range(config.num_layers)
         )
         last = config.num_layers - 1
+        # one output per state, and per pair of states the scalar whose gradient is their coupling
+        self.num_states = config.num_states
+        virtual = len(config.state_pairs) if config.couplings == "gradient" else 0
+        outputs = self.num_states + virtual
         self.readouts = torch.nn.ModuleList(
-            ScalarReadout(config.channels, config.readout_hidden if t == last else None, dtype=dtype)
+            ScalarReadout(config.channels, config.readout_hidden if t == last else None, dtype=dtype,
+                          outputs=outputs)
             for t in range(config.num_layers)
         )
+        self.coupling_vectors = None
+        if config.couplings == "vector":
+            self.coupling_vectors = CouplingVectors(node_irreps[-1], config.channels, len(config.state_pairs),
+                                                    self.basis, dtype)
         self._scalar_index = [irreps.slices()[0].start for irreps in node_irreps[1:]]
         for irreps in node_irreps[1:]:
             if irreps[0].ir != Irrep("0e"):
                 raise RuntimeError("hidden irreps must start with the scalars")
-        self.priors = AtomicEnergyPriors(config.species, config.statistics, dtype=dtype)
+        self.priors = AtomicEnergyPriors(config.species, config.statistics, dtype=dtype, num_states=self.num_states)
 
     @property
     def r_max(self) -> float:
@@ -176,7 +207,11 @@ class EnergyModel(torch.nn.Module):
         self.priors.assign(statistics)
 
     def forward(self, graph: AtomicGraph, positions: torch.Tensor | None = None, cell: torch.Tensor | None = None):
-        """Returns ``(energy [B], node_energy [N])``; ``positions``/``cell`` override the graph's."""
+        """Returns ``(energy [B], node_energy [N])``; ``positions``/``cell`` override the graph's.
+
+        A multi-state model returns ``energy [B, S]`` and ``node_energy [N, S]``; with couplings a
+        third output: per-atom coupling vectors ``[N, P, 3]`` (``"vector"``) or the scalars whose
+        gradients are the couplings ``[B, P]`` (``"gradient"``), P the pairs of states."""
         species = self.species_table(graph.numbers)
         vectors = graph.edge_vectors(positions, cell)
         lengths = vectors.norm(dim=-1)
@@ -189,6 +224,16 @@ class EnergyModel(torch.nn.Module):
         for layer, readout, scalar in zip(self.layers, self.readouts, self._scalar_index):
             h = layer(h, species, edges)
             network_energy = network_energy + readout(h[:, :, scalar])
+        s = self.num_states
+        virtual = network_energy[..., s:] if network_energy.dim() == 2 and network_energy.shape[-1] > s else None
+        if virtual is not None:
+            network_energy = network_energy[..., :s]
         node_energy = self.priors(network_energy, species)
-        energy = node_energy.new_zeros(graph.num_graphs).index_add_(0, graph.batch, node_energy)
+        energy = node_energy.new_zeros((graph.num_graphs,) + node_energy.shape[1:]).index_add_(0, graph.batch,
+                                                                                               node_energy)
+        if self.coupling_vectors is not None:
+            return energy, node_energy, self.priors.scale * self.coupling_vectors(h)
+        if virtual is not None:
+            scalars = virtual.new_zeros((graph.num_graphs,) + virtual.shape[1:]).index_add_(0, graph.batch, virtual)
+            return energy, node_energy, self.priors.scale * scalars
         return energy, node_energy

@@ -22,5 +22,7 @@ def layer_irreps(config) -> tuple[Irreps, Irreps, list[Irreps]]:
     # Cormorant's messages live at the hidden degrees ("maxl"); MACE's density up to l_max_edge
     density = feature_irreps(config.l_max if config.architecture == "cormorant" else config.l_max_edge, config.parity)
     hidden = feature_irreps(config.l_max, config.parity)
-    nodes = [Irreps("0e")] + [hidden] * (config.num_layers - 1) + [Irreps("0e")]
+    # the last layer feeds the energy readouts (scalars), and the coupling vectors (1o) if any
+    last = Irreps("0e+1o") if getattr(config, "couplings", None) == "vector" else Irreps("0e")
+    nodes = [Irreps("0e")] + [hidden] * (config.num_layers - 1) + [last]
     return edge, density, nodes

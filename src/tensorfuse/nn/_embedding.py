@@ -21,12 +21,14 @@ class SpeciesEmbedding(torch.nn.Module):
 
 
 class ScalarReadout(torch.nn.Module):
-    """Scalar channels ``[N, C]`` -> one number per atom: linear, or an MLP with ``hidden`` units."""
+    """Scalar channels ``[N, C]`` -> ``outputs`` numbers per atom ``[N, outputs]`` (``[N]`` for one):
+    linear, or an MLP with ``hidden`` units."""
 
-    def __init__(self, channels: int, hidden: int | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, channels: int, hidden: int | None = None, dtype: torch.dtype | None = None,
+                 outputs: int = 1):
         super().__init__()
-        self.hidden = hidden
-        sizes = [channels, hidden, 1] if hidden else [channels, 1]
+        self.hidden, self.outputs = hidden, outputs
+        sizes = [channels, hidden, outputs] if hidden else [channels, outputs]
         self.weights = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.randn(a, b, dtype=dtype)) for a, b in zip(sizes[:-1], sizes[1:])]
         )
@@ -37,4 +39,4 @@ class ScalarReadout(torch.nn.Module):
             if k:
                 x = self.activation(x)
             x = x @ (w / math.sqrt(w.shape[0]))
-        return x.squeeze(-1)
+        return x.squeeze(-1) if self.outputs == 1 else x

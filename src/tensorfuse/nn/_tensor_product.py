@@ -44,7 +44,7 @@ class _WeightedSharedProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x1, x2, w, coupling, expand = ctx.saved_tensors
-        in_place = not torch.is_grad_enabled()
+        in_place = not torch.is_grad_enabled() and not _is_batched(grad)
         n, _, d1 = x1.shape
         M = (x2 @ coupling).reshape(n, d1, coupling.shape[1] // d1)
         grad_x1 = grad_x2 = grad_w = None
@@ -61,6 +61,16 @@ class _WeightedSharedProduct(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 grad_x2 = torch.bmm(x1.transpose(1, 2), grad_y).reshape(n, coupling.shape[1]) @ coupling.T
         return grad_x1, grad_x2, grad_w, None, None
+
+
+def _is_batched(t: torch.Tensor | None) -> bool:
+    """Whether ``t`` is vmapped (a batch of cotangents, ``is_grads_batched``): in-place writes of it
+    into plain tensors are then impossible, and the backward passes below work out of place."""
+    try:
+        functorch = torch._C._functorch
+        return t is not None and (functorch.is_batchedtensor(t) or functorch.is_legacy_batchedtensor(t))
+    except AttributeError:  # an older torch without functorch: no vmap either
+        return False
 
 
 def _chunks(num_edges: int, chunk: int):
@@ -106,6 +116,8 @@ class _FusedMessagePassing(torch.autograd.Function):
 
 def _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need):
     """``(grad_h, grad_x2, grad_w)`` of :class:`_FusedMessagePassing`, edge chunk by edge chunk."""
+    if _is_batched(grad_A):
+        return _message_passing_vjp_out_of_place(grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need)
     need_h, need_x2, need_w = need
     d1 = h.shape[2]
     d_out = coupling.shape[1] // d1
@@ -124,6 +136,31 @@ def _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, c
                 grad_h.index_add_(0, sender[sl], torch.bmm(g, M.transpose(1, 2)))
             if need_x2:
                 grad_x2[sl] = torch.bmm(x1.transpose(1, 2), g).view(-1, d1 * d_out) @ coupling.T
+    return grad_h, grad_x2, grad_w
+
+
+def _message_passing_vjp_out_of_place(grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need):
+    """:func:`_message_passing_vjp` for a batch of cotangents (under vmap): per-edge results are
+    concatenated and summed into the atoms once, nothing is written in place."""
+    need_h, need_x2, need_w = need
+    d1 = h.shape[2]
+    d_out = coupling.shape[1] // d1
+    to_h, to_x2, to_w = [], [], []
+    for sl in _chunks(x2.shape[0], chunk):
+        g = grad_A[receiver[sl]]
+        M = (x2[sl] @ coupling).view(-1, d1, d_out)
+        x1 = h[sender[sl]]
+        if need_w:
+            to_w.append(_sum_paths(torch.bmm(x1, M) * g, expand))
+        if need_h or need_x2:
+            g = _scale_paths(g, w[sl], expand)
+            if need_h:
+                to_h.append(torch.bmm(g, M.transpose(1, 2)))
+            if need_x2:
+                to_x2.append(torch.bmm(x1.transpose(1, 2), g).reshape(-1, d1 * d_out) @ coupling.T)
+    grad_h = torch.zeros_like(h).index_add(0, sender, torch.cat(to_h)) if need_h else None
+    grad_x2 = torch.cat(to_x2) if need_x2 else None
+    grad_w = torch.cat(to_w) if need_w else None
     return grad_h, grad_x2, grad_w
 
 

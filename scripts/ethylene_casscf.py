@@ -1,0 +1,258 @@
+"""Generate the bundled multi-state data set: ethylene, SA2-CASSCF(2,2)/6-31G*, S0 and S1.
+
+Three steps, each resumable (a killed step continues where it stopped):
+
+    python scripts/ethylene_casscf.py geometries --work runs/ethylene       # sample, deterministic
+    OMP_NUM_THREADS=1 python scripts/ethylene_casscf.py label --work runs/ethylene --worker 0 --workers 2 &
+    OMP_NUM_THREADS=1 python scripts/ethylene_casscf.py label --work runs/ethylene --worker 1 --workers 2 &
+    python scripts/ethylene_casscf.py collect --work runs/ethylene --out src/tensorfuse/datasets/ethylene_casscf.xyz
+
+``geometries`` writes ``geometries.xyz``: Wigner samples at 300 K and 1000 K around the RHF/6-31G*
+minimum (RHF normal modes), and scan lines through the twisted region (torsion 0-90° in 10°
+steps at fixed C=C stretch, pyramidalization and a fixed random displacement per line). Later
+rounds add geometries from dynamics (``--extra FILE``). ``label`` labels every ``workers``-th
+scan line or Wigner point (needs PySCF: ``pip install -e ".[qm]"``), orbitals carried along each
+scan line, and appends to ``labels_<worker>.xyz``. ``collect`` applies the continuity checks and
+writes the data set (see ``src/tensorfuse/datasets/README.md`` for method, units and keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+AMU = 1822.888486  # electron masses
+KB = 3.166811563e-6  # hartree / K
+STATES = ("S0", "S1")
+
+
+# -- geometries -----------------------------------------------------------------------------------
+def rhf_minimum_and_modes():
+    """RHF/6-31G* minimum of ethylene (Å) and its normal modes (mass-weighted, atomic units)."""
+    from pyscf import gto, scf
+    from scipy.optimize import minimize
+
+    symbols = ["C", "C", "H", "H", "H", "H"]
+    start = planar_ethylene()
+
+    def energy_and_gradient(x):
+        mol = gto.M(atom=list(zip(symbols, x.reshape(6, 3).tolist())), basis="6-31g*", unit="Angstrom", verbose=0)
+        mf = scf.RHF(mol).run()
+        return mf.e_tot, mf.nuc_grad_method().kernel().ravel() * 0.529177210903  # per Å
+
+    result = minimize(energy_and_gradient, start.ravel(), jac=True, method="BFGS", options={"gtol": 1e-6})
+    positions = result.x.reshape(6, 3)
+    mol = gto.M(atom=list(zip(symbols, positions.tolist())), basis="6-31g*", unit="Angstrom", verbose=0)
+    hessian = scf.RHF(mol).run().Hessian().kernel()  # [N, N, 3, 3], hartree/bohr^2
+    masses = np.repeat(np.array([12.0, 12.0, 1.008, 1.008, 1.008, 1.008]) * AMU, 3)
+    h = hessian.transpose(0, 2, 1, 3).reshape(18, 18) / np.sqrt(np.outer(masses, masses))
+    values, vectors = np.linalg.eigh(h)
+    keep = np.argsort(np.abs(values))[6:]  # drop translations and rotations
+    return symbols, positions, np.sqrt(values[keep]), vectors[:, keep], masses
+
+
+def planar_ethylene(cc=1.339, ch=1.086, hcc=121.2):
+    angle = np.radians(hcc)
+    positions = [[0, 0, cc / 2], [0, 0, -cc / 2]]
+    for sign in (1, -1):
+        for side in (1, -1):
+            positions.append([0, side * ch * np.sin(angle), sign * (cc / 2 - ch * np.cos(angle))])
+    return np.array(positions, dtype=float)
+
+
+def wigner(positions, frequencies, modes, masses, temperature, rng, count):
+    """Positions from the Wigner distribution of the harmonic modes at ``temperature`` (Å)."""
+    out = []
+    for _ in range(count):
+        beta = 1.0 / (KB * max(temperature, 1e-9))
+        sigma = np.sqrt(1.0 / (2 * frequencies) / np.tanh(frequencies * beta / 2))
+        q = rng.normal(size=len(frequencies)) * sigma
+        x = (modes @ q) / np.sqrt(masses) * 0.529177210903
+        out.append(positions + x.reshape(-1, 3))
+    return out
+
+
+def distort(positions, stretch, torsion, pyramidalization):
+    """Move the second CH2 group (atoms 1, 4, 5): C=C length, twist about C=C, pyramidalize."""
+    x = positions.copy()
+    axis = x[0] - x[1]
+    axis /= np.linalg.norm(axis)
+    shift = (np.linalg.norm(x[0] - x[1]) - stretch) * axis
+    for i in (1, 4, 5):
+        x[i] += shift
+    centre = x[1]
+
+    def rotate(points, direction, angle):
+        direction = direction / np.linalg.norm(direction)
+        k = np.array([[0, -direction[2], direction[1]], [direction[2], 0, -direction[0]],
+                      [-direction[1], direction[0], 0]])
+        r = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+        return (points - centre) @ r.T + centre
+
+    hh = x[5] - x[4]
+    x[[4, 5]] = rotate(x[[4, 5]], hh, np.radians(pyramidalization))
+    x[[4, 5]] = rotate(x[[4, 5]], axis, np.radians(torsion))
+    return x
+
+
+def make_geometries(work: Path, seed: int = 0) -> None:
+    from ase import Atoms
+    from ase.io import write
+
+    symbols, minimum, frequencies, modes, masses = rhf_minimum_and_modes()
+    rng = np.random.default_rng(seed)
+    images = []
+    for temperature, count in ((300.0, 220), (1000.0, 110)):
+        for k, x in enumerate(wigner(minimum, frequencies, modes, masses, temperature, rng, count)):
+            images.append(_image(symbols, x, f"wigner{temperature:.0f}", f"wigner{temperature:.0f}-{k}", 0))
+    settings = [(r, p) for r in (1.34, 1.42, 1.50) for p in (0, 15, 30, 45)]
+    settings += [(rng.uniform(1.30, 1.55), rng.uniform(0, 60)) for _ in range(33)]
+    for line, (stretch, pyramidalization) in enumerate(settings):
+        noise = rng.normal(scale=0.02, size=minimum.shape)
+        for step, torsion in enumerate(range(0, 100, 10)):
+            x = distort(minimum, stretch, torsion, pyramidalization) + noise
+            images.append(_image(symbols, x, "scan", f"scan-{line}", step, torsion=torsion,
+                                 pyramidalization=pyramidalization, stretch=stretch))
+    for index, atoms in enumerate(images):
+        atoms.info["index"] = index
+    work.mkdir(parents=True, exist_ok=True)
+    write(work / "geometries.xyz", images, format="extxyz")
+    print(f"{len(images)} geometries written to {work / 'geometries.xyz'}; RHF frequencies (cm-1): "
+          + " ".join(f"{w * 219474.63:.0f}" for w in sorted(frequencies)))
+
+
+def _image(symbols, x, sampling, group, step, **info):
+    from ase import Atoms
+
+    atoms = Atoms(symbols, positions=x)
+    atoms.info.update(sampling=sampling, group=group, step=step, **info)
+    return atoms
+
+
+# -- labels ---------------------------------------------------------------------------------------
+def label(work: Path, worker: int, workers: int, inputs: str) -> None:
+    from ase.io import read, write
+
+    from tensorfuse.qm import CasscfSettings, label_sa_casscf
+
+    settings = CasscfSettings(nstates=2)
+    images = read(work / inputs, ":")
+    groups: dict[str, list] = {}
+    for atoms in images:
+        groups.setdefault(atoms.info["group"], []).append(atoms)
+    mine = [g for k, g in enumerate(sorted(groups, key=lambda g: groups[g][0].info["index"])) if k % workers == worker]
+    output = work / f"labels_{worker}.xyz"
+    done = {a.info["index"] for path in work.glob("labels_*.xyz") for a in read(path, ":")}
+    reference = None  # orbitals of the planar minimum: the start of every Wigner point
+    for group in mine:
+        previous = None
+        for atoms in sorted(groups[group], key=lambda a: a.info["step"]):
+            if atoms.info["index"] in done:
+                continue
+            start = previous if previous is not None else reference
+            try:
+                labels = label_sa_casscf(atoms, settings, mo_coeff=start)
+            except Exception as error:  # a failed solution is dropped, the scan goes on
+                print(f"index {atoms.info['index']}: {type(error).__name__}: {error}", file=sys.stderr)
+                previous = None
+                continue
+            if group.startswith("scan"):
+                previous = labels.mo_coeff
+            elif reference is None:
+                reference = labels.mo_coeff
+            out = labels.to_atoms(atoms, STATES)
+            out.info.update(converged=labels.converged, spin_square=labels.spin_square.tolist(),
+                            open_shell_weight=labels.open_shell_weight.tolist())
+            write(output, out, format="extxyz", append=True)
+            print(f"index {atoms.info['index']} {group} step {atoms.info['step']}: "
+                  f"E = {labels.energies.round(3).tolist()} eV", flush=True)
+
+
+# -- continuity checks and the data set ---------------------------------------------------------------
+def collect(work: Path, out: Path) -> None:
+    from ase.io import read, write
+
+    frames = []
+    for path in sorted(work.glob("labels_*.xyz")):
+        frames += read(path, ":")
+    frames.sort(key=lambda a: a.info["index"])
+    minimum = min(a.info["energy_S0"] for a in frames if a.info["sampling"].startswith("wigner"))
+    kept, dropped = [], {}
+
+    def drop(atoms, why):
+        dropped[why] = dropped.get(why, 0) + 1
+
+    groups: dict[str, list] = {}
+    for atoms in frames:
+        groups.setdefault(atoms.info["group"], []).append(atoms)
+    for group, members in groups.items():
+        members.sort(key=lambda a: a.info["step"])
+        previous = None
+        for atoms in members:
+            why = _point_problem(atoms, minimum)
+            if why is None and previous is not None and group.startswith("scan"):
+                why = _jump(previous, atoms)
+            if why is not None:
+                drop(atoms, why)
+                continue
+            kept.append(atoms)
+            previous = atoms
+    kept.sort(key=lambda a: a.info["index"])
+    for atoms in kept:
+        for key in ("converged", "spin_square", "open_shell_weight"):
+            atoms.info.pop(key, None)
+    write(out, kept, format="extxyz")
+    print(f"{len(kept)} of {len(frames)} labelled geometries kept in {out}; dropped: {dropped}")
+
+
+def _point_problem(atoms, minimum: float) -> str | None:
+    info = atoms.info
+    if not info["converged"]:
+        return "CASSCF not converged"
+    if max(info["spin_square"]) > 0.01:
+        return "a state is not a singlet (<S^2> > 0.01)"
+    if not info["energy_S1"] > info["energy_S0"]:
+        return "S1 not above S0"
+    if info["energy_S0"] - minimum > 8.0:
+        return "S0 more than 8 eV above the minimum"
+    for key in ("forces_S0", "forces_S1", "nac_S0_S1"):
+        if not np.all(np.isfinite(atoms.arrays[key])):
+            return f"{key} not finite"
+    return None
+
+
+def _jump(previous, atoms) -> str | None:
+    """Along a scan line (10° steps): the states keep their character and change smoothly."""
+    for state in STATES:
+        step = abs(atoms.info[f"energy_{state}"] - previous.info[f"energy_{state}"])
+        if step > 1.5:
+            return f"{state} energy jumps by more than 1.5 eV between neighbouring scan points"
+    change = np.abs(np.asarray(atoms.info["open_shell_weight"]) - np.asarray(previous.info["open_shell_weight"]))
+    if change.max() > 0.5:
+        return "a state's open-shell weight jumps by more than 0.5 (its character changed)"
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["geometries", "label", "collect"])
+    parser.add_argument("--work", default="runs/ethylene")
+    parser.add_argument("--worker", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--inputs", default="geometries.xyz", help="geometries to label (in --work)")
+    parser.add_argument("--out", default="src/tensorfuse/datasets/ethylene_casscf.xyz")
+    args = parser.parse_args()
+    work = Path(args.work)
+    if args.step == "geometries":
+        make_geometries(work)
+    elif args.step == "label":
+        label(work, args.worker, args.workers, args.inputs)
+    else:
+        collect(work, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
