@@ -23,10 +23,44 @@ class Targets:
     has_forces: torch.Tensor  # [B] bool
     has_stress: torch.Tensor  # [B] bool
     weight: torch.Tensor  # [B]
+    states: "StateTargets | None" = None
 
     def to(self, device=None, dtype=None) -> "Targets":
-        return Targets(**{k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
-                          for k, v in self.__dict__.items()})
+        moved = {k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
+                 for k, v in self.__dict__.items() if k != "states"}
+        return Targets(**moved, states=self.states.to(device, dtype) if self.states is not None else None)
+
+
+@dataclass(frozen=True)
+class StateTargets:
+    """Labels of several electronic states (zeros where ``has_*`` is false)."""
+
+    energy: torch.Tensor  # [B, S]
+    forces: torch.Tensor  # [N, S, 3]
+    couplings: torch.Tensor  # [N, P, 3], ΔE·d in eV/Å
+    has_energy: torch.Tensor  # [B, S] bool
+    has_forces: torch.Tensor  # [B, S] bool
+    has_couplings: torch.Tensor  # [B, P] bool
+
+    def to(self, device=None, dtype=None) -> "StateTargets":
+        return StateTargets(**{k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
+                               for k, v in self.__dict__.items()})
+
+    @staticmethod
+    def of(frames, dtype) -> "StateTargets":
+        labels = [f.states for f in frames]
+
+        def zeros_for_nan(x):
+            return torch.as_tensor(np.nan_to_num(x, nan=0.0), dtype=dtype)
+
+        return StateTargets(
+            energy=zeros_for_nan(np.stack([l.energies for l in labels])),
+            forces=zeros_for_nan(np.concatenate([l.forces.transpose(1, 0, 2) for l in labels])),
+            couplings=zeros_for_nan(np.concatenate([l.couplings.transpose(1, 0, 2) for l in labels])),
+            has_energy=torch.as_tensor(np.stack([l.has_energy for l in labels])),
+            has_forces=torch.as_tensor(np.stack([l.has_forces for l in labels])),
+            has_couplings=torch.as_tensor(np.stack([l.has_couplings for l in labels])),
+        )
 
 
 class GraphDataset(torch.utils.data.Dataset):
@@ -63,6 +97,7 @@ class GraphDataset(torch.utils.data.Dataset):
             has_forces=torch.tensor([f.forces is not None for f in frames]),
             has_stress=torch.tensor([f.stress is not None or f.virial is not None for f in frames]),
             weight=torch.tensor([f.weight for f in frames], dtype=dtype),
+            states=StateTargets.of(frames, dtype) if frames[0].states is not None else None,
         )
 
     def average_num_neighbors(self) -> float:

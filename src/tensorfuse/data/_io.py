@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from tensorfuse.data._neighbors import MAX_COORDINATE
+from tensorfuse.data._states import StateKeys, StateLabels, read_state_labels, state_order_warning
 
 ENERGY_UNITS = {"eV": 1.0, "meV": 1e-3, "kcal/mol": 0.0433641043, "kJ/mol": 0.0103642688, "Hartree": 27.211386246}
 """Factors to eV. Forces use the same unit per Å, stress the same unit per Å^3."""
@@ -49,6 +50,7 @@ class Frame:
     source: str = ""
     config_type: str = "Default"
     weight: float = 1.0
+    states: "StateLabels | None" = None  # several electronic states; energy/forces are then the first state's
 
     @property
     def num_atoms(self) -> int:
@@ -112,17 +114,22 @@ def read_frames(
     keys: DataKeys = DataKeys(),
     energy_unit: str | None = None,
     index: str = ":",
+    states: StateKeys | None = None,
 ) -> tuple[list[Frame], ReadReport]:
     """Read every frame of ``path`` (extxyz or any ASE format; rMD17 ``.npz``), converted to eV/Å.
 
     ``energy_unit`` is the unit of energies (and forces per Å, stress per Å^3) in the file; the
-    default is eV, except for rMD17 ``.npz`` files, whose documented unit is kcal/mol.
+    default is eV, except for rMD17 ``.npz`` files, whose documented unit is kcal/mol. With
+    ``states`` the frames carry the labels of several electronic states (``Frame.states``; its
+    ``energy``/``forces`` are then those of the first state, for the reference energies).
     Raises :class:`DataError` for an empty or unreadable file and for malformed labels.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.suffix == ".npz":
+        if states is not None:
+            raise DataError(f"{path}: an rMD17 .npz file has one state; multi-state data are read from extxyz")
         return _read_npz(path, energy_unit)
     unit = energy_unit or "eV"
     factor = _unit_factor(unit, path)
@@ -136,8 +143,13 @@ def read_frames(
         images = [images]
     if not images:
         raise DataError(f"{path}: the file contains no structures")
-    frames = [_frame_from_atoms(atoms, keys, factor, f"{path}, frame {i}") for i, atoms in enumerate(images)]
+    frames = [_frame_from_atoms(atoms, keys, factor, f"{path}, frame {i}", states) for i, atoms in enumerate(images)]
     report = _report(path, frames, [keys.energy, keys.forces, keys.stress, keys.virial], unit)
+    if states is not None:
+        report.labels = _state_label_counts(frames, states)
+        order = state_order_warning(frames, states, path)
+        if order is not None:
+            warnings.warn(order, stacklevel=2)
     for atoms in images[:100]:  # enough to list what the file holds
         calc = getattr(atoms, "calc", None)
         report.keys_seen.update(atoms.info, set(atoms.arrays) - {"numbers", "positions"},
@@ -211,7 +223,17 @@ def _label(atoms, key: str, per_atom: bool):
     return None
 
 
-def _frame_from_atoms(atoms, keys: DataKeys, factor: float, source: str) -> Frame:
+def _state_label_counts(frames, states: StateKeys) -> dict:
+    counts = {}
+    for s in range(len(states.names)):
+        counts[states.energy_key(s)] = sum(bool(f.states.has_energy[s]) for f in frames)
+        counts[states.forces_key(s)] = sum(bool(f.states.has_forces[s]) for f in frames)
+    for p, (i, j) in enumerate(states.pairs):
+        counts[states.coupling_key(i, j)] = sum(bool(f.states.has_couplings[p]) for f in frames)
+    return counts
+
+
+def _frame_from_atoms(atoms, keys: DataKeys, factor: float, source: str, states: StateKeys | None = None) -> Frame:
     n = len(atoms)
     frame = Frame(
         numbers=atoms.get_atomic_numbers().astype(np.int64),
@@ -226,13 +248,19 @@ def _frame_from_atoms(atoms, keys: DataKeys, factor: float, source: str) -> Fram
         frame.weight = float(weight)
     except (TypeError, ValueError):
         raise DataError(f"{source}: key {keys.weight!r} must be a number, got {weight!r}") from None
-    energy = _label(atoms, keys.energy, per_atom=False)
+    if states is not None:
+        frame.states = read_state_labels(atoms, states, factor, source, _label)
+        if frame.states.has_energy[0]:
+            frame.energy = float(frame.states.energies[0])
+        if frame.states.has_forces[0]:
+            frame.forces = frame.states.forces[0]
+    energy = _label(atoms, keys.energy, per_atom=False) if states is None else None
     if energy is not None:
         try:
             frame.energy = float(np.asarray(energy).reshape(())) * factor
         except (TypeError, ValueError):
             raise DataError(f"{source}: key {keys.energy!r} must be one number, got {energy!r}") from None
-    forces = _label(atoms, keys.forces, per_atom=True)
+    forces = _label(atoms, keys.forces, per_atom=True) if states is None else None
     if forces is not None:
         forces = np.asarray(forces, dtype=np.float64)
         if forces.shape != (n, 3):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tensorfuse.data._io import ENERGY_UNITS, DataKeys
+from tensorfuse.data._states import COUPLING_KINDS, StateKeys
 from tensorfuse.model._config import LEGACY_KEYS, PRESETS, ModelConfig
 from tensorfuse.utils._dataclasses import check_field_types
 
@@ -31,6 +32,18 @@ class DataConfig:
     validation set is ``valid_file`` or, without it, a random ``valid_fraction`` of the training
     file. ``e0s``: ``"auto"`` (isolated-atom frames when the training file has them, else a least-
     squares fit), ``"isolated"``, ``"average"`` (least squares) or ``{atomic number: eV}``.
+
+    Label keys: ``energy_key`` is required in every frame. ``forces_key``, ``stress_key`` and
+    ``virial_key`` left unset read ``forces``/``stress``/``virial`` where frames have them (a file
+    without forces then trains on energies only, with a warning); a key given explicitly must
+    match at least one frame of every file read, or it is an error (a typo must not silently train
+    an energy-only model).
+
+    Several electronic states: ``states`` names them (e.g. ``[S0, S1]``); each frame's labels are
+    then read from the templates ``state_energy_key`` (default ``energy_{state}``),
+    ``state_forces_key`` (``forces_{state}``) and ``coupling_key`` (``nac_{i}_{j}``), the couplings
+    as derivative couplings in 1/Å (``coupling_kind: nac``) or as ``ΔE·d`` in the energy unit per Å
+    (``scaled``); see :mod:`tensorfuse.data._states`. Every state's energy key must match some frame.
     """
 
     train_file: str | None = None
@@ -47,6 +60,11 @@ class DataConfig:
     e0s: Any = "auto"
     min_distance: float = 0.5
     allow_missing_labels: bool = False
+    states: tuple[str, ...] = ()
+    state_energy_key: str = "energy_{state}"
+    state_forces_key: str = "forces_{state}"
+    coupling_key: str = "nac_{i}_{j}"
+    coupling_kind: str = "nac"
 
     def __post_init__(self):
         check_field_types(self, functools.partial(_fail, "data"))
@@ -70,6 +88,30 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and not value.strip():
                 _fail("data", name, value, "must not be empty")
+        if isinstance(self.states, str) or not all(isinstance(n, str) and n.strip() for n in self.states):
+            _fail("data", "states", self.states, "expected a list of state names, e.g. [S0, S1]")
+        object.__setattr__(self, "states", tuple(self.states))
+        if len(set(self.states)) != len(self.states):
+            _fail("data", "states", self.states, "state names must be distinct")
+        for name, fields in (("state_energy_key", ("state",)), ("state_forces_key", ("state",)),
+                             ("coupling_key", ("i", "j"))):
+            template = getattr(self, name)
+            wanted = " and ".join("{" + f + "}" for f in fields)
+            try:
+                template.format(**{f: "X" for f in fields})
+            except (KeyError, IndexError, ValueError):
+                _fail("data", name, template, f"expected a template with {wanted} and no other fields")
+            if not all("{" + f + "}" in template for f in fields):
+                _fail("data", name, template, f"expected a template with {wanted}")
+        if self.coupling_kind not in COUPLING_KINDS:
+            _fail("data", "coupling_kind", self.coupling_kind, f"expected one of {COUPLING_KINDS}")
+
+    def state_keys(self) -> StateKeys | None:
+        """Where the labels of each state are (``None`` for single-state data)."""
+        if not self.states:
+            return None
+        return StateKeys(self.states, self.state_energy_key, self.state_forces_key, self.coupling_key,
+                         self.coupling_kind)
 
     def keys(self) -> DataKeys:
         """The keys labels are read from (the defaults where unset)."""
@@ -96,6 +138,9 @@ class OptimConfig:
     energy_weight: float = 1.0
     forces_weight: float = 100.0  # MACE's default weighting (energy per atom : force components)
     stress_weight: float = 1.0
+    state_energy_weights: tuple[float, ...] | None = None  # per state (default: energy_weight for every state)
+    state_forces_weights: tuple[float, ...] | None = None  # per state (default: forces_weight)
+    couplings_weight: float = 1.0  # of the coupling loss (ΔE·d, eV/Å, better sign per frame and pair)
     refit_energy_shift: bool = True  # after training: per-element energy shift by least squares
     ema_decay: float | None = 0.99
     clip_grad: float | None = None
@@ -114,9 +159,16 @@ class OptimConfig:
             _fail("training", "time_budget", self.time_budget, "must be a positive number of minutes")
         if not self.lr > 0:
             _fail("training", "lr", self.lr, "must be positive")
-        for name in ("energy_weight", "forces_weight", "stress_weight", "weight_decay"):
+        for name in ("energy_weight", "forces_weight", "stress_weight", "weight_decay", "couplings_weight"):
             if getattr(self, name) < 0:
                 _fail("training", name, getattr(self, name), "must be >= 0")
+        for name in ("state_energy_weights", "state_forces_weights"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, (str, bytes)) or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                                             and w >= 0 for w in value):
+                    _fail("training", name, value, "expected a list of weights >= 0, one per state")
+                object.__setattr__(self, name, tuple(float(w) for w in value))
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             _fail("training", "ema_decay", self.ema_decay, "must be in (0, 1), or null for no EMA")
         if self.clip_grad is not None and not self.clip_grad > 0:
@@ -189,6 +241,8 @@ class TrainConfig:
         """The :class:`ModelConfig` for these species and statistics (unless given explicitly)."""
         fields = {k: v for k, v in self.model.items() if k != "preset"}
         fields.setdefault("species", tuple(species))
+        if self.data.states:
+            fields.setdefault("states", tuple(self.data.states))
         fields.setdefault("statistics", statistics)
         preset = self.model.get("preset")
         return ModelConfig.preset(preset, **fields) if preset else ModelConfig(**fields)

@@ -37,6 +37,10 @@ class TrainingData:
         return any(f.forces is not None for f in self.train)
 
     @property
+    def has_couplings(self) -> bool:
+        return any(f.states is not None and f.states.has_couplings.any() for f in self.train)
+
+    @property
     def has_stress(self) -> bool:
         return any(f.stress is not None or f.virial is not None for f in self.train)
 
@@ -84,7 +88,10 @@ def load_training_data(data: DataConfig, seed: int) -> TrainingData:
         reports.append(r)
         test = [f for f in test if not f.is_isolated_atom]
     result = TrainingData(frames, valid, test, isolated, reports)
-    if not result.has_forces:
+    if not result.has_forces and data.states:
+        warnings.warn(f"{train_path}: no training frame has forces of the first state: training on energies only",
+                      stacklevel=2)
+    elif not result.has_forces:
         warnings.warn(f"{train_path}: no training frame has forces ({keys.forces!r}): training on energies only",
                       stacklevel=2)
     return result
@@ -92,20 +99,33 @@ def load_training_data(data: DataConfig, seed: int) -> TrainingData:
 
 def read_labelled(path, data: DataConfig) -> tuple[list[Frame], ReadReport]:
     """``read_frames`` with ``data``'s keys and unit; a key given explicitly must match some frame."""
-    frames, report = read_frames(path, data.keys(), data.energy_unit)
+    states = data.state_keys()
+    frames, report = read_frames(path, data.keys(), data.energy_unit, states=states)
     if Path(path).suffix == ".npz":  # rMD17 files have fixed keys
         return frames, report
-    for label, key in data.explicit_keys().items():
+    explicit = data.explicit_keys() if states is None else {
+        f"energy of state {name}": states.energy_key(s) for s, name in enumerate(states.names)}
+    for label, key in explicit.items():
         if report.labels.get(key, 0) == 0:
             seen = sorted(str(k) for k in report.keys_seen)
+            setting = f"data.{label}_key" if states is None else "data.state_energy_key"
             raise DataError(f"{path}: no frame has the key {key!r} given for the {label} "
-                            f"(data.{label}_key); the file has the keys {seen}")
+                            f"({setting}); the file has the keys {seen}")
     return frames, report
 
 
 def validate_training_data(data: TrainingData, config: DataConfig, species, r_max: float) -> None:
     """Labels the loss needs, elements the model knows, atoms not too close (see ``validate_frames``)."""
     require = ["energy"] + (["forces"] if data.has_forces else [])
+    states = config.state_keys()
+    if states is not None:  # every state's energy; the checks below read the first state's labels
+        require = []
+        for frames in (data.train, data.valid, data.test):
+            for s in range(len(states.names)):
+                missing = [f.source for f in frames if not f.states.has_energy[s]]
+                if missing and not config.allow_missing_labels:
+                    raise DataError(f"{len(missing)} of {len(frames)} frames have no {states.energy_key(s)!r} label "
+                                    f"(first: {missing[0]}); set the right key, or allow missing labels")
     for frames in (data.train, data.valid, data.test):
         if frames:
             validate_frames(frames, species=species, r_max=r_max, min_distance=config.min_distance,

@@ -7,12 +7,11 @@ import math
 import torch
 
 from tensorfuse.train._distributed import Distributed
-from tensorfuse.train._loss import SUM_KEYS, LossWeights, batch_counts, error_sums, loss_terms, metrics_from_sums
 from tensorfuse.train._report import ProgressBar
 
 
-def _zero_sums() -> dict:
-    return {k: 0.0 for k in SUM_KEYS}
+def _zero_sums(objective) -> dict:
+    return {k: 0.0 for k in objective.sum_keys}
 
 
 def _reduce(sums: dict, dist: Distributed) -> dict:
@@ -27,9 +26,9 @@ class EpochRunner:
     """Trains a model for one epoch over ``dataset`` in shuffled global batches (each split across
     the ranks), with optional gradient clipping and EMA updates after every step."""
 
-    def __init__(self, dataset, batch_size: int, weights: LossWeights, stress: bool, dist: Distributed,
+    def __init__(self, dataset, batch_size: int, objective, stress: bool, dist: Distributed,
                  clip_grad: float | None = None):
-        self.dataset, self.batch_size, self.weights = dataset, batch_size, weights
+        self.dataset, self.batch_size, self.objective = dataset, batch_size, objective
         self.stress, self.dist, self.clip_grad = stress, dist, clip_grad
 
     def run(self, model, optimizer, ema, generator: torch.Generator, label: str) -> tuple[dict, float]:
@@ -39,31 +38,31 @@ class EpochRunner:
         order = torch.randperm(n, generator=generator).tolist()
         batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         bar = ProgressBar(len(batches), label, self.dist.is_main)
-        sums = _zero_sums()
+        sums = _zero_sums(self.objective)
         for k, batch in enumerate(batches):
             loss = self._step(model, optimizer, batch, sums)
             if ema is not None:
                 ema.update(model)
             bar.update(k + 1, loss)
         bar.close()
-        return metrics_from_sums(_reduce(sums, self.dist)), sums["loss"] / max(len(batches), 1)
+        return self.objective.metrics(_reduce(sums, self.dist)), sums["loss"] / max(len(batches), 1)
 
     def _step(self, model, optimizer, global_batch: list[int], sums: dict) -> float:
         dist = self.dist
         optimizer.zero_grad(set_to_none=True)
         # normalize by the counts of the whole global batch, so that the ranks' losses add up to it
         graph_all, targets_all = self.dataset.collate(global_batch)
-        counts = batch_counts(graph_all, targets_all)
+        counts = self.objective.counts(graph_all, targets_all)
         local = dist.shard(global_batch)
         loss_value = 0.0
         if local:
             graph, targets = self.dataset.collate(local) if dist.enabled else (graph_all, targets_all)
             graph, targets = graph.to(dist.device), targets.to(dist.device)
             out = model(graph, forces=True, stress=self.stress, create_graph=True)
-            loss = loss_terms(out, graph, targets, self.weights, counts)
+            loss = self.objective.loss(out, graph, targets, counts)
             loss.backward()
             loss_value = float(loss.detach())
-            for key, value in error_sums(out, graph, targets).items():
+            for key, value in self.objective.error_sums(out, graph, targets).items():
                 sums[key] += value
         dist.sum_gradients(model.parameters())
         if self.clip_grad is not None:
@@ -74,23 +73,23 @@ class EpochRunner:
         return total
 
 
-def evaluate_dataset(model, dataset, batch_size, weights, stress, dist: Distributed | None = None):
+def evaluate_dataset(model, dataset, batch_size, objective, stress, dist: Distributed | None = None):
     """Metrics (MAE/RMSE, meV units) and the mean loss of ``model`` on a dataset."""
     dist = dist or Distributed()
     model.eval()
-    sums = _zero_sums()
+    sums = _zero_sums(objective)
     batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
     for global_batch in batches:
         graph_all, targets_all = dataset.collate(global_batch)
-        counts = batch_counts(graph_all, targets_all)
+        counts = objective.counts(graph_all, targets_all)
         local = dist.shard(global_batch)
         if not local:
             continue
         graph, targets = dataset.collate(local) if dist.enabled else (graph_all, targets_all)
         graph, targets = graph.to(dist.device), targets.to(dist.device)
         out = model(graph, forces=True, stress=stress)
-        sums["loss"] += float(loss_terms(out, graph, targets, weights, counts).detach())
-        for key, value in error_sums(out, graph, targets).items():
+        sums["loss"] += float(objective.loss(out, graph, targets, counts).detach())
+        for key, value in objective.error_sums(out, graph, targets).items():
             sums[key] += value
     sums = _reduce(sums, dist)
-    return metrics_from_sums(sums), (sums["loss"] / len(batches) if batches else math.nan)
+    return objective.metrics(sums), (sums["loss"] / len(batches) if batches else math.nan)

@@ -23,7 +23,7 @@ from tensorfuse.train._config import TrainConfig
 from tensorfuse.train._data import TrainingData, load_training_data, validate_training_data
 from tensorfuse.train._distributed import Distributed
 from tensorfuse.train._epoch import EpochRunner, evaluate_dataset
-from tensorfuse.train._loss import LossWeights
+from tensorfuse.train._objective import objective_for
 from tensorfuse.train._report import TensorBoard, epoch_line, format_metrics
 from tensorfuse.train._run_folder import RunFolder
 from tensorfuse.train._state import ExponentialMovingAverage, TrainingState
@@ -80,6 +80,7 @@ class Trainer:
         validate_training_data(self.data, config.data, provisional.species, provisional.r_max)
         self.datasets = self._datasets(provisional.r_max)
         self.model_config = self._model_config(provisional, checkpoint)
+        self.objective = objective_for(self.model_config, self.options)
         self.model = build_model(self.model_config, dtype=self.dtype, seed=self.options.seed).to(self.dist.device)
         self.optimizer, self.scheduler = self._optimizer()
         self.ema = ExponentialMovingAverage(self.model, self.options.ema_decay) if self.options.ema_decay else None
@@ -95,9 +96,8 @@ class Trainer:
             self.folder.write_metrics(self.state.history)  # a kill may have left them ahead or behind
         else:
             self.folder.start(config)
-        self.weights = LossWeights(self.options.energy_weight, self.options.forces_weight, self.options.stress_weight)
-        self.stress = self.data.has_stress
-        self.runner = EpochRunner(self.datasets["train"], self.options.batch_size, self.weights, self.stress,
+        self.stress = self.data.has_stress and self.model_config.num_states == 1
+        self.runner = EpochRunner(self.datasets["train"], self.options.batch_size, self.objective, self.stress,
                                   self.dist, self.options.clip_grad)
 
     @property
@@ -115,7 +115,11 @@ class Trainer:
         data, config = self.data, self.config
         e0, how = atomic_energies(data.train, data.isolated, provisional.species, config.data.e0s)
         neighbours = self.datasets["train"].average_num_neighbors()
-        model_config = config.model_config(data.species, compute_statistics(data.train, neighbours, e0))
+        statistics = compute_statistics(data.train, neighbours, e0, config.data.state_keys())
+        model_config = config.model_config(data.species, statistics)
+        if model_config.couplings is not None and not data.has_couplings:
+            raise ValueError(f"the model predicts {model_config.couplings} couplings but no training frame has "
+                             f"couplings ({config.data.coupling_key!r}): set data.coupling_key or model.couplings: null")
         if checkpoint is not None:
             model_config = _matching_checkpoint(model_config, data, checkpoint, self.folder.path)
         s = model_config.statistics
@@ -208,7 +212,7 @@ class Trainer:
         evaluation = self.ema.copy_to(self.model) if self.ema is not None else self.model
         valid = self.datasets["valid"]
         valid_metrics, valid_loss = ({}, math.nan) if valid is None else evaluate_dataset(
-            evaluation, valid, self.options.valid_batch_size, self.weights, self.stress, self.dist)
+            evaluation, valid, self.options.valid_batch_size, self.objective, self.stress, self.dist)
         monitored = valid_loss if valid is not None else train_loss
         self.scheduler.step(monitored)
         row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
@@ -240,16 +244,20 @@ class Trainer:
         if opt.refit_energy_shift and any(f.energy is not None for f in self.data.train):
             shifts = refit_energy_shift(best, self.datasets["train"], opt.valid_batch_size, self.dist)
             self.log("energy shift re-fitted to the training energies: "
-                     + ", ".join(f"Z={z}: {v:+.4f} eV" for z, v in shifts.items()))
+                     + ", ".join(f"Z={z}: {_ev(v)}" for z, v in shifts.items()))
         if state.best_model is not None:
             self.folder.save_model(model_to_dict(best))
         metrics = {}
         for split, dataset in self.datasets.items():
             if dataset is not None:
-                metrics[split], _ = evaluate_dataset(best, dataset, opt.valid_batch_size, self.weights, self.stress,
+                metrics[split], _ = evaluate_dataset(best, dataset, opt.valid_batch_size, self.objective, self.stress,
                                                      self.dist)
         self.log(format_metrics(metrics, f"best epoch {state.best_epoch} (EMA weights)"))
         return TrainResult(best, metrics, state.history, self.folder.path)
+
+
+def _ev(value) -> str:
+    return f"{value:+.4f} eV" if isinstance(value, float) else "[" + ", ".join(f"{v:+.4f}" for v in value) + "] eV"
 
 
 def _without_priors(state_dict: dict) -> dict:
