@@ -26,7 +26,7 @@ def assert_same_function(spherical, cartesian):
     graph = _graphs()
     a = spherical(graph, forces=True, stress=True)
     b = cartesian(graph, forces=True, stress=True)
-    for key in ("energy", "forces", "stress"):
+    for key in ("energy", "forces", "stress") + (("couplings",) if "couplings" in a else ()):
         scale = max(float(a[key].detach().abs().max()), 1.0)
         assert float((a[key] - b[key]).detach().abs().max()) < 1e-8 * scale, key
 
@@ -60,3 +60,16 @@ def test_state_dicts_have_the_same_layout_in_both_bases():
     s = build_model(ModelConfig(basis="spherical", **BASE)).state_dict()
     c = build_model(ModelConfig(basis="cartesian", **BASE)).state_dict()
     assert list(s) == list(c) and all(s[k].shape == c[k].shape for k in s)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(states=("S0", "S1", "S2"), couplings="vector"),
+    dict(states=("S0", "S1"), couplings="gradient", mace=dict(product_basis="fusion", fusion_leaves="distinct")),
+    dict(states=("S0", "S1"), couplings="vector", architecture="cormorant", cormorant=dict(fusion=True)),
+], ids=["states-vector", "states-fusion-gradient", "states-cormorant-vector"])
+def test_multi_state_models_compute_the_same_function_in_both_bases(settings):
+    """Every state's energy, forces and stress, and the couplings, agree between the bases."""
+    base = {**BASE, "l_max": 1, "channels": 4}
+    spherical = build_model(ModelConfig(basis="spherical", **settings, **base), dtype=torch.float64, seed=1)
+    cartesian = build_model(ModelConfig(basis="cartesian", **settings, **base), dtype=torch.float64, seed=2)
+    assert_same_function(spherical, cartesian)

@@ -104,3 +104,46 @@ class TestSphericalCormorantFusion(PotentialTests):
 class TestSphericalCormorantFusionDensity(PotentialTests):
     config = ModelConfig(architecture="cormorant", basis="spherical", cormorant=dict(fusion=True),
                          parity="all", **SMALL)
+
+
+# -- several electronic states: every check holds for every state, and for the couplings --------------
+STATES = dict(states=("S0", "S1", "S2"), couplings="vector")
+
+
+class TestCartesianStates(PotentialTests):
+    config = ModelConfig(basis="cartesian", **STATES, **SMALL)
+
+
+class TestSphericalStates(PotentialTests):
+    config = ModelConfig(basis="spherical", **STATES, **SMALL)
+
+
+class TestCartesianStatesGradientCouplings(PotentialTests):
+    """SchNarc's couplings: the gradient of a learned scalar per pair of states."""
+
+    config = ModelConfig(basis="cartesian", states=("S0", "S1"), couplings="gradient",
+                         mace=dict(product_basis="latent", latent_channels=2), **SMALL)
+
+
+class TestSphericalStatesFull(PotentialTests):
+    config = ModelConfig(basis="spherical", states=("S0", "S1"), mace=dict(product_basis="full"), **SMALL)
+
+
+class TestCartesianStatesContraction(PotentialTests):
+    config = ModelConfig(basis="cartesian", states=("S0", "S1"), couplings="vector",
+                         mace=dict(product_basis="contraction"), **SMALL)
+
+
+class TestSphericalStatesFusion(PotentialTests):
+    config = ModelConfig(basis="spherical", **STATES, mace=dict(product_basis="fusion", fusion_leaves="distinct"),
+                         **SMALL)
+
+
+class TestCartesianStatesCormorantFusion(PotentialTests):
+    config = ModelConfig(architecture="cormorant", basis="cartesian", states=("S0", "S1"), couplings="vector",
+                         cormorant=dict(fusion=True, second_message="distinct"), **SMALL)
+
+
+class TestSphericalStatesCormorant(PotentialTests):
+    config = ModelConfig(architecture="cormorant", basis="spherical", states=("S0", "S1"), couplings="gradient",
+                         **SMALL)

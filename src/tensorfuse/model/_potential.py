@@ -71,17 +71,17 @@ class Potential(torch.nn.Module):
             inputs.append(positions)
         with torch.enable_grad() if needs_grad else contextlib.nullcontext():
             outputs = self.energy_model(graph, positions=positions, cell=cell)
+            # the quantities whose derivatives are wanted, as columns: every state's energy, then the
+            # coupling scalars of a "gradient" head (built here: under no_grad a reshape has no graph)
+            columns = outputs[0].reshape(outputs[0].shape[0], -1)
+            if gradient_couplings:
+                columns = torch.cat([columns, outputs[2]], dim=1)
         energy, node_energy = outputs[0], outputs[1]
         out = {"energy": energy, "node_energy": node_energy}
         if len(outputs) > 2 and not gradient_couplings:
             out["couplings"] = outputs[2]
         if not needs_grad:
             return out
-        # the quantities whose derivatives are wanted, as columns: every state's energy, then the
-        # coupling scalars of a "gradient" head
-        columns = energy.reshape(energy.shape[0], -1)
-        if gradient_couplings:
-            columns = torch.cat([columns, outputs[2]], dim=1)
         grads = _derivatives(columns, inputs, create_graph)  # each [K, *input.shape]
         states = energy.shape[1] if energy.dim() == 2 else None
 

@@ -158,6 +158,9 @@ def _message_passing_vjp_out_of_place(grad_A, h, x2, w, sender, receiver, coupli
                 to_h.append(torch.bmm(g, M.transpose(1, 2)))
             if need_x2:
                 to_x2.append(torch.bmm(x1.transpose(1, 2), g).reshape(-1, d1 * d_out) @ coupling.T)
+    if x2.shape[0] == 0:  # no edges (isolated atoms)
+        return (torch.zeros_like(h) if need_h else None, torch.zeros_like(x2) if need_x2 else None,
+                torch.zeros_like(w) if need_w else None)
     grad_h = torch.zeros_like(h).index_add(0, sender, torch.cat(to_h)) if need_h else None
     grad_x2 = torch.cat(to_x2) if need_x2 else None
     grad_w = torch.cat(to_w) if need_w else None

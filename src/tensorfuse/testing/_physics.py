@@ -9,7 +9,9 @@ runs for that model::
 All checks run in float64: invariance of the energy and equivariance of forces and stress under
 rotations *and* reflections, forces and stress against finite differences, translation and
 permutation invariance, batch vs single structures, a periodic cell vs its supercell, wrapped vs
-unwrapped positions, smoothness as a neighbour crosses the cutoff, and isolated atoms.
+unwrapped positions, smoothness as a neighbour crosses the cutoff, and isolated atoms. A model of
+several electronic states is checked state by state (every output carries the state axis), and
+its couplings, if any, for equivariance and invariance like the forces.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class PotentialTests:
             if not config.statistics.atomic_energies:  # make the priors visible to the checks
                 energies = {z: -1.5 * (k + 1) for k, z in enumerate(config.species)}
                 config = replace(config, statistics=replace(config.statistics, atomic_energies=energies))
+            if config.num_states > 1 and not config.statistics.energy_shift:  # and the states' offsets
+                shifts = {z: [0.4 * s + 0.1 * k for s in range(config.num_states)] for k, z in enumerate(config.species)}
+                config = replace(config, statistics=replace(config.statistics, energy_shift=shifts))
             _MODELS[key] = build_model(config, dtype=torch.float64, seed=0)
         return _MODELS[key]
 
@@ -97,6 +102,8 @@ class PotentialTests:
                 self.assert_close(out["energy"], reference["energy"], "energy under O(3)")
                 self.assert_close(out["forces"], reference["forces"] @ R.T, "forces under O(3)")
                 self.assert_close(out["stress"], R @ reference["stress"] @ R.T, "stress under O(3)")
+                if "couplings" in reference:
+                    self.assert_close(out["couplings"], reference["couplings"] @ R.T, "couplings under O(3)")
 
     def test_translation_invariance(self):
         for graph in (self.molecule(1), self.crystal(1)):
@@ -105,6 +112,8 @@ class PotentialTests:
             out = self.evaluate(moved)
             self.assert_close(out["energy"], reference["energy"], "energy under translation")
             self.assert_close(out["forces"], reference["forces"], "forces under translation")
+            if "couplings" in reference:
+                self.assert_close(out["couplings"], reference["couplings"], "couplings under translation")
 
     def test_permutation_invariance(self):
         positions, numbers = random_molecule(self.config.species, 7, seed=2)
@@ -113,6 +122,8 @@ class PotentialTests:
         out = self.evaluate(self.graph(positions[perm], numbers[perm]))
         self.assert_close(out["energy"], reference["energy"], "energy under permutation")
         self.assert_close(out["forces"], reference["forces"][torch.as_tensor(perm)], "forces under permutation")
+        if "couplings" in reference:
+            self.assert_close(out["couplings"], reference["couplings"][torch.as_tensor(perm)], "couplings under permutation")
 
     # -- derivatives ------------------------------------------------------------------------------
     def test_forces_match_finite_differences(self):
@@ -123,9 +134,9 @@ class PotentialTests:
             for sign in (1, -1):
                 positions = graph.positions.clone()
                 positions[atom, axis] += sign * h
-                energies.append(self.evaluate(graph.with_positions(positions))["energy"].sum())
+                energies.append(self.evaluate(graph.with_positions(positions))["energy"].sum(0))  # per state
             numeric = -(energies[0] - energies[1]) / (2 * h)
-            self.assert_close(forces[atom, axis], numeric, f"force on atom {atom} axis {axis}", 1e-6)
+            self.assert_close(forces[atom, ..., axis], numeric, f"force on atom {atom} axis {axis}", 1e-6)
 
     def test_stress_matches_finite_strain(self):
         graph, h = self.crystal(4), 1e-5
@@ -139,9 +150,9 @@ class PotentialTests:
                 strain[j, i] += sign * h / 2
                 deform = torch.eye(3, dtype=torch.float64) + strain
                 moved = replace(graph, positions=graph.positions @ deform, cell=graph.cell @ deform)
-                energies.append(self.evaluate(moved)["energy"].sum())
+                energies.append(self.evaluate(moved)["energy"].sum(0))
             numeric = (energies[0] - energies[1]) / (2 * h) / volume
-            self.assert_close(out["stress"][0, i, j], numeric, f"stress[{i},{j}]", 1e-6)
+            self.assert_close(out["stress"][0, ..., i, j], numeric, f"stress[{i},{j}]", 1e-6)
 
     # -- structures ------------------------------------------------------------------------------
     def test_batch_equals_single_structures(self):
@@ -151,6 +162,8 @@ class PotentialTests:
         self.assert_close(batch["energy"], torch.cat([s["energy"] for s in singles]), "batched energies")
         self.assert_close(batch["forces"], torch.cat([s["forces"] for s in singles]), "batched forces")
         self.assert_close(batch["stress"][1], singles[1]["stress"][0], "batched stress")
+        if "couplings" in batch:
+            self.assert_close(batch["couplings"], torch.cat([s["couplings"] for s in singles]), "batched couplings")
 
     def test_supercell_is_extensive(self):
         positions, numbers, cell = random_crystal(self.config.species, seed=6)
@@ -162,7 +175,8 @@ class PotentialTests:
             big = self.evaluate(self.graph(big_positions, big_numbers, cell * np.array(reps)[:, None], True), stress=True)
             n = len(shifts)
             self.assert_close(big["energy"], n * unit["energy"], f"energy of a {reps} supercell")
-            self.assert_close(big["forces"], unit["forces"].repeat(n, 1), f"forces in a {reps} supercell")
+            tiled = unit["forces"].repeat(n, *([1] * (unit["forces"].dim() - 1)))
+            self.assert_close(big["forces"], tiled, f"forces in a {reps} supercell")
             self.assert_close(big["stress"], unit["stress"], f"stress of a {reps} supercell")
 
     def test_wrapped_and_unwrapped_positions_agree(self):
@@ -202,8 +216,8 @@ class PotentialTests:
         priors = model.energy_model.priors
         for index, z in enumerate(self.config.species):
             out = self.evaluate(self.graph(np.zeros((1, 3)), np.array([z])))
-            expected = priors.e0[index] + priors.shift[index]
-            self.assert_close(out["energy"], expected.reshape(1), f"isolated atom Z={z}", 1e-12)
+            expected = priors.e0[index] + priors.shift[index]  # per state for a multi-state model
+            self.assert_close(out["energy"], expected.reshape(out["energy"].shape), f"isolated atom Z={z}", 1e-12)
             assert float(out["forces"].abs().max()) == 0.0
         # two atoms farther apart than the cutoff are two isolated atoms
         z1, z2 = self.config.species[0], self.config.species[-1]

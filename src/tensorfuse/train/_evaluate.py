@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import numpy as np
 from tensorfuse.data._dataset import GraphDataset
 from tensorfuse.data._io import DataError, validate_frames, write_frames
 from tensorfuse.model._serialization import load_model
-from tensorfuse.train._config import DataConfig
+from tensorfuse.train._config import DataConfig, OptimConfig
 from tensorfuse.train._data import read_labelled
-from tensorfuse.train._loss import error_sums, metrics_from_sums
+from tensorfuse.train._objective import objective_for
 
 
 @dataclass
@@ -27,9 +28,13 @@ def evaluate(model_path, data_path, output_dir=None, data: DataConfig | None = N
              batch_size: int = 10) -> Evaluation:
     """Errors of the model in ``model_path`` (``.pt`` or an exported ``.pt2``) on ``data_path``,
     read with ``data``'s label keys and energy unit; writes a parity plot (PNG) and the per-frame
-    predictions (extxyz) to ``output_dir`` (default: next to the model)."""
+    predictions (extxyz) to ``output_dir`` (default: next to the model). A multi-state model reads
+    its own states' labels (unless ``data.states`` says otherwise) and gets a plot per state."""
     data = data or DataConfig()
     model = load_model(model_path)
+    names = model.config.states if model.config.num_states > 1 else ()
+    if names and not data.states:
+        data = dataclasses.replace(data, states=names)
     dtype = next(model.parameters()).dtype
     frames, report = read_labelled(data_path, data)
     frames = [f for f in frames if not f.is_isolated_atom]
@@ -37,33 +42,57 @@ def evaluate(model_path, data_path, output_dir=None, data: DataConfig | None = N
         raise DataError(f"{data_path}: no frames to evaluate besides isolated atoms")
     validate_frames(frames, species=model.config.species, require=(), keys=data.keys())
     dataset = GraphDataset(frames, model.r_max, dtype)
-    stress = any(f.stress is not None or f.virial is not None for f in frames)
+    stress = not names and any(f.stress is not None or f.virial is not None for f in frames)
+    objective = objective_for(model.config, OptimConfig())
     sums, predictions = {}, []
     for start in range(0, len(dataset), batch_size):
         indices = list(range(start, min(start + batch_size, len(dataset))))
         graph, targets = dataset.collate(indices)
         out = model(graph, forces=True, stress=stress)
-        for k, v in error_sums(out, graph, targets).items():
+        for k, v in objective.error_sums(out, graph, targets).items():
             sums[k] = sums.get(k, 0.0) + v
         counts = graph.atoms_per_graph().tolist()
-        forces = out["forces"].detach().split(counts)
+        split = {key: out[key].detach().split(counts) for key in ("forces", "couplings") if key in out}
         for b, i in enumerate(indices):
-            p = {"energy": float(out["energy"][b].detach()), "forces": forces[b].numpy()}
+            energy = out["energy"][b].detach()
+            if names:  # one energy and force array per state, one coupling array per pair
+                p = {f"energy_{n}": float(energy[k]) for k, n in enumerate(names)}
+                p.update({f"forces_{n}": split["forces"][b][:, k].numpy() for k, n in enumerate(names)})
+                if "couplings" in split:
+                    p.update({f"coupling_{names[i]}_{names[j]}": split["couplings"][b][:, k].numpy()
+                              for k, (i, j) in enumerate(model.config.state_pairs)})
+            else:
+                p = {"energy": float(energy), "forces": split["forces"][b].numpy()}
             if stress:
                 p["stress"] = out["stress"][b].detach().numpy()
             predictions.append(p)
-    metrics = metrics_from_sums(sums)
+    metrics = objective.metrics(sums)
     output_dir = Path(output_dir) if output_dir is not None else Path(model_path).resolve().parent
     output_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(data_path).stem
     written = output_dir / f"predictions_{stem}.xyz"
     write_frames(written, frames, predictions)
-    plot = output_dir / f"parity_{stem}.png"
-    _parity_plot(plot, frames, predictions, metrics)
+    if names:
+        for k, name in enumerate(names):
+            state_frames = [_state_view(f, k) for f in frames]
+            state_predictions = [{"energy": p[f"energy_{name}"], "forces": p[f"forces_{name}"]} for p in predictions]
+            state_metrics = {"e_atom_mae": metrics[f"e_atom_mae_{name}"], "f_mae": metrics[f"f_mae_{name}"]}
+            plot = output_dir / f"parity_{stem}_{name}.png"
+            _parity_plot(plot, state_frames, state_predictions, state_metrics, title=f"state {name}: ")
+    else:
+        plot = output_dir / f"parity_{stem}.png"
+        _parity_plot(plot, frames, predictions, metrics)
     return Evaluation(metrics, predictions, plot, written)
 
 
-def _parity_plot(path: Path, frames, predictions, metrics) -> None:
+def _state_view(frame, k: int):
+    """The frame with state ``k``'s energy and forces as its labels (None where missing)."""
+    labels = frame.states
+    return dataclasses.replace(frame, energy=float(labels.energies[k]) if labels.has_energy[k] else None,
+                               forces=labels.forces[k] if labels.has_forces[k] else None)
+
+
+def _parity_plot(path: Path, frames, predictions, metrics, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,7 +110,7 @@ def _parity_plot(path: Path, frames, predictions, metrics) -> None:
             ax.scatter(ref, pred, s=4, alpha=0.5)
             lo, hi = min(ref.min(), pred.min()), max(ref.max(), pred.max())
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-            ax.set_title(f"{label}: MAE {mae:.2f} m{unit}")
+            ax.set_title(f"{title}{label}: MAE {mae:.2f} m{unit}")
         ax.set_xlabel(f"reference ({unit})")
         ax.set_ylabel(f"predicted ({unit})")
     fig.tight_layout()

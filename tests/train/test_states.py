@@ -1,0 +1,167 @@
+"""Several electronic states: reading their labels, the phase-free coupling loss, training, eval."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.io import write
+
+from tensorfuse import ModelConfig, TrainConfig, build_model, load_model, train
+from tensorfuse._cli import main as cli
+from tensorfuse.data._dataset import GraphDataset
+from tensorfuse.data._io import DataError, read_frames
+from tensorfuse.data._states import StateKeys
+from tensorfuse.train._objective import StatesObjective
+
+KEYS = StateKeys(("S0", "S1", "S2"))
+
+
+def water(seed: int, missing: tuple = (), nac_order: str = "01") -> Atoms:
+    """A labelled water molecule with three states (energies in order) and their couplings."""
+    rng = np.random.default_rng(seed)
+    atoms = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]] + rng.normal(scale=0.05, size=(3, 3)))
+    for s, name in enumerate(KEYS.names):
+        if f"energy_{name}" not in missing:
+            atoms.info[f"energy_{name}"] = -10.0 + 2.0 * s + rng.normal(scale=0.1)
+        if f"forces_{name}" not in missing:
+            atoms.arrays[f"forces_{name}"] = rng.normal(size=(3, 3))
+    for i, j in KEYS.pairs:
+        a, b = KEYS.names[i], KEYS.names[j]
+        key = f"nac_{a}_{b}" if nac_order == "01" else f"nac_{b}_{a}"
+        if f"nac_{a}_{b}" not in missing:
+            atoms.arrays[key] = rng.normal(size=(3, 3))
+    return atoms
+
+
+def test_state_labels_are_read_with_masks_and_couplings_scaled_by_the_gap(tmp_path):
+    frames = [water(0), water(1, missing=("forces_S2", "nac_S1_S2")), water(2, nac_order="10")]
+    write(tmp_path / "w.xyz", frames)
+    read, report = read_frames(tmp_path / "w.xyz", states=KEYS)
+    assert report.labels["forces_S2"] == 2 and report.labels["nac_S1_S2"] == 2 and report.labels["energy_S0"] == 3
+    labels = read[0].states
+    e = labels.energies
+    assert np.allclose(labels.couplings[0], (e[1] - e[0]) * frames[0].arrays["nac_S0_S1"])  # ΔE·d, eV/Å
+    assert read[0].energy == e[0] and np.allclose(read[0].forces, frames[0].arrays["forces_S0"])
+    assert read[1].states.has_forces.tolist() == [True, True, False]
+    assert read[1].states.has_couplings.tolist() == [True, True, False]
+    reversed_pair = read[2].states
+    d = frames[2].arrays["nac_S1_S0"]  # stored as d_10 = -d_01
+    assert np.allclose(reversed_pair.couplings[0], -(reversed_pair.energies[1] - reversed_pair.energies[0]) * d)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda a: a.info.__setitem__("energy_S1", float("nan")), r"frame 1: key 'energy_S1' contains NaN"),
+    (lambda a: a.arrays.__setitem__("forces_S2", np.full((3, 3), np.inf)), r"frame 1: key 'forces_S2' contains NaN"),
+    (lambda a: a.info.__setitem__("energy_S2", [1.0, 2.0]), r"frame 1: key 'energy_S2' must be one number"),
+], ids=["nan-energy", "inf-forces", "energy-not-a-number"])
+def test_bad_state_labels_name_file_frame_and_key(tmp_path, mutate, match):
+    bad = water(1)
+    mutate(bad)
+    write(tmp_path / "bad.xyz", [water(0), bad])
+    with pytest.raises(DataError, match="bad.xyz, " + match):
+        read_frames(tmp_path / "bad.xyz", states=KEYS)
+
+
+def test_a_coupling_of_the_wrong_shape_is_an_error(tmp_path):
+    path = tmp_path / "shape.xyz"
+    path.write_text("3\nProperties=species:S:1:pos:R:3:nac_S0_S1:R:2 energy_S0=1.0 energy_S1=2.0 energy_S2=3.0\n"
+                    "O 0 0 0 1 1\nH 1 0 0 1 1\nH 0 1 0 1 1\n")
+    with pytest.raises(DataError, match=r"shape.xyz, frame 0: key 'nac_S0_S1' must have shape \(3, 3\)"):
+        read_frames(path, states=KEYS)
+
+
+def test_states_out_of_order_are_a_warning_with_counts(tmp_path):
+    swapped = water(1)
+    swapped.info["energy_S1"] = swapped.info["energy_S0"] - 1.0
+    write(tmp_path / "order.xyz", [water(0), swapped, water(2)])
+    with pytest.warns(UserWarning, match=r"in 1 of 3 frames a state's energy lies below .*frame 1"):
+        read_frames(tmp_path / "order.xyz", states=KEYS)
+
+
+def _batch(frames, model):
+    dataset = GraphDataset(frames, model.r_max, torch.float64)
+    return dataset.collate(list(range(len(frames))))
+
+
+def test_the_coupling_loss_does_not_see_the_sign_of_any_frames_coupling(tmp_path):
+    write(tmp_path / "w.xyz", [water(k) for k in range(4)])
+    frames, _ = read_frames(tmp_path / "w.xyz", states=KEYS)
+    config = ModelConfig(species=(1, 8), channels=4, l_max_edge=2, states=KEYS.names, couplings="vector")
+    model = build_model(config, dtype=torch.float64, seed=0)
+    objective = StatesObjective(KEYS.names, config.state_pairs, [1.0] * 3, [10.0] * 3, 5.0)
+    graph, targets = _batch(frames, model)
+    out = {k: v.detach() for k, v in model(graph, forces=True).items()}
+    reference = objective.loss(out, graph, targets, objective.counts(graph, targets))
+    metrics = objective.metrics(objective.error_sums(out, graph, targets))
+    for frame, pair in ((0, 0), (2, 1), (3, 2), (1, 0)):
+        frames[frame].states.couplings[pair] *= -1
+        graph, targets = _batch(frames, model)
+        flipped = objective.loss(out, graph, targets, objective.counts(graph, targets))
+        assert float(flipped) == pytest.approx(float(reference), rel=1e-12)
+        flipped_metrics = objective.metrics(objective.error_sums(out, graph, targets))
+        assert flipped_metrics["c_mae_S0_S1"] == pytest.approx(metrics["c_mae_S0_S1"], rel=1e-12)
+        assert flipped_metrics["c_cos_S1_S2"] == pytest.approx(metrics["c_cos_S1_S2"], rel=1e-12)
+    # and it is a real loss: the exact couplings (either sign per frame) give zero coupling error
+    exact = {**out, "couplings": targets.states.couplings * torch.tensor([1.0, -1.0, 1.0, -1.0])[graph.batch, None, None]}
+    assert objective.metrics(objective.error_sums(exact, graph, targets))["c_mae_S0_S1"] == 0.0
+    assert objective.metrics(objective.error_sums(exact, graph, targets))["c_cos_S0_S2"] == pytest.approx(1.0)
+
+
+def test_one_backward_pass_for_all_states_equals_one_per_state():
+    """The batched derivatives (inference) and the per-state ones (training) are the same numbers."""
+    from tensorfuse.data import AtomicGraph, batch_graphs
+    from tensorfuse.testing import random_molecule
+
+    for couplings in ("vector", "gradient"):
+        config = ModelConfig(species=(1, 6, 8), channels=4, l_max_edge=2, states=KEYS.names, couplings=couplings)
+        model = build_model(config, dtype=torch.float64, seed=0)
+        graph = batch_graphs([AtomicGraph.from_arrays(*random_molecule((1, 6, 8), n, seed=n), cutoff=5.0,
+                                                      dtype=torch.float64) for n in (5, 7)])
+        batched = model(graph, forces=True)
+        per_state = model(graph, forces=True, create_graph=True)
+        for key in ("forces", "couplings"):
+            assert torch.allclose(batched[key], per_state[key].detach(), atol=1e-13), key
+
+
+def _dataset(tmp_path, count=24):
+    write(tmp_path / "states.xyz", [water(k) for k in range(count)])
+    return str(tmp_path / "states.xyz")
+
+
+def test_train_eval_and_reload_a_multi_state_model(tmp_path, capsys):
+    path = _dataset(tmp_path)
+    result = train(TrainConfig(
+        data={"train_file": path, "test_file": path, "states": list(KEYS.names), "valid_fraction": 0.25},
+        model={"channels": 4, "l_max_edge": 1, "radial_mlp": [8], "couplings": "vector", "readout_hidden": 4},
+        training={"max_epochs": 2, "batch_size": 4, "state_forces_weights": [100, 50, 10], "couplings_weight": 10},
+        output=str(tmp_path / "run"),
+    ))
+    assert {"f_mae_S0", "f_mae_S2", "gap_mae_S1_S2", "c_mae_S0_S2", "c_cos_S1_S2"} <= set(result.metrics["test"])
+    assert {"valid_f_mae_S1", "train_c_mae_S0_S1"} <= set(result.history[-1])
+    out = capsys.readouterr().out
+    assert "S2 |" in out and "S0_S1 |" in out  # the per-state and per-pair tables
+    model = load_model(tmp_path / "run" / "model.pt")  # weights_only inside
+    assert model.config.states == KEYS.names and model.config.couplings == "vector"
+    assert len(model.config.statistics.energy_shift[8]) == 3  # a shift per state
+    assert cli(["eval", str(tmp_path / "run" / "model.pt"), path, "--output", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "S1 |" in out and "S0_S2 |" in out
+    for state in KEYS.names:
+        assert (tmp_path / "eval" / f"parity_states_{state}.png").stat().st_size > 1000
+
+
+def test_wrong_numbers_of_state_weights_and_couplings_without_data_are_errors(tmp_path):
+    path = _dataset(tmp_path, 8)
+    config = dict(data={"train_file": path, "states": list(KEYS.names)},
+                  model={"channels": 4, "l_max_edge": 1, "radial_mlp": [8]}, output=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"training.state_forces_weights=\[1.0, 2.0\]: expected 3 weights"):
+        train(TrainConfig(**config, training={"max_epochs": 1, "state_forces_weights": [1, 2]}))
+    without = str(tmp_path / "no_couplings.xyz")
+    write(without, [water(k, missing=("nac_S0_S1", "nac_S0_S2", "nac_S1_S2")) for k in range(8)])
+    with pytest.raises(ValueError, match="predicts vector couplings but no training frame has couplings"):
+        train(TrainConfig(data={"train_file": without, "states": list(KEYS.names)},
+                          model={"channels": 4, "l_max_edge": 1, "radial_mlp": [8], "couplings": "vector"},
+                          training={"max_epochs": 1}, output=str(tmp_path / "run2")))
+    assert not (tmp_path / "run" / "config.yaml").exists()  # nothing was started
