@@ -12,6 +12,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from ase import Atoms
@@ -301,6 +302,66 @@ def _(ws):
 @case("train: a negative learning rate")
 def _(ws):
     return ["train", "--training.lr", "-1"], ["training.lr=-1"]
+
+
+# -- train: several electronic states ----------------------------------------------------------------
+STATES = ["--data.states", "[S0, S1]"]
+
+
+def states_file(ws: Path, name: str, edit=None) -> str:
+    """Water frames with S0/S1 energies, forces and couplings; ``edit(frames)`` spoils one."""
+    frames = []
+    for k in range(6):
+        atoms = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93 + 0.01 * k, 0]])
+        atoms.info.update(energy_S0=-10.0 + 0.01 * k, energy_S1=-5.0 + 0.02 * k)
+        for key in ("forces_S0", "forces_S1", "nac_S0_S1"):
+            atoms.arrays[key] = np.full((3, 3), 0.1 * (k + 1))
+        frames.append(atoms)
+    if edit is not None:
+        edit(frames)
+    write(ws / name, frames)
+    return name
+
+
+@case("train: states whose energy key matches nothing")
+def _(ws):
+    return (["train", "--train-file", "train.xyz", *STATES, "--output", "new", *TINY],
+            ["train.xyz", "no frame has the key 'energy_S0'", "data.state_energy_key", "REF_energy"])
+
+
+@case("train: a frame without one state's energy")
+def _(ws):
+    states_file(ws, "s.xyz", lambda frames: frames[4].info.pop("energy_S1"))
+    return (["train", "--train-file", "s.xyz", *STATES, "--output", "new", *TINY],
+            ["1 of", "'energy_S1'", "s.xyz, frame 4"])
+
+
+@case("train: NaN in one state's forces")
+def _(ws):
+    states_file(ws, "s.xyz", lambda frames: frames[2].arrays["forces_S1"].__setitem__((1, 1), np.nan))
+    return (["train", "--train-file", "s.xyz", *STATES, "--output", "new", *TINY],
+            ["s.xyz, frame 2", "'forces_S1'", "NaN"])
+
+
+@case("train: couplings of the wrong shape")
+def _(ws):
+    name = states_file(ws, "s.xyz")
+    text = (ws / name).read_text().replace("nac_S0_S1:R:3", "nac_S0_S1:R:2", 1)
+    lines = text.splitlines()
+    lines[2:5] = [" ".join(line.split()[:-1]) for line in lines[2:5]]  # frame 0: two components per atom
+    (ws / name).write_text("\n".join(lines) + "\n")
+    return (["train", "--train-file", "s.xyz", *STATES, "--output", "new", *TINY],
+            ["s.xyz, frame 0", "'nac_S0_S1'", "shape (3, 3)"])
+
+
+@case("train: a coupling template without the state names")
+def _(ws):
+    return ["train", "--data.states", "[S0, S1]", "--data.coupling_key", "nac"], ["data.coupling_key='nac'", "{i} and {j}"]
+
+
+@case("train: couplings asked of a single-state model")
+def _(ws):
+    return ["train", "--model.couplings", "vector"], ["couplings='vector'", "at least two states"]
 
 
 # -- eval -----------------------------------------------------------------------------------------

@@ -36,15 +36,22 @@ class Calculator(_ASECalculator):
     committee) the results are the committee means, and ``energy_std``, ``forces_std`` (per atom
     and component), ``energy_committee`` and ``forces_committee`` are added.
 
+    A model of several electronic states adds ``state_energies`` ``[S]``, ``state_forces``
+    ``[S, N, 3]`` and, with a coupling head, ``couplings`` ``[P, N, 3]`` (``ΔE_ij d_ij`` in eV/Å for
+    the pairs ``model.config.state_pairs``; the sign of each is arbitrary); ``energy``, ``forces``
+    and ``energies`` are those of ``active_state`` (an index or a state name, settable: a surface
+    hop sets it). A committee adds ``state_energies_std`` and ``state_forces_std``.
+
     The neighbour list is built for ``r_max + skin`` and reused until some atom has moved (or the
     cell has changed) enough that a pair could have crossed ``r_max``; the extra pairs contribute
     exactly zero thanks to the smooth cutoff, so MD steps stay cheap and the results exact.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "state_energies",
+                              "state_forces", "couplings"]
 
     def __init__(self, model, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
-                 skin: float = 0.5, **kwargs):
+                 skin: float = 0.5, active_state: int | str = 0, **kwargs):
         super().__init__(**kwargs)
         if isinstance(dtype, str):
             if dtype not in ("float32", "float64"):
@@ -64,6 +71,11 @@ class Calculator(_ASECalculator):
         for m in self.models[1:]:
             if set(m.config.species) != self.species:
                 raise ValueError("committee models must know the same elements")
+            if m.config.states != self.models[0].config.states or m.config.couplings != self.models[0].config.couplings:
+                raise ValueError("committee models must have the same states and couplings")
+        self.states = self.models[0].config.states if self.models[0].config.num_states > 1 else ()
+        self._active = 0
+        self.active_state = active_state
         self.skin = float(skin)
         self.cutoff = max(m.r_max for m in self.models) + self.skin
         self._graph: AtomicGraph | None = None
@@ -73,6 +85,23 @@ class Calculator(_ASECalculator):
         from tensorfuse.utils import tune_malloc
 
         tune_malloc()  # keep freed memory in the process: MD calls reuse it (see utils._malloc)
+
+    @property
+    def active_state(self) -> int:
+        """The state whose energy and forces are ``energy`` and ``forces`` (an index)."""
+        return self._active
+
+    @active_state.setter
+    def active_state(self, state: int | str) -> None:
+        if isinstance(state, str):
+            if state not in self.states:
+                raise ValueError(f"unknown state {state!r}: the model has the states {list(self.states) or ['(one)']}")
+            state = self.states.index(state)
+        if not 0 <= int(state) < max(1, len(self.states)):
+            raise ValueError(f"state index {state} out of range: the model has {max(1, len(self.states))} state(s)")
+        if int(state) != getattr(self, "_active", 0):
+            self.reset()  # the results belong to another surface now
+        self._active = int(state)
 
     # -- neighbour list with a skin ---------------------------------------------------------------
     def _needs_rebuild(self, positions, cell, numbers, pbc) -> bool:
@@ -114,6 +143,8 @@ class Calculator(_ASECalculator):
         graph = self._graph_for(self.atoms)
         stress = bool(np.all(self.atoms.pbc))
         outputs = [m(graph, forces=True, stress=stress) for m in self.models]
+        if self.states:
+            outputs = [self._state_results(o) for o in outputs]
         energies = np.array([float(o["energy"][0].detach()) for o in outputs])
         forces = np.stack([o["forces"].detach().cpu().numpy() for o in outputs])
         node = np.stack([o["node_energy"].detach().cpu().numpy() for o in outputs])
@@ -128,3 +159,25 @@ class Calculator(_ASECalculator):
             self.results["forces_std"] = forces.std(0)
             self.results["energy_committee"] = energies
             self.results["forces_committee"] = forces
+        if self.states:
+            state_energies = np.stack([o["state_energies"] for o in outputs])  # [M, S]
+            state_forces = np.stack([o["state_forces"] for o in outputs])  # [M, S, N, 3]
+            self.results["state_energies"] = state_energies.mean(0)
+            self.results["state_forces"] = state_forces.mean(0)
+            if "couplings" in outputs[0]:
+                self.results["couplings"] = np.stack([o["couplings"] for o in outputs]).mean(0)
+            if len(self.models) > 1:
+                self.results["state_energies_std"] = state_energies.std(0)
+                self.results["state_forces_std"] = state_forces.std(0)
+
+    def _state_results(self, out: dict) -> dict:
+        """A multi-state model's outputs, with the active state's as ``energy``/``forces``."""
+        k = self._active
+        result = {"energy": out["energy"][:, k], "forces": out["forces"][:, k], "node_energy": out["node_energy"][:, k],
+                  "state_energies": out["energy"][0].detach().cpu().numpy(),
+                  "state_forces": out["forces"].detach().cpu().numpy().transpose(1, 0, 2)}
+        if "stress" in out:
+            result["stress"] = out["stress"][:, k]
+        if "couplings" in out:
+            result["couplings"] = out["couplings"].detach().cpu().numpy().transpose(1, 0, 2)
+        return result

@@ -165,3 +165,28 @@ def test_md_of_two_atoms_and_of_a_periodic_single_atom_is_finite(tmp_path, gentl
         assert all(np.isfinite(f.positions).all() and np.isfinite(f.get_velocities()).all() for f in frames)
     with pytest.raises(ValueError, match="single atom without a periodic cell"):
         run_md(Calculator(gentle_model), Atoms("C"), "nvt", steps=4, output=tmp_path / "atom.xyz", progress=False)
+
+
+def test_multi_state_calculator_gives_every_state_and_a_settable_active_state(tmp_path):
+    config = ModelConfig(species=(1, 6, 8, 14), r_max=4.0, states=("S0", "S1", "S2"), couplings="vector", **CONFIG)
+    model = build_model(config, dtype=torch.float64, seed=0)
+    atoms = molecule("CH3CH2OH")
+    direct = model.predict(atoms)
+    atoms.calc = Calculator(model)
+    assert np.allclose(atoms.calc.get_property("state_energies", atoms), direct["energy"])
+    assert atoms.get_potential_energy() == pytest.approx(direct["energy"][0], abs=1e-12)
+    assert np.allclose(atoms.calc.get_property("state_forces", atoms)[2], direct["forces"][:, 2], atol=1e-12)
+    assert atoms.calc.get_property("couplings", atoms).shape == (3, len(atoms), 3)
+    atoms.calc.active_state = "S1"
+    assert atoms.get_potential_energy() == pytest.approx(direct["energy"][1], abs=1e-12)
+    assert np.allclose(atoms.get_forces(), direct["forces"][:, 1], atol=1e-12)
+    assert np.allclose(calculate_numerical_forces(atoms, eps=1e-5), atoms.get_forces(), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown state 'T1'"):
+        atoms.calc.active_state = "T1"
+    save_model(model, tmp_path / "a.pt")
+    save_model(build_model(config, dtype=torch.float64, seed=3), tmp_path / "b.pt")
+    committee = Calculator([tmp_path / "a.pt", tmp_path / "b.pt"], active_state=2)
+    atoms.calc = committee
+    atoms.get_potential_energy()
+    assert committee.results["state_energies_std"].shape == (3,) and committee.results["state_energies_std"][2] > 0
+    assert committee.results["energy_std"] == pytest.approx(committee.results["state_energies_std"][2])

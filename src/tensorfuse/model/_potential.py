@@ -50,8 +50,10 @@ class Potential(torch.nn.Module):
         forces: bool = True,
         stress: bool = False,
         create_graph: bool = False,
+        batched_derivatives: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """Energies and (optionally) forces and stress. ``create_graph`` for training on forces."""
+        """Energies and (optionally) forces and stress. ``create_graph`` for training on forces;
+        ``batched_derivatives=False`` takes one backward pass per state even without it."""
         positions, cell = graph.positions, graph.cell
         inputs: list[torch.Tensor] = []
         if forces or stress:
@@ -82,7 +84,7 @@ class Potential(torch.nn.Module):
             out["couplings"] = outputs[2]
         if not needs_grad:
             return out
-        grads = _derivatives(columns, inputs, create_graph)  # each [K, *input.shape]
+        grads = _derivatives(columns, inputs, create_graph, batched_derivatives)  # each [K, *input.shape]
         states = energy.shape[1] if energy.dim() == 2 else None
 
         def per_state(g: torch.Tensor) -> torch.Tensor:  # [K, X, ...] -> [X, S, ...] or [X, ...]
@@ -104,7 +106,8 @@ class Potential(torch.nn.Module):
         """Energies, forces (and stress for periodic structures) of ASE ``Atoms`` or a list of them.
 
         Returns numpy arrays: ``energy`` (float or ``[B]``), ``forces`` ``[N, 3]`` (concatenated for a
-        list), ``stress`` ``[B, 3, 3]`` when computed.
+        list), ``stress`` ``[B, 3, 3]`` when computed; with several states the state axis is kept
+        (``energy [S]`` or ``[B, S]``, ``forces [N, S, 3]``) and ``couplings [N, P, 3]`` added.
         """
         single = not isinstance(atoms, Sequence)
         structures = [atoms] if single else list(atoms)
@@ -116,15 +119,16 @@ class Potential(torch.nn.Module):
             stress = all(bool(np.all(a.pbc)) for a in structures)
         out = self(graph, forces=True, stress=stress)
         result = {k: v.detach().cpu().numpy() for k, v in out.items()}
-        if single:
-            result["energy"] = float(result["energy"][0])
+        if single:  # a float, or per state ``[S]``
+            result["energy"] = float(result["energy"][0]) if result["energy"].ndim == 1 else result["energy"][0]
             if stress:
                 result["stress"] = result["stress"][0]
                 result["virial"] = result["virial"][0]
         return result
 
 
-def _derivatives(columns: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool) -> list[torch.Tensor]:
+def _derivatives(columns: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool,
+                 batched: bool = True) -> list[torch.Tensor]:
     """``d columns[:, k].sum() / d input`` for every column ``k``: a list (per input) of ``[K, *input.shape]``.
 
     Without ``create_graph``, one backward pass over a batch of ``K`` one-hot cotangents; with it
@@ -132,7 +136,7 @@ def _derivatives(columns: torch.Tensor, inputs: list[torch.Tensor], create_graph
     not depend on (isolated atoms: no edges) gets zeros."""
     k = columns.shape[1]
     with torch.enable_grad():
-        if k == 1 or create_graph:
+        if k == 1 or create_graph or not batched:
             per_column = [torch.autograd.grad(columns[:, c].sum(), inputs, create_graph=create_graph,
                                               retain_graph=create_graph or c < k - 1, allow_unused=True)
                           for c in range(k)]
