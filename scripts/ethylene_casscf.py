@@ -6,6 +6,9 @@ Three steps, each resumable (a killed step continues where it stopped):
     OMP_NUM_THREADS=1 python scripts/ethylene_casscf.py label --work runs/ethylene --worker 0 --workers 2 &
     OMP_NUM_THREADS=1 python scripts/ethylene_casscf.py label --work runs/ethylene --worker 1 --workers 2 &
     python scripts/ethylene_casscf.py collect --work runs/ethylene --out src/tensorfuse/datasets/ethylene_casscf.xyz
+    # round 2: S1 dynamics of a committee trained on round 1, the geometries it disagrees on most
+    python scripts/ethylene_casscf.py dynamics --work runs/ethylene --models M1.pt M2.pt
+    OMP_NUM_THREADS=1 python scripts/ethylene_casscf.py label --work runs/ethylene --inputs dynamics.xyz ...
 
 ``geometries`` writes ``geometries.xyz``: Wigner samples at 300 K and 1000 K around the RHF/6-31G*
 minimum (RHF normal modes), and scan lines through the twisted region (torsion 0-90° in 10°
@@ -159,7 +162,7 @@ def label(work: Path, worker: int, workers: int, inputs: str) -> None:
                 print(f"index {atoms.info['index']}: {type(error).__name__}: {error}", file=sys.stderr)
                 previous = None
                 continue
-            if group.startswith("scan"):
+            if not group.startswith("wigner"):  # scan lines and trajectories: carry the orbitals along
                 previous = labels.mo_coeff
             elif reference is None:
                 reference = labels.mo_coeff
@@ -169,6 +172,51 @@ def label(work: Path, worker: int, workers: int, inputs: str) -> None:
             write(output, out, format="extxyz", append=True)
             print(f"index {atoms.info['index']} {group} step {atoms.info['step']}: "
                   f"E = {labels.energies.round(3).tolist()} eV", flush=True)
+
+
+# -- round 2: geometries from S1 dynamics of a first model -------------------------------------------------
+def dynamics(work: Path, models: list[str], trajectories: int, steps: int, keep: int, seed: int = 1) -> None:
+    """Short NVE runs on S1 of a committee (mean forces) from Wigner geometries at 300 K with
+    Maxwell-Boltzmann velocities; of every 10th step, the ``keep`` geometries whose S1 forces the
+    committee disagrees on most are written to ``dynamics.xyz`` for labelling."""
+    from ase.io import read, write
+
+    from tensorfuse.calculator import Calculator
+    from tensorfuse.md import MDExplosion, run_md
+
+    starts = [a for a in read(work / "geometries.xyz", ":") if a.info["sampling"] == "wigner300"]
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(starts), size=min(trajectories, len(starts)), replace=False)
+    calculator = Calculator(models, active_state="S1")
+    candidates = []
+    for k, index in enumerate(picked):
+        atoms = starts[int(index)].copy()
+        atoms.info.clear()
+        output = work / "dynamics" / f"s1_{k}.xyz"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            run_md(calculator, atoms, "nve", steps=steps, timestep=0.5, temperature=300.0, output=output,
+                   interval=10, seed=seed + k, progress=False, overwrite=True, max_temperature=5000.0)
+        except MDExplosion as error:
+            print(f"trajectory {k}: stopped: {error}", file=sys.stderr)
+        for step, frame in enumerate(read(output, ":")):
+            frame.calc = calculator
+            frame.get_potential_energy()
+            spread = float(np.abs(calculator.results["state_forces_std"]).max())
+            candidates.append((spread, k, step, frame.copy()))
+    candidates.sort(key=lambda c: -c[0])
+    chosen = sorted(candidates[:keep], key=lambda c: (c[1], c[2]))
+    images = []
+    for n, (spread, k, step, frame) in enumerate(chosen):
+        frame.calc = None
+        frame.info = {"sampling": "dynamics", "group": f"dynamics-{k}", "step": step, "index": 100000 + n,
+                      "committee_spread": spread}
+        images.append(frame)
+    write(work / "dynamics.xyz", images, format="extxyz")
+    spreads = [c[0] for c in candidates]
+    print(f"{len(candidates)} frames from {len(picked)} S1 trajectories; kept the {len(images)} with the largest "
+          f"committee spread of S1 forces ({min(c[0] for c in chosen):.2f}-{max(spreads):.2f} eV/Å; median of all "
+          f"{np.median(spreads):.2f})")
 
 
 # -- continuity checks and the data set ---------------------------------------------------------------
@@ -238,7 +286,11 @@ def _jump(previous, atoms) -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["geometries", "label", "collect"])
+    parser.add_argument("step", choices=["geometries", "label", "collect", "dynamics"])
+    parser.add_argument("--models", nargs="+", help="committee for the S1 dynamics of round 2")
+    parser.add_argument("--trajectories", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=300, help="0.5 fs steps per S1 trajectory")
+    parser.add_argument("--keep", type=int, default=220)
     parser.add_argument("--work", default="runs/ethylene")
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
@@ -250,6 +302,8 @@ def main() -> None:
         make_geometries(work)
     elif args.step == "label":
         label(work, args.worker, args.workers, args.inputs)
+    elif args.step == "dynamics":
+        dynamics(work, args.models, args.trajectories, args.steps, args.keep)
     else:
         collect(work, Path(args.out))
 

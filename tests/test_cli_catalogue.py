@@ -458,6 +458,11 @@ def _(ws):
     return ["md", "run/model.pt", "test.xyz", "--frame", "99", "--output", "t.xyz"], ["test.xyz has 5 frame(s)", "no frame 99"]
 
 
+@case("md: a state the model does not have")
+def _(ws):
+    return ["md", "run/model.pt", "start.xyz", "--state", "S1", "--output", "t.xyz"], ["unknown state 'S1'"]
+
+
 @case("md: a single atom (an all-NaN trajectory before)")
 def _(ws):
     write(ws / "atom.xyz", Atoms("C", positions=[[0, 0, 0]]))

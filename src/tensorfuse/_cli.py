@@ -147,7 +147,8 @@ def _md(args: argparse.Namespace, extra: list[str]) -> int:
         raise ValueError(f"unknown argument(s) {extra}")
     atoms = _read_structure(args.structure, args.frame)
     models = [args.model] + list(args.committee or [])
-    calculator = Calculator(models if len(models) > 1 else args.model, device=args.device, dtype=args.dtype)
+    calculator = Calculator(models if len(models) > 1 else args.model, device=args.device, dtype=args.dtype,
+                            active_state=int(args.state) if args.state.isdigit() else args.state)
     log = args.log or str(Path(args.output).with_suffix(".log"))
     print(f"MD ({args.ensemble}) of {len(atoms)} atoms from {args.structure}: {args.steps} steps of "
           f"{args.timestep} fs at {args.temperature} K; trajectory {args.output}, log {log}")
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     md.add_argument("--overwrite", action="store_true", help="replace an existing trajectory and log")
+    md.add_argument("--state", default="0", help="electronic state to run on, for a multi-state model (name or index)")
     md.add_argument("--dtype", choices=["float32", "float64"])
     md.add_argument("--committee", nargs="+", metavar="MODEL", help="more models: report the committee spread")
     md.set_defaults(run=_md)

@@ -1,0 +1,156 @@
+"""The fusion-block paper's experiment on our data: multi-state models of ethylene's S0 and S1.
+
+    python benchmarks/excited_states.py --budget 8 --models mace-standard mace-fusion ...   # train (a lane)
+    python benchmarks/excited_states.py --table                                            # print the table
+
+Data: ``src/tensorfuse/datasets/ethylene_casscf.xyz`` (SA2-CASSCF(2,2)/6-31G*, S0 and S1 energies,
+forces and derivative couplings), split once with seed 0 into 15 % test and, of the rest, 10 %
+validation. Every model is trained by the same pipeline for the same wall-clock budget (minutes,
+``--budget``) in a single thread, then tested on the test split:
+
+* ``mace-standard``: MACE-style, symmetric product basis (correlation 3), vector coupling head;
+* ``mace-gradient``: the same with SchNarc's coupling head (gradient of a learned scalar);
+* ``mace-fusion``: the fusion product basis (distinct leaves, internal degrees capped at 1);
+* ``cormorant-fusion``: Cormorant-style levels with a fusion block;
+* ``single-S0``, ``single-S1``: single-state MACE-style models of S0 and of S1 alone.
+
+Channels are chosen per model so that the parameter counts are as close as possible to
+``mace-standard``'s (equal parameters); the budget makes the time equal. Loss: energy per atom 1,
+forces 100 (each state), couplings (ΔE·d, eV/Å) 10; batch 5, lr 0.01, EMA 0.99, float64.
+Results: ``--work`` (default ``runs/excited``), one folder per model with ``result.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[1] / "src" / "tensorfuse" / "datasets" / "ethylene_casscf.xyz"
+STATES = ["S0", "S1"]
+BASE = {"l_max": 1, "l_max_edge": 2, "num_layers": 2, "r_max": 5.0, "num_bessel": 8, "radial_mlp": [32, 32],
+        "basis": "cartesian"}
+MODELS = {
+    "mace-standard": {"couplings": "vector"},
+    "mace-gradient": {"couplings": "gradient"},
+    "mace-fusion": {"couplings": "vector", "mace": {"product_basis": "fusion", "fusion_leaves": "distinct",
+                                                    "l_internal": 1}},
+    "cormorant-fusion": {"couplings": "vector", "architecture": "cormorant", "num_layers": 3,
+                         "cormorant": {"fusion": True, "second_message": "distinct"}},
+    "single-S0": {"state": "S0"},
+    "single-S1": {"state": "S1"},
+}
+REFERENCE_CHANNELS = 32
+
+
+def splits(work: Path) -> dict[str, Path]:
+    from ase.io import read, write
+
+    frames = read(DATA, ":")
+    order = np.random.default_rng(0).permutation(len(frames))
+    n_test = int(round(0.15 * len(frames)))
+    paths = {"test": work / "data" / "test.xyz", "train": work / "data" / "train.xyz"}
+    paths["test"].parent.mkdir(parents=True, exist_ok=True)
+    if not paths["train"].exists():  # written once (lanes running side by side read the same split)
+        write(paths["test"], [frames[i] for i in order[:n_test]])
+        write(paths["train"], [frames[i] for i in order[n_test:]])
+    return paths
+
+
+def model_section(name: str, channels: int) -> dict:
+    settings = {k: v for k, v in MODELS[name].items() if k != "state"}
+    return {**BASE, **settings, "channels": channels}
+
+
+def parameters(name: str, channels: int) -> int:
+    from tensorfuse import ModelConfig
+
+    section = model_section(name, channels)
+    states = {} if "state" in MODELS[name] else {"states": tuple(STATES)}
+    return ModelConfig(species=(1, 6), **states, **section).num_parameters()
+
+
+def matched_channels(name: str) -> int:
+    """The channel count whose parameter count is closest to the reference model's."""
+    target = parameters("mace-standard", REFERENCE_CHANNELS)
+    return min(range(8, 65, 2), key=lambda c: abs(parameters(name, c) - target))
+
+
+def run(name: str, paths: dict, budget: float, work: Path) -> dict:
+    from tensorfuse import TrainConfig, train
+
+    channels = matched_channels(name)
+    state = MODELS[name].get("state")
+    if state:
+        data = {"energy_key": f"energy_{state}", "forces_key": f"forces_{state}"}
+        weights = {}
+    else:
+        data = {"states": STATES}
+        weights = {"couplings_weight": 10.0}
+    start = time.perf_counter()
+    result = train(TrainConfig(
+        data={"train_file": str(paths["train"]), "test_file": str(paths["test"]), "valid_fraction": 0.1, **data},
+        model=model_section(name, channels),
+        training={"max_epochs": 100000, "time_budget": budget, "batch_size": 5, "lr": 0.01, "energy_weight": 1.0,
+                  "forces_weight": 100.0, "ema_decay": 0.99, "dtype": "float64", **weights},
+        output=str(work / name), overwrite=True,
+    ))
+    summary = {"model": name, "channels": channels, "parameters": sum(p.numel() for p in result.model.parameters()),
+               "epochs": len(result.history), "minutes": (time.perf_counter() - start) / 60,
+               "test": result.metrics["test"], "state": state}
+    (work / name / "result.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def table(work: Path) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(work.glob("*/result.json"))]
+    order = {name: k for k, name in enumerate(MODELS)}
+    rows.sort(key=lambda r: order.get(r["model"], 99))
+    print("| model | params | epochs | E MAE S0 | E MAE S1 | F MAE S0 | F MAE S1 | gap MAE | coupling MAE | "
+          "coupling cos |")
+    print("|" + "---|" * 10)
+
+    def cell(row, key, state=None):
+        test = row["test"]
+        if row["state"]:  # a single-state model: its own state's columns only
+            if state != row["state"]:
+                return "-"
+            value = test.get(key.replace(f"_{state}", ""))
+        else:
+            value = test.get(key)
+        return "-" if value is None or value != value else f"{value:.1f}" if "cos" not in key else f"{value:.3f}"
+
+    for r in rows:
+        print(f"| {r['model']} | {r['parameters']:,} | {r['epochs']} | {cell(r, 'e_mae_S0', 'S0')} | "
+              f"{cell(r, 'e_mae_S1', 'S1')} | {cell(r, 'f_mae_S0', 'S0')} | {cell(r, 'f_mae_S1', 'S1')} | "
+              f"{cell(r, 'gap_mae_S0_S1')} | {cell(r, 'c_mae_S0_S1')} | {cell(r, 'c_cos_S0_S1')} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=8.0, help="minutes of training per model")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--work", default="runs/excited")
+    parser.add_argument("--table", action="store_true", help="print the table of the finished runs")
+    args = parser.parse_args()
+    work = Path(args.work)
+    if args.table:
+        table(work)
+        return
+    import torch
+
+    from tensorfuse.utils import tune_malloc
+
+    torch.set_num_threads(1)
+    tune_malloc()
+    paths = splits(work)
+    for name in args.models:
+        summary = run(name, paths, args.budget, work)
+        print(json.dumps({k: v for k, v in summary.items() if k != "test"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
