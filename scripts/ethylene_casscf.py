@@ -8,7 +8,7 @@ Three steps, each resumable (a killed step continues where it stopped):
     python scripts/ethylene_casscf.py collect --work runs/ethylene --out src/tensorfuse/datasets/ethylene_casscf.xyz
     # round 2: S1 dynamics of a committee trained on round 1, the geometries it disagrees on most
     python scripts/ethylene_casscf.py dynamics --work runs/ethylene --models M1.pt M2.pt
-    OMP_NUM_THREADS=1 python scripts/ethylene_casscf.py label --work runs/ethylene --inputs dynamics.xyz ...
+    OMP_NUM_THREADS=1 python scripts/ethylene_casscf.py label --work runs/ethylene --inputs dynamics_1.xyz ...
 
 ``geometries`` writes ``geometries.xyz``: Wigner samples at 300 K and 1000 K around the RHF/6-31G*
 minimum (RHF normal modes), and scan lines through the twisted region (torsion 0-90° in 10°
@@ -177,8 +177,9 @@ def label(work: Path, worker: int, workers: int, inputs: str) -> None:
 # -- round 2: geometries from S1 dynamics of a first model -------------------------------------------------
 def dynamics(work: Path, models: list[str], trajectories: int, steps: int, keep: int, seed: int = 1) -> None:
     """Short NVE runs on S1 of a committee (mean forces) from Wigner geometries at 300 K with
-    Maxwell-Boltzmann velocities; of every 10th step, the ``keep`` geometries whose S1 forces the
-    committee disagrees on most are written to ``dynamics.xyz`` for labelling."""
+    Maxwell-Boltzmann velocities; of every 10th step while the molecule is intact, the ``keep``
+    geometries whose S1 forces the committee disagrees on most are written to ``dynamics.xyz``
+    for labelling. (S1 relaxes from ~9.5 eV: several eV of motion, ~6000 K for six atoms.)"""
     from ase.io import read, write
 
     from tensorfuse.calculator import Calculator
@@ -196,27 +197,41 @@ def dynamics(work: Path, models: list[str], trajectories: int, steps: int, keep:
         output.parent.mkdir(parents=True, exist_ok=True)
         try:
             run_md(calculator, atoms, "nve", steps=steps, timestep=0.5, temperature=300.0, output=output,
-                   interval=10, seed=seed + k, progress=False, overwrite=True, max_temperature=5000.0)
+                   interval=10, seed=seed + k, progress=False, overwrite=True, max_temperature=30000.0)  # S1 relaxes into ~6000 K of motion
         except MDExplosion as error:
             print(f"trajectory {k}: stopped: {error}", file=sys.stderr)
         for step, frame in enumerate(read(output, ":")):
+            if not _intact(frame):  # past the point where the run left chemistry: no reference there
+                break
             frame.calc = calculator
             frame.get_potential_energy()
             spread = float(np.abs(calculator.results["state_forces_std"]).max())
             candidates.append((spread, k, step, frame.copy()))
     candidates.sort(key=lambda c: -c[0])
     chosen = sorted(candidates[:keep], key=lambda c: (c[1], c[2]))
+    round_ = 1 + len(list(work.glob("dynamics_*.xyz")))  # every round its own file and indices
     images = []
     for n, (spread, k, step, frame) in enumerate(chosen):
         frame.calc = None
-        frame.info = {"sampling": "dynamics", "group": f"dynamics-{k}", "step": step, "index": 100000 + n,
+        frame.info = {"sampling": "dynamics", "group": f"dynamics{round_}-{k}", "step": step,
+                      "index": 100000 * round_ + n,
                       "committee_spread": spread}
         images.append(frame)
-    write(work / "dynamics.xyz", images, format="extxyz")
+    write(work / f"dynamics_{round_}.xyz", images, format="extxyz")
     spreads = [c[0] for c in candidates]
     print(f"{len(candidates)} frames from {len(picked)} S1 trajectories; kept the {len(images)} with the largest "
           f"committee spread of S1 forces ({min(c[0] for c in chosen):.2f}-{max(spreads):.2f} eV/Å; median of all "
           f"{np.median(spreads):.2f})")
+
+
+def _intact(atoms) -> bool:
+    """Ethylene still in one piece: C=C below 1.8 Å, each H within 1.6 Å of a carbon, no atoms closer than 0.8 Å."""
+    d = atoms.get_all_distances()
+    np.fill_diagonal(d, np.inf)
+    carbons = [i for i, z in enumerate(atoms.numbers) if z == 6]
+    hydrogens = [i for i, z in enumerate(atoms.numbers) if z == 1]
+    return (d[carbons[0], carbons[1]] < 1.8 and all(d[h, carbons].min() < 1.6 for h in hydrogens)
+            and d.min() > 0.8)
 
 
 # -- continuity checks and the data set ---------------------------------------------------------------
