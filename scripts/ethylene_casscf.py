@@ -102,7 +102,6 @@ def distort(positions, stretch, torsion, pyramidalization):
 
 
 def make_geometries(work: Path, seed: int = 0) -> None:
-    from ase import Atoms
     from ase.io import write
 
     symbols, minimum, frequencies, modes, masses = rhf_minimum_and_modes()
