@@ -150,6 +150,14 @@ def test_train_eval_and_reload_a_multi_state_model(tmp_path, capsys):
     assert "S1 |" in out and "S0_S2 |" in out
     for state in KEYS.names:
         assert (tmp_path / "eval" / f"parity_states_{state}.png").stat().st_size > 1000
+    # MD on an excited state's surface
+    assert cli(["md", str(tmp_path / "run" / "model.pt"), path, "--state", "S2", "--ensemble", "nve", "--steps", "4",
+                "--interval", "2", "--temperature", "0", "--output", str(tmp_path / "md.xyz")]) == 0
+    from ase.io import read
+
+    frames = read(tmp_path / "md.xyz", ":")
+    reference = load_model(tmp_path / "run" / "model.pt").predict(frames[0])["energy"]
+    assert frames[0].get_potential_energy() == pytest.approx(float(reference[2]), abs=1e-9)
 
 
 def test_wrong_numbers_of_state_weights_and_couplings_without_data_are_errors(tmp_path):
