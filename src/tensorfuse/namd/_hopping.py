@@ -1,0 +1,262 @@
+"""Surface hopping for a batch of trajectories at once (atomic units, ħ = 1).
+
+Every step advances all trajectories together with one call of the surface:
+
+1. velocity Verlet on each trajectory's active state;
+2. (FSSH) the electronic amplitudes ``c`` evolve under ``H = diag(E) - i v·d`` with the midpoint
+   energies and time-derivative couplings (exact exponential of the Hermitian matrix);
+3. (FSSH) hops ``a -> b`` with Tully's probability ``max(0, -2 Re(c_b^* c_a v·d_ba) dt / |c_a|^2)``;
+   (LZ) at a local minimum of the gap ``Z`` to a neighbouring state, with the Landau–Zener
+   probability ``exp(-π/2 sqrt(Z^3 / Z''))`` (Belyaev–Lebedev form, ``Z''`` from three steps);
+4. an accepted hop rescales the velocity along the coupling vector (FSSH) or the momentum (LZ)
+   so that the total energy is unchanged; a hop without enough kinetic energy is frustrated: the
+   velocities stay (or their component along the coupling reverses, ``reverse_frustrated``);
+5. (FSSH) energy-based decoherence (Granucci–Persico): non-active amplitudes decay with
+   ``τ = (1 + C / E_kin) / |E_k - E_a|``, ``C = 0.1`` hartree by default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from tensorfuse.namd._surfaces import SurfacePoint
+
+METHODS = ("fssh", "lz")
+
+
+@dataclass
+class Hop:
+    trajectory: int
+    step: int
+    source: int
+    target: int
+    accepted: bool  # False: frustrated
+    energy_before: float = 0.0  # total energy (potential of the active state + kinetic) before the hop
+    energy_after: float = 0.0  # and after it (the same unless the rounding of the rescaling)
+
+
+@dataclass
+class Ensemble:
+    """The result of a run: per recorded step, every trajectory's time, positions, velocities,
+    active state, electronic populations and energies; the hops; and which trajectories stopped."""
+
+    times: torch.Tensor  # [R]
+    positions: torch.Tensor  # [R, T, D]
+    velocities: torch.Tensor  # [R, T, D]
+    active: torch.Tensor  # [R, T]
+    populations: torch.Tensor  # [R, T, S] |c|^2 (FSSH) or one-hot of the active state (LZ)
+    energies: torch.Tensor  # [R, T, S]
+    total_energy: torch.Tensor  # [R, T] potential of the active state + kinetic
+    hops: list[Hop] = field(default_factory=list)
+    stopped: torch.Tensor | None = None  # [T] step at which a trajectory was stopped (-1: ran to the end)
+
+    def active_fractions(self) -> torch.Tensor:
+        """``[R, S]``: the fraction of trajectories on each state at each recorded step."""
+        s = self.energies.shape[-1]
+        return torch.nn.functional.one_hot(self.active, s).to(self.energies.dtype).mean(1)
+
+
+class SurfaceHopping:
+    """``SurfaceHopping(surface, masses, method="fssh", dt=..., seed=0)``; ``run(x, v, state, steps)``.
+
+    ``surface``: a callable ``x [T, D] -> SurfacePoint`` (atomic units), e.g. a Tully model or a
+    learned model through :class:`~tensorfuse.namd.ModelSurface`. ``masses`` ``[D]`` (electron
+    masses). ``method``: ``"fssh"`` (needs couplings) or ``"lz"`` (energies and forces only).
+    ``decoherence``: the Granucci–Persico constant in hartree (``None``: none).
+    """
+
+    def __init__(self, surface, masses, method: str = "fssh", dt: float = 1.0, seed: int = 0,
+                 decoherence: float | None = 0.1, reverse_frustrated: bool = False):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if not (dt > 0 and math.isfinite(dt)):
+            raise ValueError(f"the time step must be positive, got {dt}")
+        self.surface, self.method, self.dt = surface, method, float(dt)
+        self.masses = torch.as_tensor(masses, dtype=torch.float64)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.decoherence, self.reverse_frustrated = decoherence, reverse_frustrated
+
+    def run(self, x: torch.Tensor, v: torch.Tensor, state, steps: int, record_every: int = 1,
+            stop=None) -> Ensemble:
+        """Propagate ``x, v`` ``[T, D]`` starting on ``state`` (an int or ``[T]``) for ``steps``.
+
+        ``stop(point, x) -> [T] bool`` may end trajectories (an explosion): they keep their
+        recorded frames and are frozen from then on."""
+        x, v = x.clone().to(torch.float64), v.clone().to(torch.float64)
+        t_count = x.shape[0]
+        point = self.surface(x)
+        s = point.energies.shape[1]
+        if self.method == "fssh" and point.couplings is None:
+            raise ValueError("FSSH needs the couplings between states: this surface has none (use method='lz')")
+        active = torch.as_tensor(state, dtype=torch.long).expand(t_count).clone()
+        if not ((active >= 0) & (active < s)).all():
+            raise ValueError(f"initial state out of range: the surface has {s} states")
+        c = torch.zeros(t_count, s, dtype=torch.complex128)
+        c[torch.arange(t_count), active] = 1.0
+        running = torch.ones(t_count, dtype=torch.bool)
+        stopped = torch.full((t_count,), -1, dtype=torch.long)
+        energies_history: list[torch.Tensor] = []
+        record = _Recorder()
+        hops: list[Hop] = []
+        record.add(0.0, x, v, active, self._populations(c, active), point, self._total(point, v, active))
+        for step in range(1, steps + 1):
+            x_new, v_half = self._verlet_positions(x, v, point, active)
+            new = self.surface(x_new)
+            v_new = v_half + 0.5 * self.dt * self._accelerations(new, active)
+            x = torch.where(running[:, None], x_new, x)
+            v_new = torch.where(running[:, None], v_new, v)
+            if self.method == "fssh":
+                c = torch.where(running[:, None], self._propagate(c, point, new, v, v_new), c)
+                targets = self._fssh_targets(c, new, v_new, active)
+            else:
+                energies_history = (energies_history + [new.energies])[-3:]
+                targets = self._lz_targets(energies_history, active, s)
+            targets = torch.where(running, targets, active)
+            v_new, active, step_hops = self._hop(targets, active, new, v_new, step)
+            hops += step_hops
+            if self.method == "fssh" and self.decoherence is not None:
+                c = self._decohere(c, new, v_new, active)
+            v, point = v_new, new
+            if stop is not None:
+                ended = running & stop(point, x)
+                stopped[ended] = step
+                running &= ~ended
+            if step % record_every == 0 or step == steps or not running.any():
+                record.add(step * self.dt, x, v, active, self._populations(c, active), point,
+                           self._total(point, v, active))
+            if not running.any():
+                break
+        return record.ensemble(hops, stopped)
+
+    # -- nuclei ---------------------------------------------------------------------------------
+    def _accelerations(self, point: SurfacePoint, active: torch.Tensor) -> torch.Tensor:
+        forces = point.forces[torch.arange(len(active)), active]
+        return forces / self.masses
+
+    def _verlet_positions(self, x, v, point, active):
+        v_half = v + 0.5 * self.dt * self._accelerations(point, active)
+        return x + self.dt * v_half, v_half
+
+    def _kinetic(self, v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.masses * v**2).sum(-1)
+
+    def _total(self, point, v, active) -> torch.Tensor:
+        return point.energies[torch.arange(len(active)), active] + self._kinetic(v)
+
+    # -- electrons (FSSH) --------------------------------------------------------------------------
+    def _propagate(self, c, old: SurfacePoint, new: SurfacePoint, v_old, v_new):
+        """``c <- exp(-i H dt) c`` with ``H = diag(E) - i v·d`` at the midpoint of the step."""
+        energies = 0.5 * (old.energies + new.energies)
+        tdc = 0.5 * (torch.einsum("tijd,td->tij", old.couplings, v_old) + torch.einsum("tijd,td->tij", new.couplings, v_new))
+        H = torch.diag_embed(energies).to(torch.complex128) - 1j * tdc.to(torch.complex128)
+        H = 0.5 * (H + H.conj().transpose(1, 2))  # Hermitian up to rounding
+        values, vectors = torch.linalg.eigh(H)
+        phase = torch.exp(-1j * values * self.dt)
+        return torch.einsum("tij,tj,tkj,tk->ti", vectors, phase, vectors.conj(), c)
+
+    def _fssh_targets(self, c, point, v, active):
+        t = torch.arange(len(active))
+        tdc = torch.einsum("tijd,td->tij", point.couplings, v)  # v·d_ij
+        ca = c[t, active]  # [T]
+        # dρ_bb/dt from a: -2 Re(c_b^* c_a v·d_ba); probability of a -> b over the step
+        flow = -2 * (c.conj() * ca[:, None] * tdc[t, :, active].to(c.dtype)).real  # [T, S]
+        probability = (flow * self.dt / (ca.abs() ** 2).clamp_min(1e-30)[:, None]).clamp_min(0.0)
+        probability[t, active] = 0.0
+        cumulative = probability.cumsum(1)
+        draw = torch.rand(len(active), generator=self.generator, dtype=torch.float64)
+        chosen = (cumulative > draw[:, None]).to(torch.long).argmax(1)
+        hop = cumulative[t, -1] > draw
+        return torch.where(hop, chosen, active)
+
+    def _decohere(self, c, point, v, active):
+        t = torch.arange(len(active))
+        kinetic = self._kinetic(v).clamp_min(1e-30)
+        gap = (point.energies - point.energies[t, active][:, None]).abs()
+        tau = (1 + self.decoherence / kinetic)[:, None] / gap.clamp_min(1e-30)
+        decay = torch.exp(-self.dt / tau)
+        decay[t, active] = 1.0
+        c = c * decay
+        others = (c.abs() ** 2).sum(1) - (c[t, active].abs() ** 2)
+        ca = c[t, active]
+        scale = torch.sqrt((1 - others).clamp_min(0.0)) / ca.abs().clamp_min(1e-30)
+        c[t, active] = ca * scale
+        return c
+
+    # -- Landau–Zener ---------------------------------------------------------------------------------
+    @staticmethod
+    def _neighbour_gaps(e, active, s):
+        """``[T, 2]``: the gaps to the state below and above the active one (inf where none)."""
+        t = torch.arange(len(active))
+        below = torch.where(active > 0, e[t, active] - e[t, (active - 1).clamp_min(0)], torch.inf)
+        above = torch.where(active < s - 1, e[t, (active + 1).clamp_max(s - 1)] - e[t, active], torch.inf)
+        return torch.stack([below, above], 1)
+
+    def _lz_targets(self, history, active, s):
+        if len(history) < 3:
+            return active
+        # the gaps of the current active state over the last three steps: a minimum at the middle one
+        z0, z1, z2 = (self._neighbour_gaps(e, active, s) for e in history)
+        minimum = (z1 < z0) & (z1 < z2) & torch.isfinite(z1)
+        curvature = (z0 - 2 * z1 + z2) / self.dt**2
+        probability = torch.where(minimum & (curvature > 0),
+                                  torch.exp(-0.5 * math.pi * torch.sqrt(z1**3 / curvature.clamp_min(1e-300))),
+                                  torch.zeros_like(z1))
+        draw = torch.rand(len(active), generator=self.generator, dtype=torch.float64)
+        down = draw < probability[:, 0]
+        up = ~down & (draw < probability[:, 0] + probability[:, 1])
+        return torch.where(down, active - 1, torch.where(up, active + 1, active))
+
+    # -- hops -------------------------------------------------------------------------------------------
+    def _hop(self, targets, active, point, v, step):
+        t = torch.arange(len(active))
+        attempt = targets != active
+        hops = []
+        if not attempt.any():
+            return v, active, hops
+        gap = point.energies[t, targets] - point.energies[t, active]  # energy the nuclei must give
+        if self.method == "fssh":
+            direction = point.couplings[t, active, targets]  # d_ab [T, D]
+        else:  # along the momentum: every velocity scaled by one factor
+            direction = self.masses * v
+        a = 0.5 * (direction**2 / self.masses).sum(-1)
+        b = (v * direction).sum(-1)
+        discriminant = b**2 - 4 * a * gap
+        allowed = attempt & (discriminant >= 0) & (a > 0)
+        root = torch.sqrt(discriminant.clamp_min(0.0))
+        gamma = torch.where(b < 0, (b + root) / (2 * a).clamp_min(1e-300), (b - root) / (2 * a).clamp_min(1e-300))
+        rescaled = v - gamma[:, None] * direction / self.masses
+        frustrated = attempt & ~allowed
+        if self.reverse_frustrated:
+            along = (b / (2 * a).clamp_min(1e-300))[:, None] * direction / self.masses
+            reversed_v = v - 2 * along
+            v = torch.where(frustrated[:, None], reversed_v, v)
+        before = self._total(point, v, active)
+        v = torch.where(allowed[:, None], rescaled, v)
+        new_active = torch.where(allowed, targets, active)
+        after = self._total(point, v, new_active)
+        for k in torch.nonzero(attempt).flatten().tolist():
+            hops.append(Hop(k, step, int(active[k]), int(targets[k]), bool(allowed[k]), float(before[k]),
+                            float(after[k])))
+        return v, new_active, hops
+
+    def _populations(self, c, active):
+        if self.method == "lz":  # no amplitudes: the active state
+            return torch.nn.functional.one_hot(active, c.shape[1]).to(torch.float64)
+        return (c.abs() ** 2).to(torch.float64)
+
+
+class _Recorder:
+    def __init__(self):
+        self.rows: list[tuple] = []
+
+    def add(self, time, x, v, active, populations, point, total):
+        self.rows.append((time, x.clone(), v.clone(), active.clone(), populations.clone(), point.energies.detach().clone(),
+                          total.detach().clone()))
+
+    def ensemble(self, hops, stopped) -> Ensemble:
+        times, xs, vs, actives, pops, energies, totals = zip(*self.rows)
+        return Ensemble(torch.tensor(times), torch.stack(xs), torch.stack(vs), torch.stack(actives), torch.stack(pops),
+                        torch.stack(energies), torch.stack(totals), hops, stopped)

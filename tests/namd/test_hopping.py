@@ -1,0 +1,134 @@
+"""Surface hopping on Tully's models: exact quantum dynamics as the reference, and the invariants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tensorfuse.namd import (
+    SurfaceHopping,
+    TullyDualAvoidedCrossing,
+    TullyExtendedCoupling,
+    TullySimpleAvoidedCrossing,
+    wave_packet_scattering,
+)
+
+MASS = 2000.0
+
+
+def scatter(model, k: float, method: str, trajectories: int = 500, seed: int = 0, **options):
+    """Fractions transmitted on the upper state and reflected, from x = -10 on the lower state."""
+    model.reset()
+    v0 = k / MASS
+    x = torch.full((trajectories, 1), -10.0, dtype=torch.float64)
+    v = torch.full((trajectories, 1), v0, dtype=torch.float64)
+    dt = 20.0 / (v0 * 1000)
+    engine = SurfaceHopping(model, [MASS], method=method, dt=dt, seed=seed, **options)
+    ensemble = engine.run(x, v, 0, 6 * int(20 / (v0 * dt)), record_every=10**9,
+                          stop=lambda point, x: x[:, 0].abs() > 10.0)
+    final_x, final_state = ensemble.positions[-1, :, 0], ensemble.active[-1]
+    upper = float(((final_x > 0) & (final_state == 1)).double().mean())
+    return upper, float((final_x < 0).double().mean()), ensemble
+
+
+@pytest.mark.parametrize("k", [15, pytest.param(10, marks=pytest.mark.slow), 25])
+def test_fssh_on_tully_one_matches_exact_quantum_dynamics(k):
+    """Transmission on the upper state within 0.1 of the exact wave packet (500 trajectories).
+    Measured here: exact 0.153 / 0.323 / 0.623 at k = 10 / 15 / 25; FSSH 0.22 / 0.39 / 0.62."""
+    model = TullySimpleAvoidedCrossing()
+    exact = wave_packet_scattering(model, k)
+    assert exact.transmitted.sum() + exact.reflected.sum() == pytest.approx(1.0, abs=1e-3)
+    upper, reflected, _ = scatter(model, k, "fssh")
+    assert abs(upper - exact.transmitted[1]) < 0.1, (upper, exact.transmitted)
+    assert abs(reflected - exact.reflected.sum()) < 0.05
+
+
+def test_landau_zener_on_tully_one_without_couplings():
+    """Landau–Zener needs energies only; at k = 25 it lands within 0.1 of the exact transmission."""
+    model = TullySimpleAvoidedCrossing()
+    exact = wave_packet_scattering(model, 25)
+    upper, _, ensemble = scatter(model, 25, "lz")
+    assert abs(upper - exact.transmitted[1]) < 0.1, (upper, exact.transmitted)
+    assert all(h.source != h.target for h in ensemble.hops)
+
+
+def test_every_accepted_hop_conserves_the_total_energy_and_frustrated_hops_keep_velocities():
+    """Tully 2 at k = 10: many hops, some frustrated (too little kinetic energy to go up)."""
+    model = TullyDualAvoidedCrossing()
+    n, k = 400, 10.0
+    v0 = k / MASS
+    engine = SurfaceHopping(model, [MASS], method="fssh", dt=20.0 / (v0 * 1000), seed=3)
+    x = torch.full((n, 1), -10.0, dtype=torch.float64)
+    v = torch.full((n, 1), v0, dtype=torch.float64)
+    ensemble = engine.run(x, v, 0, 4000, record_every=1, stop=lambda p, x: x[:, 0].abs() > 10.0)
+    accepted = [h for h in ensemble.hops if h.accepted]
+    frustrated = [h for h in ensemble.hops if not h.accepted]
+    assert len(accepted) > 50 and frustrated
+    for hop in accepted:  # the rescaling gives the nuclei exactly the energy the electrons take
+        assert abs(hop.energy_after - hop.energy_before) < 1e-8 * abs(hop.energy_before)
+    for hop in frustrated:
+        assert hop.energy_after == hop.energy_before
+        assert ensemble.active[hop.step, hop.trajectory] == hop.source
+        assert torch.equal(ensemble.velocities[hop.step, hop.trajectory],
+                           _verlet_velocity(engine, ensemble, hop))
+    drift = (ensemble.total_energy[1:] - ensemble.total_energy[:-1]).abs().max()
+    assert float(drift) < 1e-4 * float(ensemble.total_energy[0].abs().max())  # velocity Verlet, dt = 4 a.u.
+    populations = ensemble.populations.sum(-1)
+    assert torch.allclose(populations, torch.ones_like(populations), atol=1e-10)
+
+
+def _verlet_velocity(engine, ensemble, hop):
+    """The velocity after the frustrated hop's step computed again without any hop: the same."""
+    t, step = hop.trajectory, hop.step
+    model = engine.surface
+    x0 = ensemble.positions[step - 1, t : t + 1]
+    v0 = ensemble.velocities[step - 1, t : t + 1]
+    state = ensemble.active[step - 1, t]
+    model.reset()
+    a0 = model(x0).forces[0, state] / engine.masses
+    x1 = x0 + engine.dt * (v0 + 0.5 * engine.dt * a0)
+    a1 = model(x1).forces[0, state] / engine.masses
+    return (v0 + 0.5 * engine.dt * a0 + 0.5 * engine.dt * a1)[0]
+
+
+def test_frustrated_hops_keep_or_reverse_the_velocity_as_asked():
+    """Tully 1 at k = 5: the kinetic energy (0.006) is below the gap at the crossing (0.01)."""
+    for reverse in (False, True):
+        model = TullySimpleAvoidedCrossing()
+        v0 = 5.0 / MASS
+        engine = SurfaceHopping(model, [MASS], method="fssh", dt=10.0, seed=0, decoherence=None,
+                                reverse_frustrated=reverse)
+        x = torch.full((200, 1), -4.0, dtype=torch.float64)
+        v = torch.full((200, 1), v0, dtype=torch.float64)
+        ensemble = engine.run(x, v, 0, 300)
+        assert ensemble.hops and not any(h.accepted for h in ensemble.hops)
+        assert (ensemble.active == 0).all()
+        first = ensemble.hops[0]
+        before = ensemble.velocities[first.step - 1, first.trajectory]
+        after = ensemble.velocities[first.step, first.trajectory]
+        assert (float(after) < 0) == reverse and abs(float(after)) == pytest.approx(abs(float(before)), rel=0.05)
+
+
+def test_runs_are_reproducible_from_the_seed_and_differ_between_seeds():
+    model = TullyExtendedCoupling()
+    a = scatter(model, 10, "fssh", trajectories=100, seed=5)[2]
+    b = scatter(model, 10, "fssh", trajectories=100, seed=5)[2]
+    c = scatter(model, 10, "fssh", trajectories=100, seed=6)[2]
+    assert torch.equal(a.positions, b.positions) and torch.equal(a.active, b.active)
+    assert not torch.equal(a.active, c.active)
+
+
+def test_fssh_needs_couplings_and_checks_its_arguments():
+    class NoCouplings:
+        def __call__(self, x):
+            point = TullySimpleAvoidedCrossing()(x)
+            point.couplings = None
+            return point
+
+    x = torch.zeros(2, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="FSSH needs the couplings"):
+        SurfaceHopping(NoCouplings(), [MASS]).run(x, x, 0, 1)
+    with pytest.raises(ValueError, match="method must be one of"):
+        SurfaceHopping(NoCouplings(), [MASS], method="ehrenfest")
+    with pytest.raises(ValueError, match="initial state out of range"):
+        SurfaceHopping(TullySimpleAvoidedCrossing(), [MASS]).run(x, x, 3, 1)
