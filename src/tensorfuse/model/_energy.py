@@ -172,8 +172,8 @@ class EnergyModel(torch.nn.Module):
         last = config.num_layers - 1
         # one output per state, and per pair of states the scalar whose gradient is their coupling
         self.num_states = config.num_states
-        virtual = len(config.state_pairs) if config.couplings == "gradient" else 0
-        outputs = self.num_states + virtual
+        self.num_virtual = len(config.state_pairs) if config.couplings == "gradient" else 0
+        outputs = self.num_states + self.num_virtual
         self.readouts = torch.nn.ModuleList(
             ScalarReadout(config.channels, config.readout_hidden if t == last else None, dtype=dtype,
                           outputs=outputs)
@@ -225,9 +225,9 @@ class EnergyModel(torch.nn.Module):
             h = layer(h, species, edges)
             network_energy = network_energy + readout(h[:, :, scalar])
         s = self.num_states
-        virtual = network_energy[..., s:] if network_energy.dim() == 2 and network_energy.shape[-1] > s else None
-        if virtual is not None:
-            network_energy = network_energy[..., :s]
+        virtual = None
+        if self.num_virtual:  # the readouts' last columns: the coupling scalars
+            network_energy, virtual = network_energy[..., :s], network_energy[..., s:]
         node_energy = self.priors(network_energy, species)
         energy = node_energy.new_zeros((graph.num_graphs,) + node_energy.shape[1:]).index_add_(0, graph.batch,
                                                                                                node_energy)

@@ -23,6 +23,6 @@ def layer_irreps(config) -> tuple[Irreps, Irreps, list[Irreps]]:
     density = feature_irreps(config.l_max if config.architecture == "cormorant" else config.l_max_edge, config.parity)
     hidden = feature_irreps(config.l_max, config.parity)
     # the last layer feeds the energy readouts (scalars), and the coupling vectors (1o) if any
-    last = Irreps("0e+1o") if getattr(config, "couplings", None) == "vector" else Irreps("0e")
+    last = Irreps("0e+1o") if config.couplings == "vector" else Irreps("0e")
     nodes = [Irreps("0e")] + [hidden] * (config.num_layers - 1) + [last]
     return edge, density, nodes

@@ -42,7 +42,7 @@ class Potential(torch.nn.Module):
 
     @property
     def num_states(self) -> int:
-        return getattr(self.config, "num_states", 1)
+        return self.config.num_states
 
     def forward(
         self,
@@ -66,7 +66,7 @@ class Potential(torch.nn.Module):
             symmetric = 0.5 * (strain + strain.transpose(1, 2))
             positions = positions + torch.einsum("ni,nij->nj", positions, symmetric[graph.batch])
             cell = cell + cell @ symmetric
-        gradient_couplings = getattr(self.config, "couplings", None) == "gradient"
+        gradient_couplings = self.config.couplings == "gradient"
         needs_grad = bool(inputs) or gradient_couplings
         if gradient_couplings and not inputs:
             positions = positions.detach().requires_grad_(True)

@@ -21,6 +21,12 @@ def atomic_save(obj, path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def without_priors(state_dict: dict) -> dict:
+    """A state dict without the priors' buffers, which files of format 1 (models and checkpoints,
+    EMA shadows included) stored; they are now derived from the statistics in the configuration."""
+    return {k: v for k, v in state_dict.items() if not k.startswith("energy_model.priors.")}
+
+
 def model_to_dict(model) -> dict:
     from tensorfuse import __version__
 
@@ -83,8 +89,8 @@ def model_from_dict(data, source: str, device=None, dtype: torch.dtype | None = 
         raise ValueError(f"{source}: unknown dtype {data.get('dtype')!r} (float32 or float64)")
     stored = getattr(torch, data.get("dtype", "float64"))
     model = build_model(config, dtype=dtype or stored)
-    try:  # files of format 1 also stored the priors, now derived from the statistics in the configuration
-        model.load_state_dict({k: v for k, v in data["state_dict"].items() if not k.startswith("energy_model.priors.")})
+    try:
+        model.load_state_dict(without_priors(data["state_dict"]))
     except (KeyError, RuntimeError, AttributeError) as error:
         raise ValueError(f"{source}: the weights do not match the configuration: {error}") from None
     return model.to(device) if device is not None else model

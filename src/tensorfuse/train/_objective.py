@@ -109,23 +109,12 @@ class StatesObjective:
             error = (de[:, k + 1] - de[:, k])[both]
             sums.update({f"gap_{gap}.n": float(both.sum()), f"gap_{gap}.abs": float(error.abs().sum())})
         if self.pairs:
-            predicted = out.get("couplings")
-            for p, name in enumerate(self.pair_names):
-                keys = ("n_c", "c_abs", "c_sq", "n_c_frames", "c_cos")
-                sums.update({f"{name}.{key}": 0.0 for key in keys})
-                if predicted is None:
-                    continue
-                for b in torch.nonzero(t.has_couplings[:, p]).flatten().tolist():
-                    atoms_b = graph.batch == b
-                    x, y = predicted.detach()[atoms_b, p].flatten(), t.couplings[atoms_b, p].flatten()
-                    sign = 1.0 if (x - y).square().sum() <= (x + y).square().sum() else -1.0
-                    error = x - sign * y
-                    cosine = float(sign * (x @ y) / (x.norm() * y.norm()).clamp_min(1e-30))
-                    sums[f"{name}.n_c"] += error.numel()
-                    sums[f"{name}.c_abs"] += float(error.abs().sum())
-                    sums[f"{name}.c_sq"] += float((error**2).sum())
-                    sums[f"{name}.n_c_frames"] += 1
-                    sums[f"{name}.c_cos"] += cosine
+            keys = ("n_c", "c_abs", "c_sq", "n_c_frames", "c_cos")
+            sums.update({f"{name}.{key}": 0.0 for name in self.pair_names for key in keys})
+            if "couplings" in out:
+                per_pair = _coupling_error_sums(out["couplings"].detach(), t.couplings, t.has_couplings, graph)
+                for p, name in enumerate(self.pair_names):
+                    sums.update({f"{name}.{key}": float(per_pair[k, p]) for k, key in enumerate(keys)})
         return sums
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
@@ -154,6 +143,26 @@ class StatesObjective:
         out["e_mae"] = milli * total["e_abs"] / total["n_e"] if total["n_e"] else math.nan
         out["f_mae"] = milli * total["f_abs"] / total["n_f"] if total["n_f"] else math.nan
         return out
+
+
+def _coupling_error_sums(predicted, reference, has, graph) -> torch.Tensor:
+    """``[5, P]``: components, sum |error|, sum error^2, frames, sum of cosines over the frames with
+    a coupling, each frame with its better sign (the one with the smaller squared error)."""
+    b, p = graph.num_graphs, predicted.shape[1]
+
+    def per_frame(x):  # [N, P] -> [B, P]
+        return x.new_zeros(b, p).index_add_(0, graph.batch, x)
+
+    plus, minus = predicted - reference, predicted + reference
+    squares = per_frame((plus**2).sum(-1)), per_frame((minus**2).sum(-1))
+    sign = torch.where(squares[0] <= squares[1], 1.0, -1.0)
+    absolute = torch.where(sign > 0, per_frame(plus.abs().sum(-1)), per_frame(minus.abs().sum(-1)))
+    cosine = sign * per_frame((predicted * reference).sum(-1)) / (
+        per_frame((predicted**2).sum(-1)).sqrt() * per_frame((reference**2).sum(-1)).sqrt()).clamp_min(1e-30)
+    mask = has.to(predicted.dtype)
+    components = 3 * graph.atoms_per_graph().to(predicted.dtype)[:, None] * mask
+    return torch.stack([components.sum(0), (absolute * mask).sum(0), (torch.minimum(*squares) * mask).sum(0),
+                        mask.sum(0), (cosine * mask).sum(0)])
 
 
 def _signed_squares(predicted: torch.Tensor, reference: torch.Tensor, graph: AtomicGraph) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 from tensorfuse.data._dataset import GraphDataset
 from tensorfuse.model._build import build_model
 from tensorfuse.model._config import ModelConfig, Statistics
-from tensorfuse.model._serialization import model_from_dict, model_to_dict
+from tensorfuse.model._serialization import model_from_dict, model_to_dict, without_priors
 from tensorfuse.train._config import TrainConfig
 from tensorfuse.train._data import TrainingData, load_training_data, validate_training_data
 from tensorfuse.train._distributed import Distributed
@@ -154,12 +154,12 @@ class Trainer:
     def _restore(self, checkpoint: dict) -> None:
         source = self.folder.path / "checkpoint_last.pt"
         try:
-            self.model.load_state_dict(_without_priors(checkpoint["model"]))
+            self.model.load_state_dict(without_priors(checkpoint["model"]))
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.scheduler.load_state_dict(checkpoint["scheduler"])
             if self.ema is not None and checkpoint["ema"] is not None:
                 ema = dict(checkpoint["ema"])
-                ema["shadow"] = _without_priors(ema["shadow"])
+                ema["shadow"] = without_priors(ema["shadow"])
                 self.ema.load_state_dict(ema)
             self.generator.set_state(checkpoint["generator"])
             torch.set_rng_state(checkpoint["torch_rng"])
@@ -258,11 +258,6 @@ class Trainer:
 
 def _ev(value) -> str:
     return f"{value:+.4f} eV" if isinstance(value, float) else "[" + ", ".join(f"{v:+.4f}" for v in value) + "] eV"
-
-
-def _without_priors(state_dict: dict) -> dict:
-    """Checkpoints of tensorfuse 0.1 stored the priors (now derived from the configuration)."""
-    return {k: v for k, v in state_dict.items() if ".priors." not in f".{k}"}
 
 
 def _matching_checkpoint(model_config: ModelConfig, data: TrainingData, checkpoint: dict, folder: Path) -> ModelConfig:
