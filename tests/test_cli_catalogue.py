@@ -498,6 +498,109 @@ def _(ws):
     return ["md", "run/model.pt", "start.xyz", "--output", "t.xyz", "--log", "t.xyz"], ["same file: t.xyz"]
 
 
+# -- namd: surface hopping ------------------------------------------------------------------------
+def states_model(ws: Path, couplings: str | None = "vector") -> str:
+    """An untrained two-state model of the workspace's elements (C, H, O)."""
+    from tensorfuse import ModelConfig, Statistics, build_model, save_model
+
+    name = f"states_{couplings}.pt"
+    if not (ws / name).exists():
+        config = ModelConfig(species=(1, 6, 8), r_max=4.0, channels=4, l_max=1, l_max_edge=1, num_bessel=4,
+                             radial_mlp=(8,), readout_hidden=4, states=("S0", "S1"), couplings=couplings,
+                             statistics=Statistics(energy_scale=0.01))
+        save_model(build_model(config, dtype=torch.float64, seed=0), ws / name)
+    return name
+
+
+def moving(ws: Path) -> str:
+    """start.xyz with velocities, for --sampling file."""
+    atoms = read(ws / "start.xyz")
+    atoms.set_velocities(np.full((len(atoms), 3), 0.001))
+    write(ws / "moving.xyz", atoms)
+    return "moving.xyz"
+
+
+NAMD_FILE = ["--sampling", "file", "--steps", "2", "--trajectories", "2", "--output", "nd"]
+
+
+@case("namd: a single-state model")
+def _(ws):
+    return ["namd", "run/model.pt", moving(ws), *NAMD_FILE], ["two or more electronic states", "has one"]
+
+
+@case("namd: FSSH with a model without couplings")
+def _(ws):
+    return ["namd", states_model(ws, None), moving(ws), *NAMD_FILE], ["FSSH needs coupling vectors", "--method lz"]
+
+
+@case("namd: an unknown initial state")
+def _(ws):
+    return ["namd", states_model(ws), moving(ws), "--initial-state", "T1", *NAMD_FILE], ["unknown state 'T1'",
+                                                                                         "['S0', 'S1']"]
+
+
+@case("namd: an initial state out of range")
+def _(ws):
+    return ["namd", states_model(ws), moving(ws), "--initial-state", "2", *NAMD_FILE], ["state index 2 out of range"]
+
+
+@case("namd: a product criterion that cannot be read")
+def _(ws):
+    return ["namd", states_model(ws), moving(ws), "--product", "trans dihedral", *NAMD_FILE], [
+        "cannot read the product criterion 'trans dihedral'"]
+
+
+@case("namd: a product criterion naming an atom the molecule lacks")
+def _(ws):
+    return ["namd", states_model(ws), moving(ws), "--product", "x: distance 0 40 > 2", *NAMD_FILE], [
+        "atom 40 does not exist", "9 atoms"]
+
+
+@case("namd: a dihedral of three atoms")
+def _(ws):
+    return ["namd", states_model(ws), moving(ws), "--product", "x: dihedral 0 1 2 > 90", *NAMD_FILE], [
+        "a dihedral takes 4 atoms"]
+
+
+@case("namd: an earlier run in the output folder")
+def _(ws):
+    (ws / "nd").mkdir(exist_ok=True)
+    (ws / "nd" / "populations.csv").write_text("time_fs\n0\n")
+    return ["namd", states_model(ws), moving(ws), *NAMD_FILE], ["nd already holds a run", "--overwrite"]
+
+
+@case("namd: file sampling from frames without velocities")
+def _(ws):
+    return ["namd", states_model(ws), "start.xyz", *NAMD_FILE], ["--sampling file needs frames with velocities"]
+
+
+@case("namd: Wigner sampling where the model has no minimum")
+def _(ws):
+    return ["namd", states_model(ws), "start.xyz", "--steps", "2", "--trajectories", "2", "--output", "nd"], [
+        "not a minimum", "--sampling file"]
+
+
+@case("namd: no trajectories")
+def _(ws):
+    return ["namd", states_model(ws), moving(ws), *NAMD_FILE, "--trajectories", "0"], ["trajectories must be >= 1"]
+
+
+@case("namd: a decoherence constant that is not a number")
+def _(ws):
+    return ["namd", states_model(ws), moving(ws), *NAMD_FILE, "--decoherence", "strong"], ["--decoherence must be"]
+
+
+@case("namd: an element the model does not know")
+def _(ws):
+    write(ws / "si.xyz", Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], velocities=[[0, 0, 0.01], [0, 0, 0]]))
+    return ["namd", states_model(ws), "si.xyz", *NAMD_FILE], ["atomic number [14]", "not in the model's species"]
+
+
+@case("namd: a missing structure file")
+def _(ws):
+    return ["namd", states_model(ws), "absent.xyz", *NAMD_FILE], ["absent.xyz does not exist"]
+
+
 # -- export ---------------------------------------------------------------------------------------
 @case("export: the output is the model itself (it was destroyed before)")
 def _(ws):

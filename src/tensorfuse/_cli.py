@@ -164,6 +164,49 @@ def _md(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _namd(args: argparse.Namespace, extra: list[str]) -> int:
+    from tensorfuse.namd import run_namd
+
+    if extra:
+        raise ValueError(f"unknown argument(s) {extra}")
+    if args.sampling == "file":
+        from ase.io import read
+
+        from tensorfuse.data._io import check_structure
+
+        _read_structure(args.structure, 0)  # the file and its first frame, with the usual errors
+        frames = read(args.structure, index=":")
+        for k, atoms in enumerate(frames):
+            check_structure(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, f"{args.structure}, frame {k}")
+    else:
+        frames = [_read_structure(args.structure, args.frame)]
+    try:
+        decoherence = None if args.decoherence.lower() == "none" else float(args.decoherence)
+    except ValueError:
+        raise ValueError(f"--decoherence must be a number of hartree or none, got {args.decoherence!r}") from None
+    print(f"NAMD ({args.method}) of {len(frames[0])} atoms from {args.structure}: {args.trajectories} trajectories "
+          f"from {args.sampling} sampling{f' at {args.temperature} K' if args.sampling == 'wigner' else ''}, "
+          f"starting on state {args.initial_state}, {args.steps} steps of {args.timestep} fs; output in {args.output}")
+    result = run_namd(args.model, frames, args.initial_state, args.method, args.trajectories, args.steps,
+                      args.timestep, args.temperature, args.seed, args.output, args.sampling, tuple(args.product or ()),
+                      args.interval, decoherence, args.reverse_frustrated, dtype=args.dtype, device=args.device,
+                      optimize=not args.no_optimize, overwrite=args.overwrite)
+    final = ", ".join(f"{s} {p:.3f}" for s, p in zip(result.states, result.fractions[-1]))
+    print(f"done: {result.steps_per_second:.1f} steps/s for {result.trajectories} trajectories; final fractions: {final}")
+    print(f"hops: {result.hops_accepted} accepted, {result.hops_frustrated} frustrated; largest total-energy change "
+          f"{1000 * result.max_energy_change_ev:.3f} meV")
+    if result.lifetime is not None:
+        print(f"lifetime of {result.states[int(result.fractions[0].argmax())]}: {result.lifetime.tau:.1f} fs "
+              f"(after a delay of {result.lifetime.delay:.1f} fs)")
+    for name, (p, error) in result.yields.items():
+        print(f"yield of {name}: {p:.3f} ± {error:.3f}")
+    if result.stopped:
+        print(f"tensorfuse namd: {len(result.stopped)} trajectories stopped early (non-finite or collapsing "
+              f"structure): {result.stopped[:20]}{' ...' if len(result.stopped) > 20 else ''}; their frames are kept",
+              file=sys.stderr)
+    return 0
+
+
 def _export(args: argparse.Namespace, extra: list[str]) -> int:
     from pathlib import Path
 
@@ -253,6 +296,35 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--dtype", choices=["float32", "float64"])
     md.add_argument("--committee", nargs="+", metavar="MODEL", help="more models: report the committee spread")
     md.set_defaults(run=_md)
+
+    na = sub.add_parser("namd", help="non-adiabatic MD: surface hopping on a multi-state model (an ensemble)")
+    na.add_argument("model", help="multi-state model file (model.pt)")
+    na.add_argument("structure", help="start structure (a minimum, for Wigner sampling) or frames with velocities")
+    na.add_argument("--frame", type=int, default=0, help="which frame of the structure file (default 0; wigner)")
+    na.add_argument("--initial-state", default="1", help="state every trajectory starts on (name or index, default 1)")
+    na.add_argument("--method", choices=["fssh", "lz", "fssh-ba"], default="fssh",
+                    help="fssh: Tully with the model's couplings; lz: Landau-Zener; fssh-ba: Baeck-An couplings")
+    na.add_argument("--trajectories", type=int, default=100)
+    na.add_argument("--steps", type=int, default=1000)
+    na.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    na.add_argument("--sampling", choices=["wigner", "file"], default="wigner",
+                    help="wigner: normal modes of the model's ground-state minimum; file: the frames' positions and "
+                         "velocities")
+    na.add_argument("--temperature", type=float, default=0.0, help="K, for Wigner sampling (default 0: zero-point)")
+    na.add_argument("--no-optimize", action="store_true", help="take the structure as the minimum as it is")
+    na.add_argument("--product", action="append", metavar="CRITERION",
+                    help="a product counted at the end and measured at hops, e.g. 'trans: dihedral 2 0 1 4 > 90' "
+                         "(distance in Å, angle/dihedral in degrees; repeatable)")
+    na.add_argument("--decoherence", default="0.1", help="energy-based decoherence constant in hartree, or none")
+    na.add_argument("--reverse-frustrated", action="store_true", help="reverse the velocity along the coupling "
+                    "after a frustrated hop (default: keep it)")
+    na.add_argument("--interval", type=int, default=2, help="steps between recorded frames (default 2)")
+    na.add_argument("--seed", type=int, default=0)
+    na.add_argument("--output", default="namd", help="output folder (default namd)")
+    na.add_argument("--overwrite", action="store_true", help="replace an earlier run in the output folder")
+    na.add_argument("--device", default="cpu")
+    na.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    na.set_defaults(run=_namd)
 
     ex = sub.add_parser("export", help="export a model as a torch.export program (.pt2) for deployment")
     ex.add_argument("model")

@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from tensorfuse.namd import (
+    DiabaticModel,
     SurfaceHopping,
     TullyDualAvoidedCrossing,
     TullyExtendedCoupling,
     TullySimpleAvoidedCrossing,
     wave_packet_scattering,
 )
+from tensorfuse.namd._surfaces import _two_state
 
 MASS = 2000.0
 
@@ -132,3 +134,44 @@ def test_fssh_needs_couplings_and_checks_its_arguments():
         SurfaceHopping(NoCouplings(), [MASS], method="ehrenfest")
     with pytest.raises(ValueError, match="initial state out of range"):
         SurfaceHopping(TullySimpleAvoidedCrossing(), [MASS]).run(x, x, 3, 1)
+
+
+class LinearCrossing(DiabaticModel):
+    """Two diabatic lines ``±αx`` coupled by a constant ``c``: at constant velocity the adiabatic gap
+    is the Landau–Zener hyperbola, where Baeck–An's coupling is exact."""
+
+    def __init__(self, alpha=0.01, c=0.002):
+        super().__init__()
+        self.alpha, self.c = alpha, c
+
+    def diabatic(self, x):
+        x = x[:, 0]
+        a, d = self.alpha * x, torch.full_like(x, self.alpha)
+        c, zero = torch.full_like(x, self.c), torch.zeros_like(x)
+        return _two_state(a, -a, c, d, -d, zero)
+
+
+def test_baeck_an_couplings_are_exact_on_a_landau_zener_hyperbola():
+    model, v0, dt = LinearCrossing(), 0.01, 0.5
+    engine = SurfaceHopping(model, [MASS], method="fssh-ba", dt=dt)
+    for x_mid in (-0.4, -0.1, 0.0, 0.25):
+        x = torch.tensor([[x_mid - v0 * dt], [x_mid], [x_mid + v0 * dt]], dtype=torch.float64)
+        model.reset()
+        point = model(x)
+        sigma = engine._baeck_an([point.energies[k:k + 1] for k in range(3)])[0]
+        exact = float(point.couplings[1, 0, 1, 0]) * v0
+        assert abs(float(sigma[0, 1])) == pytest.approx(abs(exact), rel=1e-4)
+        assert float(sigma[1, 0]) == -float(sigma[0, 1])
+
+
+def test_fssh_with_baeck_an_couplings_conserves_energy_and_populations():
+    """Measured here (500 trajectories): Tully 1 upper transmission 0.18 at k = 10, 15 and 25 (exact
+    0.15 / 0.32 / 0.62): the approximation only sees the coupling where the gap curves upwards, and
+    Tully 1's gap bends over a little way from the crossing. Reported, not asserted."""
+    model = TullyDualAvoidedCrossing()
+    upper, _, ensemble = scatter(model, 20, "fssh-ba", trajectories=100)
+    accepted = [h for h in ensemble.hops if h.accepted]
+    assert accepted and 0 < upper < 1
+    for hop in accepted:
+        assert abs(hop.energy_after - hop.energy_before) < 1e-8 * abs(hop.energy_before)
+    assert torch.allclose(ensemble.populations.sum(-1), torch.ones(()), atol=1e-10)

@@ -2,13 +2,27 @@
 
 * :class:`SurfaceHopping`: Tully's fewest-switches surface hopping (FSSH, with energy-based
   decoherence) or Landau–Zener hopping, for a batch of trajectories with one surface call per step.
+* :class:`ModelSurface`: a learned multi-state model as a surface; :func:`run_namd`, an ensemble
+  from Wigner-sampled initial conditions to populations, hops, a lifetime and product yields
+  (the ``tensorfuse namd`` command); :func:`mudslide_model` runs mudslide's methods on any surface.
 * Model problems with exact answers: Tully's three one-dimensional models
   (:class:`TullySimpleAvoidedCrossing`, :class:`TullyDualAvoidedCrossing`,
   :class:`TullyExtendedCoupling`) and :func:`wave_packet_scattering`, exact quantum dynamics of them.
 """
 
+from tensorfuse.namd._analysis import Criterion, Lifetime, fit_lifetime
 from tensorfuse.namd._exact import Scattering, wave_packet_scattering
 from tensorfuse.namd._hopping import METHODS, Ensemble, Hop, SurfaceHopping
+from tensorfuse.namd._initial import (
+    NormalModes,
+    hessian,
+    minimize,
+    normal_modes,
+    wigner_sample,
+)
+from tensorfuse.namd._model_surface import ModelSurface
+from tensorfuse.namd._mudslide import mudslide_model
+from tensorfuse.namd._run import NamdResult, run_namd
 from tensorfuse.namd._surfaces import (
     AMU,
     BOHR,
@@ -27,14 +41,26 @@ __all__ = [
     "FS",
     "HARTREE",
     "METHODS",
+    "Criterion",
     "DiabaticModel",
     "Ensemble",
     "Hop",
+    "Lifetime",
+    "ModelSurface",
+    "NamdResult",
+    "NormalModes",
     "Scattering",
     "SurfaceHopping",
     "SurfacePoint",
     "TullyDualAvoidedCrossing",
     "TullyExtendedCoupling",
     "TullySimpleAvoidedCrossing",
+    "fit_lifetime",
+    "hessian",
+    "minimize",
+    "mudslide_model",
+    "normal_modes",
+    "run_namd",
     "wave_packet_scattering",
+    "wigner_sample",
 ]

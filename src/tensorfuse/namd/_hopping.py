@@ -13,6 +13,11 @@ Every step advances all trajectories together with one call of the surface:
    velocities stay (or their component along the coupling reverses, ``reverse_frustrated``);
 5. (FSSH) energy-based decoherence (Granucci–Persico): non-active amplitudes decay with
    ``τ = (1 + C / E_kin) / |E_k - E_a|``, ``C = 0.1`` hartree by default.
+
+``"fssh-ba"`` is FSSH for surfaces without coupling vectors: the time-derivative couplings come
+from the gaps' time series (Baeck and An, J. Chem. Phys. 146, 114101 (2017):
+``σ_ij = sqrt(Z''/Z) / 2`` where the gap ``Z = |E_j - E_i|`` curves upwards, else 0), and hops
+rescale along the momentum, as with Landau–Zener.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 
 from tensorfuse.namd._surfaces import SurfacePoint
 
-METHODS = ("fssh", "lz")
+METHODS = ("fssh", "lz", "fssh-ba")
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Hop:
     accepted: bool  # False: frustrated
     energy_before: float = 0.0  # total energy (potential of the active state + kinetic) before the hop
     energy_after: float = 0.0  # and after it (the same unless the rounding of the rescaling)
+    position: torch.Tensor | None = None  # [D] the configuration at the hop
 
 
 @dataclass
@@ -64,7 +70,8 @@ class SurfaceHopping:
 
     ``surface``: a callable ``x [T, D] -> SurfacePoint`` (atomic units), e.g. a Tully model or a
     learned model through :class:`~tensorfuse.namd.ModelSurface`. ``masses`` ``[D]`` (electron
-    masses). ``method``: ``"fssh"`` (needs couplings) or ``"lz"`` (energies and forces only).
+    masses). ``method``: ``"fssh"`` (needs couplings), ``"lz"`` or ``"fssh-ba"`` (energies and
+    forces only).
     ``decoherence``: the Granucci–Persico constant in hartree (``None``: none).
     """
 
@@ -80,11 +87,12 @@ class SurfaceHopping:
         self.decoherence, self.reverse_frustrated = decoherence, reverse_frustrated
 
     def run(self, x: torch.Tensor, v: torch.Tensor, state, steps: int, record_every: int = 1,
-            stop=None) -> Ensemble:
+            stop=None, callback=None) -> Ensemble:
         """Propagate ``x, v`` ``[T, D]`` starting on ``state`` (an int or ``[T]``) for ``steps``.
 
         ``stop(point, x) -> [T] bool`` may end trajectories (an explosion): they keep their
-        recorded frames and are frozen from then on."""
+        recorded frames and are frozen from then on (the surface is evaluated at their last
+        configuration). ``callback(step, running)`` is called after every step (a progress bar)."""
         x, v = x.clone().to(torch.float64), v.clone().to(torch.float64)
         t_count = x.shape[0]
         point = self.surface(x)
@@ -104,20 +112,26 @@ class SurfaceHopping:
         record.add(0.0, x, v, active, self._populations(c, active), point, self._total(point, v, active))
         for step in range(1, steps + 1):
             x_new, v_half = self._verlet_positions(x, v, point, active)
-            new = self.surface(x_new)
+            x = torch.where(running[:, None], x_new, x)  # stopped trajectories stay where they were
+            new = self.surface(x)
             v_new = v_half + 0.5 * self.dt * self._accelerations(new, active)
-            x = torch.where(running[:, None], x_new, x)
             v_new = torch.where(running[:, None], v_new, v)
-            if self.method == "fssh":
-                c = torch.where(running[:, None], self._propagate(c, point, new, v, v_new), c)
-                targets = self._fssh_targets(c, new, v_new, active)
-            else:
+            if self.method != "fssh":
                 energies_history = (energies_history + [new.energies])[-3:]
+            if self.method == "fssh":
+                tdc = self._time_derivative_couplings(point, new, v, v_new)
+                c = torch.where(running[:, None], self._propagate(c, point, new, tdc), c)
+                targets = self._fssh_targets(c, new, torch.einsum("tijd,td->tij", new.couplings, v_new), active)
+            elif self.method == "fssh-ba":
+                tdc = self._baeck_an(energies_history)
+                c = torch.where(running[:, None], self._propagate(c, point, new, tdc), c)
+                targets = self._fssh_targets(c, new, tdc, active)
+            else:
                 targets = self._lz_targets(energies_history, active, s)
             targets = torch.where(running, targets, active)
-            v_new, active, step_hops = self._hop(targets, active, new, v_new, step)
+            v_new, active, step_hops = self._hop(targets, active, new, v_new, step, x)
             hops += step_hops
-            if self.method == "fssh" and self.decoherence is not None:
+            if self.method != "lz" and self.decoherence is not None:
                 c = self._decohere(c, new, v_new, active)
             v, point = v_new, new
             if stop is not None:
@@ -127,6 +141,8 @@ class SurfaceHopping:
             if step % record_every == 0 or step == steps or not running.any():
                 record.add(step * self.dt, x, v, active, self._populations(c, active), point,
                            self._total(point, v, active))
+            if callback is not None:
+                callback(step, running)
             if not running.any():
                 break
         return record.ensemble(hops, stopped)
@@ -147,19 +163,36 @@ class SurfaceHopping:
         return point.energies[torch.arange(len(active)), active] + self._kinetic(v)
 
     # -- electrons (FSSH) --------------------------------------------------------------------------
-    def _propagate(self, c, old: SurfacePoint, new: SurfacePoint, v_old, v_new):
+    @staticmethod
+    def _time_derivative_couplings(old: SurfacePoint, new: SurfacePoint, v_old, v_new):
+        """``v·d_ij`` at the midpoint of the step ``[T, S, S]``."""
+        return 0.5 * (torch.einsum("tijd,td->tij", old.couplings, v_old) + torch.einsum("tijd,td->tij", new.couplings, v_new))
+
+    def _baeck_an(self, history):
+        """Baeck–An time-derivative couplings ``[T, S, S]`` from the last three steps' energies
+        (zero until there are three): ``σ_ij = sqrt(Z''/Z) / 2`` for ``i < j``, ``σ_ji = -σ_ij``."""
+        e = history[-1]
+        if len(history) < 3:
+            return torch.zeros(e.shape + e.shape[-1:], dtype=e.dtype)
+        z0, z1, z2 = ((h.unsqueeze(1) - h.unsqueeze(2)).abs() for h in history)  # [T, S, S]
+        curvature = (z0 - 2 * z1 + z2) / self.dt**2
+        ratio = torch.where((curvature > 0) & (z1 > 0), curvature / z1.clamp_min(1e-300), torch.zeros_like(z1))
+        sigma = 0.5 * torch.sqrt(ratio)
+        upper = torch.triu(torch.ones_like(sigma[0], dtype=torch.bool), diagonal=1)
+        return torch.where(upper, sigma, -sigma) * (~torch.eye(e.shape[-1], dtype=torch.bool))
+
+    def _propagate(self, c, old: SurfacePoint, new: SurfacePoint, tdc):
         """``c <- exp(-i H dt) c`` with ``H = diag(E) - i v·d`` at the midpoint of the step."""
         energies = 0.5 * (old.energies + new.energies)
-        tdc = 0.5 * (torch.einsum("tijd,td->tij", old.couplings, v_old) + torch.einsum("tijd,td->tij", new.couplings, v_new))
         H = torch.diag_embed(energies).to(torch.complex128) - 1j * tdc.to(torch.complex128)
         H = 0.5 * (H + H.conj().transpose(1, 2))  # Hermitian up to rounding
         values, vectors = torch.linalg.eigh(H)
         phase = torch.exp(-1j * values * self.dt)
         return torch.einsum("tij,tj,tkj,tk->ti", vectors, phase, vectors.conj(), c)
 
-    def _fssh_targets(self, c, point, v, active):
+    def _fssh_targets(self, c, point, tdc, active):
+        """Tully's hop ``a -> b`` from the time-derivative couplings ``tdc = v·d`` ``[T, S, S]``."""
         t = torch.arange(len(active))
-        tdc = torch.einsum("tijd,td->tij", point.couplings, v)  # v·d_ij
         ca = c[t, active]  # [T]
         # dρ_bb/dt from a: -2 Re(c_b^* c_a v·d_ba); probability of a -> b over the step
         flow = -2 * (c.conj() * ca[:, None] * tdc[t, :, active].to(c.dtype)).real  # [T, S]
@@ -190,8 +223,8 @@ class SurfaceHopping:
     def _neighbour_gaps(e, active, s):
         """``[T, 2]``: the gaps to the state below and above the active one (inf where none)."""
         t = torch.arange(len(active))
-        below = torch.where(active > 0, e[t, active] - e[t, (active - 1).clamp_min(0)], torch.inf)
-        above = torch.where(active < s - 1, e[t, (active + 1).clamp_max(s - 1)] - e[t, active], torch.inf)
+        below = torch.where(active > 0, (e[t, active] - e[t, (active - 1).clamp_min(0)]).abs(), torch.inf)
+        above = torch.where(active < s - 1, (e[t, (active + 1).clamp_max(s - 1)] - e[t, active]).abs(), torch.inf)
         return torch.stack([below, above], 1)
 
     def _lz_targets(self, history, active, s):
@@ -210,7 +243,7 @@ class SurfaceHopping:
         return torch.where(down, active - 1, torch.where(up, active + 1, active))
 
     # -- hops -------------------------------------------------------------------------------------------
-    def _hop(self, targets, active, point, v, step):
+    def _hop(self, targets, active, point, v, step, x):
         t = torch.arange(len(active))
         attempt = targets != active
         hops = []
@@ -219,7 +252,7 @@ class SurfaceHopping:
         gap = point.energies[t, targets] - point.energies[t, active]  # energy the nuclei must give
         if self.method == "fssh":
             direction = point.couplings[t, active, targets]  # d_ab [T, D]
-        else:  # along the momentum: every velocity scaled by one factor
+        else:  # no coupling vectors: along the momentum, every velocity scaled by one factor
             direction = self.masses * v
         a = 0.5 * (direction**2 / self.masses).sum(-1)
         b = (v * direction).sum(-1)
@@ -239,7 +272,7 @@ class SurfaceHopping:
         after = self._total(point, v, new_active)
         for k in torch.nonzero(attempt).flatten().tolist():
             hops.append(Hop(k, step, int(active[k]), int(targets[k]), bool(allowed[k]), float(before[k]),
-                            float(after[k])))
+                            float(after[k]), x[k].clone()))
         return v, new_active, hops
 
     def _populations(self, c, active):

@@ -1,0 +1,331 @@
+"""``run_namd``: an ensemble of surface-hopping trajectories on a learned multi-state model, from
+initial conditions to the files photochemists read (eV, Å and fs outside)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tensorfuse.namd._analysis import Criterion, Lifetime, fit_lifetime, state_fractions
+from tensorfuse.namd._hopping import METHODS, Ensemble, SurfaceHopping
+from tensorfuse.namd._initial import hessian, minimize, normal_modes, wigner_sample
+from tensorfuse.namd._model_surface import ModelSurface
+from tensorfuse.namd._surfaces import BOHR, FS, HARTREE
+
+SAMPLINGS = ("wigner", "file")
+OUTPUTS = ("trajectories", "populations.csv", "populations.png", "hops.csv", "summary.json", "initial_conditions.xyz")
+
+
+@dataclass
+class NamdResult:
+    """The numbers of a run (eV, Å, fs); the files are in ``output``."""
+
+    output: Path
+    method: str
+    states: tuple[str, ...]
+    trajectories: int
+    steps: int
+    timestep_fs: float
+    times_fs: np.ndarray = field(repr=False)
+    fractions: np.ndarray = field(repr=False)  # [R, S] fraction of trajectories on each state
+    fraction_errors: np.ndarray = field(repr=False)  # [R, S] binomial standard error
+    lifetime: Lifetime | None  # of the initial state
+    yields: dict[str, tuple[float, float]]  # product -> (fraction, standard error) of finished trajectories
+    hops_accepted: int
+    hops_frustrated: int
+    stopped: list[int]  # trajectories stopped early (exploded)
+    max_energy_change_ev: float  # max over trajectories and steps of |E_tot(t) - E_tot(0)|
+    steps_per_second: float
+    ensemble: Ensemble = field(repr=False)
+
+
+def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", trajectories: int = 100,
+             steps: int = 1000, timestep: float = 0.5, temperature: float = 0.0, seed: int = 0,
+             output="namd", sampling: str = "wigner", products: tuple[str, ...] = (), interval: int = 2,
+             decoherence: float | None = 0.1, reverse_frustrated: bool = False, min_distance: float = 0.5,
+             dtype: torch.dtype | str | None = torch.float64, device="cpu", optimize: bool = True,
+             overwrite: bool = False, progress: bool = True) -> NamdResult:
+    """Surface hopping of ``trajectories`` copies of ``atoms`` (ASE ``Atoms``; a list of frames with
+    velocities for ``sampling="file"``) on ``model`` (a multi-state model or its file), all advanced
+    together with one batched model call per step.
+
+    ``sampling="wigner"``: positions and velocities from the harmonic Wigner distribution at
+    ``temperature`` K (0: zero-point) of the ground state's normal modes (the model's Hessian at the
+    minimum nearest to ``atoms``, found first unless ``optimize=False``); ``"file"``: the frames'
+    own positions and velocities, trajectory ``k`` from frame ``k mod len(atoms)``. Every
+    trajectory starts on ``initial_state`` (index or name). ``method``: ``"fssh"`` (the model's
+    coupling vectors), ``"lz"`` (Landau–Zener) or ``"fssh-ba"`` (Baeck–An couplings). ``timestep``
+    in fs; every ``interval`` steps a frame is recorded. ``products``: criteria such as
+    ``"trans: dihedral 2 0 1 4 > 90"`` (see :class:`~tensorfuse.namd.Criterion`), counted at the
+    end and measured at every hop. A trajectory whose energies or positions stop being finite, or
+    whose atoms come closer than ``min_distance`` Å, is stopped and kept; the others go on.
+    Files in ``output`` (existing ones are an error unless ``overwrite``): ``trajectories/NNNN.xyz``,
+    ``populations.csv``/``.png``, ``hops.csv``, ``summary.json``, ``initial_conditions.xyz``.
+    """
+    from ase import Atoms
+
+    from tensorfuse.calculator import _as_model
+
+    frames = [atoms] if isinstance(atoms, Atoms) else list(atoms)
+    _check_arguments(method, trajectories, steps, timestep, temperature, interval, sampling, frames, decoherence)
+    model = _as_model(model, device, getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    model.eval()
+    if model.config.num_states < 2:
+        raise ValueError("surface hopping needs a model of two or more electronic states (trained with "
+                         "--data.states), and this model has one")
+    names = tuple(model.config.states) or tuple(f"S{s}" for s in range(model.config.num_states))
+    state = _state_index(initial_state, names)
+    first = frames[0]
+    numbers = first.get_atomic_numbers()
+    if any(not np.array_equal(f.get_atomic_numbers(), numbers) for f in frames):
+        raise ValueError("all initial frames must be the same molecule (the same elements in the same order)")
+    unknown = sorted(set(numbers.tolist()) - set(model.config.species))
+    if unknown:
+        raise ValueError(f"element(s) with atomic number {unknown} are not in the model's species "
+                         f"{sorted(model.config.species)}")
+    surface = ModelSurface(model, numbers, first.cell.array, first.pbc)
+    if method == "fssh" and not surface.has_couplings:
+        raise ValueError("FSSH needs coupling vectors, and this model has no coupling head (train it with "
+                         "--model.couplings vector): use --method lz or fssh-ba")
+    criteria = [Criterion.parse(p, len(numbers)) for p in products]
+    if len({c.name for c in criteria}) != len(criteria):
+        raise ValueError("two product criteria have the same name")
+    output = Path(output)
+    existing = [name for name in OUTPUTS if (output / name).exists()]
+    if existing and not overwrite:
+        raise ValueError(f"{output} already holds a run ({', '.join(existing)}): give --overwrite to replace it, "
+                         "or another --output")
+
+    seeds = np.random.SeedSequence(seed).spawn(2)
+    sampler = torch.Generator().manual_seed(int(seeds[0].generate_state(1)[0]))
+    if sampling == "wigner":
+        x0 = torch.tensor(first.positions.reshape(-1) / BOHR, dtype=torch.float64)
+        if optimize:
+            x0 = minimize(surface, x0, state=0)
+        try:
+            modes = normal_modes(x0, surface.masses, hessian(surface, x0, state=0))
+        except ValueError as error:
+            where = "at the model's ground-state minimum nearest to the structure" if optimize else "at the structure"
+            raise ValueError(f"{error} ({where}); give frames with velocities (--sampling file)") from None
+        x, v = wigner_sample(modes, trajectories, temperature, sampler)
+    else:
+        chosen = [frames[k % len(frames)] for k in range(trajectories)]
+        x = torch.tensor(np.stack([f.positions.reshape(-1) for f in chosen]) / BOHR, dtype=torch.float64)
+        v = torch.tensor(np.stack([_velocities_fs(f).reshape(-1) for f in chosen]) / (BOHR * FS), dtype=torch.float64)
+
+    output.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:  # nothing of an earlier run stays to be mixed with this one
+        _remove(output / name)
+    _write_initial(output / "initial_conditions.xyz", numbers, x, v)
+    engine = SurfaceHopping(surface, surface.masses, method=method, dt=timestep * FS,
+                            seed=int(seeds[1].generate_state(1)[0]), decoherence=decoherence,
+                            reverse_frustrated=reverse_frustrated)
+    stop = _explosion_check(len(numbers), min_distance)
+    bar = _ProgressBar(steps, trajectories) if progress and sys.stderr.isatty() else None
+    start = time.perf_counter()
+    surface.reset()
+    ensemble = engine.run(x, v, state, steps, record_every=interval, stop=stop,
+                          callback=bar.update if bar else None)
+    elapsed = time.perf_counter() - start
+    if bar:
+        bar.close()
+    result = _summarise(ensemble, names, state, criteria, method, trajectories, steps, timestep, elapsed, output)
+    _write_outputs(result, ensemble, numbers, names, criteria)
+    return result
+
+
+def _check_arguments(method, trajectories, steps, timestep, temperature, interval, sampling, frames, decoherence):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    for name, value in (("trajectories", trajectories), ("steps", steps), ("interval", interval)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if not (math.isfinite(timestep) and timestep > 0):
+        raise ValueError(f"timestep must be a positive number of fs, got {timestep}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a number of K >= 0, got {temperature}")
+    if decoherence is not None and not (math.isfinite(decoherence) and decoherence >= 0):
+        raise ValueError(f"the decoherence constant must be a number of hartree >= 0, got {decoherence}")
+    if not frames:
+        raise ValueError("no initial structure")
+    if len(frames[0]) < 2:
+        raise ValueError("surface hopping needs a molecule of two or more atoms")
+    if sampling == "file" and not any(f.has("momenta") for f in frames):
+        raise ValueError("--sampling file needs frames with velocities (momenta in the extxyz file); "
+                         "use --sampling wigner to sample them")
+
+
+def _state_index(state, names) -> int:
+    if isinstance(state, str) and not state.lstrip("-").isdigit():
+        if state not in names:
+            raise ValueError(f"unknown state {state!r}: the model has the states {list(names)}")
+        return names.index(state)
+    index = int(state)
+    if not 0 <= index < len(names):
+        raise ValueError(f"state index {index} out of range: the model has {len(names)} states "
+                         f"(0 to {len(names) - 1}: {', '.join(names)})")
+    return index
+
+
+def _velocities_fs(atoms) -> np.ndarray:
+    from ase import units
+
+    return atoms.get_velocities() * units.fs  # Å/fs
+
+
+def _explosion_check(n: int, min_distance: float):
+    def stop(point, x):
+        finite = torch.isfinite(point.energies).all(1) & torch.isfinite(x).all(1) & torch.isfinite(point.forces).flatten(1).all(1)
+        positions = (x * BOHR).reshape(len(x), n, 3)
+        distances = torch.cdist(positions, positions) + 1e9 * torch.eye(n, dtype=x.dtype)
+        close = distances.flatten(1).min(1).values < min_distance
+        return ~finite | close
+
+    return stop
+
+
+def _summarise(ensemble, names, state, criteria, method, trajectories, steps, timestep, elapsed, output) -> NamdResult:
+    times = ensemble.times.numpy() / FS
+    fractions, errors = state_fractions(ensemble.active.numpy(), len(names))
+    stopped = ensemble.stopped.numpy()
+    finished = stopped < 0
+    final = ensemble.positions[-1].numpy().reshape(trajectories, -1, 3) * BOHR
+    yields = {}
+    for criterion in criteria:
+        holds = criterion.holds(final[finished])
+        p = float(holds.mean()) if finished.any() else float("nan")
+        yields[criterion.name] = (p, math.sqrt(p * (1 - p) / max(int(finished.sum()), 1)))
+    change = (ensemble.total_energy[:, finished] - ensemble.total_energy[0, finished]).abs()
+    change = float(change.max()) * HARTREE if change.numel() else float("nan")
+    accepted = sum(h.accepted for h in ensemble.hops)
+    return NamdResult(output, method, names, trajectories, steps, timestep, times, fractions, errors,
+                      fit_lifetime(times, fractions[:, state]) if state > 0 else None, yields, accepted,
+                      len(ensemble.hops) - accepted, np.nonzero(~finished)[0].tolist(), float(change),
+                      steps / max(elapsed, 1e-9), ensemble)
+
+
+def _write_outputs(result: NamdResult, ensemble: Ensemble, numbers, names, criteria) -> None:
+    output = result.output
+    _write_trajectories(output / "trajectories", ensemble, numbers, names, result.timestep_fs)
+    header = (["time_fs"] + [f"fraction_{s}" for s in names] + [f"error_{s}" for s in names]
+              + [f"population_{s}" for s in names])
+    populations = ensemble.populations.numpy().mean(1)  # |c|^2 averaged (FSSH), or the fractions (LZ)
+    table = np.column_stack([result.times_fs, result.fractions, result.fraction_errors, populations])
+    np.savetxt(output / "populations.csv", table, delimiter=",", header=",".join(header), comments="", fmt="%.6g")
+    with open(output / "hops.csv", "w") as f:
+        f.write(",".join(["trajectory", "time_fs", "from", "to", "accepted", "total_energy_before_eV",
+                          "total_energy_after_eV"] + [f"{c.name}_{c.kind}" for c in criteria]) + "\n")
+        for hop in ensemble.hops:
+            position = hop.position.numpy().reshape(-1, 3) * BOHR
+            measured = [f"{float(c.measure(position)):.4f}" for c in criteria]
+            f.write(",".join([str(hop.trajectory), f"{hop.step * result.timestep_fs:.3f}", names[hop.source],
+                              names[hop.target], str(int(hop.accepted)), f"{hop.energy_before * HARTREE:.8f}",
+                              f"{hop.energy_after * HARTREE:.8f}"] + measured) + "\n")
+    summary = {key: value for key, value in asdict(result).items()
+               if key not in ("times_fs", "fractions", "fraction_errors", "ensemble", "output")}
+    summary["lifetime"] = asdict(result.lifetime) if result.lifetime else None
+    summary["final_fractions"] = dict(zip(names, result.fractions[-1].tolist()))
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _plot_populations(output / "populations.png", result, populations, names)
+
+
+def _write_trajectories(folder: Path, ensemble: Ensemble, numbers, names, timestep: float) -> None:
+    """One extxyz file per trajectory: positions, velocities (Å/fs), active state, every state's
+    energy (eV) and electronic population, total energy, per recorded step."""
+    from ase.data import chemical_symbols
+
+    folder.mkdir(parents=True, exist_ok=True)
+    symbols = [chemical_symbols[z] for z in numbers]
+    positions = ensemble.positions.numpy() * BOHR  # [R, T, D]
+    velocities = ensemble.velocities.numpy() * BOHR * FS
+    energies = ensemble.energies.numpy() * HARTREE
+    totals = ensemble.total_energy.numpy() * HARTREE
+    times = ensemble.times.numpy() / FS
+    stopped = ensemble.stopped.numpy()
+    n = len(numbers)
+    for k in range(positions.shape[1]):
+        lines = []
+        last = len(times) if stopped[k] < 0 else int((times <= stopped[k] * timestep + 1e-6).sum())
+        for r in range(last):  # a stopped trajectory: the frames up to its stop
+            info = " ".join([f"time_fs={times[r]:.4f}", f"state={names[int(ensemble.active[r, k])]}"]
+                            + [f"energy_{s}={energies[r, k, i]:.8f}" for i, s in enumerate(names)]
+                            + [f"population_{s}={float(ensemble.populations[r, k, i]):.6f}" for i, s in enumerate(names)]
+                            + [f"total_energy={totals[r, k]:.8f}"])
+            lines.append(f"{n}\nProperties=species:S:1:pos:R:3:velocities:R:3 {info} pbc=\"F F F\"")
+            block = np.column_stack([positions[r, k].reshape(n, 3), velocities[r, k].reshape(n, 3)])
+            lines.extend(f"{sym:<2s} " + " ".join(f"{value:.8f}" for value in row) for sym, row in zip(symbols, block))
+        (folder / f"{k:04d}.xyz").write_text("\n".join(lines) + "\n")
+
+
+def _write_initial(path: Path, numbers, x, v) -> None:
+    """The sampled initial conditions, readable as ``--sampling file`` (ASE momenta)."""
+    from ase import Atoms, units
+    from ase.io import write
+
+    frames = []
+    for xk, vk in zip(x.numpy(), v.numpy()):
+        atoms = Atoms(numbers=numbers, positions=xk.reshape(-1, 3) * BOHR)
+        atoms.set_velocities(vk.reshape(-1, 3) * BOHR * FS / units.fs)
+        frames.append(atoms)
+    write(path, frames, format="extxyz")
+
+
+def _plot_populations(path: Path, result: NamdResult, populations, names) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    t = result.times_fs
+    for i, s in enumerate(names):
+        line, = ax.plot(t, result.fractions[:, i], label=f"{s} (fraction on state)")
+        ax.fill_between(t, result.fractions[:, i] - result.fraction_errors[:, i],
+                        result.fractions[:, i] + result.fraction_errors[:, i], color=line.get_color(), alpha=0.25)
+        if result.method != "lz":
+            ax.plot(t, populations[:, i], "--", color=line.get_color(), lw=1, label=f"{s} (|c|², mean)")
+    if result.lifetime is not None:
+        ax.plot(t, result.lifetime(t), ":", color="k", label=f"fit: τ = {result.lifetime.tau:.1f} fs, "
+                                                                f"delay {result.lifetime.delay:.1f} fs")
+    ax.set_xlabel("time (fs)")
+    ax.set_ylabel("population")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{result.method.upper()}, {result.trajectories} trajectories (band: ±1 standard error)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+class _ProgressBar:
+    def __init__(self, steps: int, trajectories: int):
+        self.steps, self.trajectories, self.start = steps, trajectories, time.perf_counter()
+
+    def update(self, step: int, running: torch.Tensor) -> None:
+        if step % 10 and step != self.steps:
+            return
+        rate = step / max(time.perf_counter() - self.start, 1e-9)
+        sys.stderr.write(f"\rNAMD [{'#' * int(30 * step / self.steps):<30}] {step}/{self.steps} steps, "
+                         f"{int(running.sum())}/{self.trajectories} running ({rate:.1f} steps/s)")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")

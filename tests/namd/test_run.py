@@ -1,0 +1,129 @@
+"""`run_namd` / `tensorfuse namd`: the files a run writes, reproducibility, explosions, the analysis."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.io import read
+
+from tensorfuse import ModelConfig, Statistics, build_model, save_model
+from tensorfuse._cli import main as cli
+from tensorfuse.namd import Criterion, fit_lifetime, run_namd
+
+CONFIG = dict(species=(1, 6, 8), r_max=4.0, channels=4, l_max=1, l_max_edge=2, mace={"correlation": 2}, num_bessel=4,
+              radial_mlp=(8, 8), readout_hidden=4, statistics=Statistics(energy_scale=0.01))
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "states.pt"
+    save_model(build_model(ModelConfig(states=("S0", "S1", "S2"), couplings="vector", **CONFIG), dtype=torch.float64,
+                           seed=0), path)
+    return path
+
+
+def frames_with_velocities(count=3):
+    frames = []
+    for k in range(count):
+        atoms = molecule("CH3CH2OH")
+        rng = np.random.default_rng(k)
+        atoms.positions += 0.02 * rng.normal(size=atoms.positions.shape)
+        atoms.set_velocities(0.15 * rng.normal(size=atoms.positions.shape) / np.sqrt(atoms.get_masses())[:, None])
+        frames.append(atoms)
+    return frames
+
+
+def run(model_file, output, seed=0, **options):
+    settings = dict(initial_state="S2", method="fssh", trajectories=6, steps=60, sampling="file", seed=seed,
+                    output=output, products=("long: distance 0 1 > 1.55", "bent: angle 0 1 2 < 100"), progress=False)
+    return run_namd(model_file, frames_with_velocities(), **{**settings, **options})
+
+
+def test_a_run_writes_what_photochemists_read(tmp_path, model_file):
+    result = run(model_file, tmp_path / "run")
+    out = tmp_path / "run"
+    with open(out / "populations.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 31  # steps 0, 2, ..., 60
+    fractions = np.array([[float(r[f"fraction_{s}"]) for s in ("S0", "S1", "S2")] for r in rows])
+    populations = np.array([[float(r[f"population_{s}"]) for s in ("S0", "S1", "S2")] for r in rows])
+    assert np.allclose(fractions.sum(1), 1) and np.allclose(populations.sum(1), 1, atol=1e-5)
+    assert fractions[0].tolist() == [0, 0, 1]
+    with open(out / "hops.csv") as f:
+        hops = list(csv.DictReader(f))
+    assert len(hops) == result.hops_accepted + result.hops_frustrated > 0
+    for hop in hops:  # the geometry at the hop, measured by each criterion
+        assert float(hop["long_distance"]) > 0 and 0 < float(hop["bent_angle"]) < 180
+        if hop["accepted"] == "1":
+            assert float(hop["total_energy_after_eV"]) == pytest.approx(float(hop["total_energy_before_eV"]), abs=1e-7)
+    trajectory = read(out / "trajectories" / "0003.xyz", ":")
+    assert len(trajectory) == 31 and trajectory[0].info["state"] == "S2"
+    assert {"energy_S0", "energy_S1", "energy_S2", "population_S2", "time_fs"} <= set(trajectory[-1].info)
+    assert trajectory[-1].arrays["velocities"].shape == (9, 3)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trajectories"] == 6 and set(summary["yields"]) == {"long", "bent"}
+    assert (out / "populations.png").stat().st_size > 1000
+    # the initial conditions written are the ones run: read back, they give the same run
+    again = run_namd(model_file, read(out / "initial_conditions.xyz", ":"), initial_state=2, trajectories=6, steps=60,
+                     sampling="file", output=tmp_path / "again", progress=False)
+    assert np.allclose(again.ensemble.positions[0], result.ensemble.positions[0], atol=1e-7)
+
+
+def test_a_run_is_reproducible_from_its_seed(tmp_path, model_file):
+    a = run(model_file, tmp_path / "a", seed=5, method="lz")
+    b = run(model_file, tmp_path / "b", seed=5, method="lz")
+    c = run(model_file, tmp_path / "c", seed=6, method="lz")
+    assert (tmp_path / "a" / "hops.csv").read_text() == (tmp_path / "b" / "hops.csv").read_text()
+    assert torch.equal(a.ensemble.active, b.ensemble.active) and torch.equal(a.ensemble.positions, b.ensemble.positions)
+    assert not torch.equal(a.ensemble.active, c.ensemble.active) or a.hops_accepted == 0
+
+
+def test_an_exploding_trajectory_stops_and_keeps_its_frames_while_the_others_go_on(tmp_path, model_file):
+    frames = frames_with_velocities(2)
+    frames[1].positions[1] = frames[1].positions[0] + [0.45, 0, 0]  # two atoms 0.45 Å apart: collapsed
+    result = run_namd(model_file, frames, initial_state=1, method="lz", trajectories=4, steps=20, sampling="file",
+                      output=tmp_path / "x", progress=False)
+    assert result.stopped == [1, 3]  # the trajectories started from frame 1
+    stopped = read(tmp_path / "x" / "trajectories" / "0001.xyz", ":")
+    finished = read(tmp_path / "x" / "trajectories" / "0000.xyz", ":")
+    assert 1 <= len(stopped) < len(finished) == 11
+
+
+def test_the_command_line_runs_and_prints_the_summary(tmp_path, model_file, capsys):
+    from ase.io import write
+
+    write(tmp_path / "start.xyz", frames_with_velocities())
+    code = cli(["namd", str(model_file), str(tmp_path / "start.xyz"), "--sampling", "file", "--trajectories", "3",
+                "--steps", "10", "--initial-state", "2", "--method", "fssh-ba", "--output", str(tmp_path / "cli"),
+                "--product", "long: distance 0 1 > 1.55"])
+    out = capsys.readouterr().out
+    assert code == 0 and "steps/s for 3 trajectories" in out and "yield of long:" in out
+    assert (tmp_path / "cli" / "summary.json").exists()
+
+
+def test_criteria_measure_distances_angles_and_unsigned_dihedrals():
+    positions = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [1.5, -1.0, 0.0]])
+    trans = Criterion.parse("trans: dihedral 0 1 2 3 > 90")
+    assert trans.measure(positions) == pytest.approx(180.0) and trans.holds(positions)
+    cis = positions.copy()
+    cis[3] = [1.5, 0.0, 1.0]  # a 90° twist, either sign
+    assert trans.measure(cis) == pytest.approx(90.0)
+    cis[3] = [1.5, 0.0, -1.0]
+    assert trans.measure(cis) == pytest.approx(90.0)
+    assert Criterion.parse("a: angle 0 1 2 < 100").measure(positions) == pytest.approx(90.0)
+    assert Criterion.parse("d: distance 1 2 > 1").measure(positions) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="an atom appears twice"):
+        Criterion.parse("d: distance 1 1 > 1")
+
+
+def test_the_lifetime_fit_recovers_a_delayed_exponential():
+    t = np.linspace(0, 300, 151)
+    fraction = np.exp(-np.clip(t - 20.0, 0, None) / 80.0)
+    fit = fit_lifetime(t, fraction)
+    assert fit.tau == pytest.approx(80.0, rel=1e-3) and fit.delay == pytest.approx(20.0, abs=0.5)
+    assert fit_lifetime(t, np.ones_like(t)) is None  # no decay, no lifetime
