@@ -103,22 +103,9 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
         raise ValueError(f"{output} already holds a run ({', '.join(existing)}): give --overwrite to replace it, "
                          "or another --output")
 
-    seeds = np.random.SeedSequence(seed).spawn(2)
+    seeds = np.random.SeedSequence(seed).spawn(2)  # one stream for the sampling, one for the hops
     sampler = torch.Generator().manual_seed(int(seeds[0].generate_state(1)[0]))
-    if sampling == "wigner":
-        x0 = torch.tensor(first.positions.reshape(-1) / BOHR, dtype=torch.float64)
-        if optimize:
-            x0 = minimize(surface, x0, state=0)
-        try:
-            modes = normal_modes(x0, surface.masses, hessian(surface, x0, state=0))
-        except ValueError as error:
-            where = "at the model's ground-state minimum nearest to the structure" if optimize else "at the structure"
-            raise ValueError(f"{error} ({where}); give frames with velocities (--sampling file)") from None
-        x, v = wigner_sample(modes, trajectories, temperature, sampler)
-    else:
-        chosen = [frames[k % len(frames)] for k in range(trajectories)]
-        x = torch.tensor(np.stack([f.positions.reshape(-1) for f in chosen]) / BOHR, dtype=torch.float64)
-        v = torch.tensor(np.stack([_velocities_fs(f).reshape(-1) for f in chosen]) / (BOHR * FS), dtype=torch.float64)
+    x, v = _initial_conditions(surface, frames, trajectories, sampling, temperature, sampler, optimize)
 
     output.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # nothing of an earlier run stays to be mixed with this one
@@ -139,6 +126,24 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
     result = _summarise(ensemble, names, state, criteria, method, trajectories, steps, timestep, elapsed, output)
     _write_outputs(result, ensemble, numbers, names, criteria)
     return result
+
+
+def _initial_conditions(surface, frames, count, sampling, temperature, generator, optimize):
+    """``x, v`` ``[count, 3N]`` (atomic units) by Wigner sampling or from the frames."""
+    if sampling == "file":
+        chosen = [frames[k % len(frames)] for k in range(count)]
+        x = np.stack([f.positions.reshape(-1) for f in chosen]) / BOHR
+        v = np.stack([_velocities_fs(f).reshape(-1) for f in chosen]) / (BOHR * FS)
+        return torch.tensor(x, dtype=torch.float64), torch.tensor(v, dtype=torch.float64)
+    x0 = torch.tensor(frames[0].positions.reshape(-1) / BOHR, dtype=torch.float64)
+    if optimize:
+        x0 = minimize(surface, x0, state=0)
+    try:
+        modes = normal_modes(x0, surface.masses, hessian(surface, x0, state=0))
+    except ValueError as error:
+        where = "at the model's ground-state minimum nearest to the structure" if optimize else "at the structure"
+        raise ValueError(f"{error} ({where}); give frames with velocities (--sampling file)") from None
+    return wigner_sample(modes, count, temperature, generator)
 
 
 def _check_arguments(method, trajectories, steps, timestep, temperature, interval, sampling, frames, decoherence):

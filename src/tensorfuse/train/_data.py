@@ -14,7 +14,9 @@ from tensorfuse.train._config import DataConfig
 
 def bundled_dataset(split: str) -> Path:
     """The demo data shipped with tensorfuse (rMD17 ethanol, eV): ``"train"`` or ``"test"``."""
-    return Path(__file__).resolve().parent.parent / "datasets" / f"ethanol_{split}.xyz"
+    from tensorfuse.datasets import path
+
+    return path(f"ethanol_{split}")
 
 
 @dataclass

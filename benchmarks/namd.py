@@ -1,0 +1,386 @@
+"""Surface hopping, validated and measured: exact quantum dynamics of Tully's models, learned against
+analytic surfaces of a real molecule, photodynamics of ethylene on the CASSCF-trained model, speed.
+
+    python benchmarks/namd.py tully [--trajectories 500]             # FSSH, LZ, FSSH-BA, mudslide vs exact
+    python benchmarks/namd.py speed --model MODEL.pt --structure X.xyz  # steps/s for 1, 10, 100 trajectories
+    python benchmarks/namd.py ethylene --model MODEL.pt               # S1 lifetime, twist at the hops
+    python benchmarks/namd.py methylamine train|run ...              # chempotpy's CH3NH2: analytic vs learned
+    python benchmarks/namd.py table                                  # benchmarks/results/namd.md
+
+Each section writes ``benchmarks/results/namd_<section>.json`` (and plots); ``table`` prints them
+as the markdown in ``benchmarks/results/namd.md``. One thread per process (``OMP_NUM_THREADS=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+MASS = 2000.0
+
+
+# -- Tully's models: exact wave packets against surface hopping ---------------------------------------
+METHODS = {"fssh": ("fssh", {}), "fssh-nodc": ("fssh", {"decoherence": None}), "lz": ("lz", {}),
+           "fssh-ba": ("fssh-ba", {})}
+
+
+def scatter(model, k: float, method: str, trajectories: int, seed: int = 0, **options) -> tuple[float, float]:
+    """Upper-state transmission and total reflection, from x = -10 on the lower state (as the tests)."""
+    from tensorfuse.namd import SurfaceHopping
+
+    model.reset()
+    v0 = k / MASS
+    x = torch.full((trajectories, 1), -10.0, dtype=torch.float64)
+    v = torch.full((trajectories, 1), v0, dtype=torch.float64)
+    dt = 20.0 / (v0 * 1000)
+    engine = SurfaceHopping(model, [MASS], method=method, dt=dt, seed=seed, **options)
+    ensemble = engine.run(x, v, 0, 6 * int(20 / (v0 * dt)), record_every=10**9,
+                          stop=lambda point, x: x[:, 0].abs() > 10.0)
+    final_x, final_state = ensemble.positions[-1, :, 0], ensemble.active[-1]
+    return float(((final_x > 0) & (final_state == 1)).double().mean()), float((final_x < 0).double().mean())
+
+
+def mudslide_scatter(name: str, k: float, trajectories: int) -> tuple[float, float] | None:
+    try:
+        import mudslide
+        from mudslide.models import TullyDualAvoidedCrossing, TullySimpleAvoidedCrossing
+    except ImportError:
+        return None
+    model = {"tully1": TullySimpleAvoidedCrossing, "tully2": TullyDualAvoidedCrossing}[name]()
+    v0 = k / MASS
+    upper = reflected = 0
+    for seed in range(trajectories):
+        trace = mudslide.SurfaceHoppingMD(model, np.array([-10.0]), np.array([v0]), 0, dt=20.0 / (v0 * 1000),
+                                          bounds=[[-10.0], [10.0]], seed_sequence=seed, tracer="memory",
+                                          trace_every=10**6, max_steps=10**7).simulate()
+        last = trace.data[-1]
+        transmitted = last["position"][0] > 0
+        upper += transmitted and last["active"] == 1
+        reflected += not transmitted
+    return upper / trajectories, reflected / trajectories
+
+
+def tully(args) -> None:
+    from tensorfuse.namd import (
+        TullyDualAvoidedCrossing,
+        TullySimpleAvoidedCrossing,
+        wave_packet_scattering,
+    )
+
+    rows = []
+    earlier = {}
+    if args.merge and (RESULTS / "namd_tully.json").exists():  # add columns to an earlier run's rows
+        old = json.loads((RESULTS / "namd_tully.json").read_text())
+        earlier = {(r["model"], r["k"]): r for r in old["rows"]}
+    for name, factory in (("tully1", TullySimpleAvoidedCrossing), ("tully2", TullyDualAvoidedCrossing)):
+        for k in (10.0, 15.0, 25.0):
+            row = earlier.get((name, k), {"model": name, "k": k})
+            if "exact_upper" not in row:
+                exact = wave_packet_scattering(factory(), k)
+                row.update(exact_upper=float(exact.transmitted[1]), exact_reflected=float(exact.reflected.sum()))
+            for method in args.methods:
+                engine_method, options = METHODS[method]
+                start = time.perf_counter()
+                row[f"{method}_upper"], row[f"{method}_reflected"] = scatter(factory(), k, engine_method,
+                                                                             args.trajectories, **options)
+                row[f"{method}_seconds"] = time.perf_counter() - start
+            if args.mudslide:
+                start = time.perf_counter()
+                result = mudslide_scatter(name, k, args.mudslide)
+                if result:
+                    row["mudslide_upper"], row["mudslide_reflected"] = result
+                    row["mudslide_seconds"] = time.perf_counter() - start
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    mudslide_count = args.mudslide or (old.get("mudslide_trajectories", 0) if earlier else 0)
+    save("tully", {"trajectories": args.trajectories, "mudslide_trajectories": mudslide_count, "rows": rows})
+
+
+# -- speed: one batched model call per step for the whole ensemble ------------------------------------
+def speed(args) -> None:
+    from ase.io import read
+
+    from tensorfuse.calculator import _as_model
+    from tensorfuse.namd import BOHR, FS, ModelSurface, SurfaceHopping
+
+    model = _as_model(args.model, "cpu", torch.float64)
+    atoms = read(args.structure)
+    surface = ModelSurface(model, atoms.numbers)
+    x0 = torch.tensor(atoms.positions.reshape(-1) / BOHR)
+    rows = []
+    for count in args.counts:
+        generator = torch.Generator().manual_seed(0)
+        x = x0 + 0.02 * torch.randn(count, len(x0), generator=generator, dtype=torch.float64)
+        v = (9.5e-4 / surface.masses).sqrt() * torch.randn(count, len(x0), generator=generator, dtype=torch.float64)
+        method = "fssh" if surface.has_couplings else "lz"
+        engine = SurfaceHopping(surface, surface.masses, method=method, dt=0.5 * FS, seed=0)
+        engine.run(x, v, 1, 5)  # warm-up
+        surface.reset()
+        start = time.perf_counter()
+        engine.run(x, v, 1, args.steps, record_every=10)
+        elapsed = time.perf_counter() - start
+        calls = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            surface(x)
+            calls.append(time.perf_counter() - t0)
+        rows.append({"trajectories": count, "steps_per_second": args.steps / elapsed,
+                     "trajectory_steps_per_second": count * args.steps / elapsed,
+                     "model_call_ms": 1e3 * float(np.median(calls)), "step_ms": 1e3 * elapsed / args.steps})
+        print(json.dumps(rows[-1]), flush=True)
+    save(f"speed_{args.name}", {"model": str(args.model), "structure": str(args.structure), "atoms": len(atoms),
+                                "states": model.config.num_states, "couplings": model.config.couplings,
+                                "steps": args.steps, "threads": torch.get_num_threads(), "rows": rows})
+
+
+# -- ethylene: the model trained on SA-CASSCF(2,2) S0/S1 ------------------------------------------------
+TWIST = "twisted: dihedral 2 0 1 4 > 90"  # H2-C0-C1-H4: 0° planar, 90° perpendicular; > 90°: cis/trans swapped
+
+
+def ethylene(args) -> None:
+    from ase import Atoms
+
+    from tensorfuse.namd import run_namd
+
+    sys.path.insert(0, str(HERE.parent / "scripts"))
+    from ethylene_casscf import planar_ethylene
+
+    atoms = Atoms("C2H4", positions=planar_ethylene())
+    out = {}
+    for method in args.methods:
+        result = run_namd(args.model, atoms, initial_state=1, method=method, trajectories=args.trajectories,
+                          steps=args.steps, timestep=0.5, temperature=0.0, seed=0, output=args.output / method,
+                          products=(TWIST,), overwrite=True, progress=False)
+        twist_at_hops = []
+        from tensorfuse.namd import Criterion
+
+        criterion = Criterion.parse(TWIST)
+        for hop in result.ensemble.hops:
+            if hop.accepted:
+                twist_at_hops.append(float(criterion.measure(hop.position.numpy().reshape(-1, 3) * 0.529177210903)))
+        out[method] = summary_of(result) | {"twist_at_accepted_hops": twist_at_hops}
+        print(method, json.dumps({k: v for k, v in out[method].items() if k != "twist_at_accepted_hops"}), flush=True)
+    save("ethylene", {"model": str(args.model), **out})
+    plot_ethylene(out)
+
+
+def summary_of(result) -> dict:
+    return {"trajectories": result.trajectories, "steps": result.steps, "timestep_fs": result.timestep_fs,
+            "final_fractions": result.fractions[-1].tolist(), "lifetime": result.lifetime and vars(result.lifetime),
+            "yields": result.yields, "hops_accepted": result.hops_accepted, "hops_frustrated": result.hops_frustrated,
+            "stopped": len(result.stopped), "max_energy_change_ev": result.max_energy_change_ev,
+            "steps_per_second": result.steps_per_second, "times_fs": result.times_fs.tolist(),
+            "fraction_S1": result.fractions[:, 1].tolist()}
+
+
+def plot_ethylene(out: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for method, row in out.items():
+        left.plot(row["times_fs"], row["fraction_S1"], label=f"{method.upper()}")
+        if row["twist_at_accepted_hops"]:
+            right.hist(row["twist_at_accepted_hops"], bins=18, range=(0, 180), alpha=0.5, label=method.upper())
+    left.set_xlabel("time (fs)")
+    left.set_ylabel("fraction on S1")
+    left.legend()
+    right.set_xlabel("H-C-C-H dihedral at the S1 -> S0 hops (degrees)")
+    right.set_ylabel("hops")
+    right.legend()
+    fig.suptitle("Ethylene on the SA-CASSCF(2,2)-trained model: 0 K Wigner start on S1")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "namd_ethylene.png", dpi=110)
+
+
+# -- methylamine: chempotpy's analytic CH3NH2 surfaces against a model trained on their labels ----------
+DATA = HERE / "data" / "methylamine_aprp.xyz"
+DISSOCIATED = "dissociated: distance 0 2 > 2.5"  # H1-N3 (chempotpy's order H1 H2 N3 C4 H5 H6 H7)
+METHYLAMINE_MODEL = {"l_max": 1, "l_max_edge": 2, "num_layers": 2, "r_max": 5.0, "num_bessel": 8,
+                     "radial_mlp": [32, 32], "basis": "cartesian", "channels": 32, "couplings": "vector"}
+
+
+def methylamine_train(args) -> None:
+    """Split the labelled data once (15 % test, seed 0) and train a two-state model with couplings."""
+    from ase.io import read, write
+
+    from tensorfuse import TrainConfig, train
+
+    work = args.work
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    frames = read(DATA, ":")
+    order = np.random.default_rng(0).permutation(len(frames))
+    test = int(0.15 * len(frames))
+    write(work / "data" / "test.xyz", [frames[i] for i in order[:test]])
+    write(work / "data" / "train.xyz", [frames[i] for i in order[test:]])
+    start = time.perf_counter()
+    result = train(TrainConfig(
+        data={"train_file": str(work / "data" / "train.xyz"), "test_file": str(work / "data" / "test.xyz"),
+              "valid_fraction": 0.1, "states": ("S0", "S1")},
+        model=METHYLAMINE_MODEL,
+        training={"max_epochs": 100000, "time_budget": args.budget, "batch_size": 5, "lr": 0.01,
+                  "energy_weight": 1.0, "forces_weight": 100.0, "couplings_weight": 10.0, "ema_decay": 0.99,
+                  "dtype": "float64"},
+        output=str(work / "model"), overwrite=True))
+    summary = {"epochs": len(result.history), "minutes": (time.perf_counter() - start) / 60,
+               "parameters": sum(p.numel() for p in result.model.parameters()), "test": result.metrics["test"]}
+    (work / "model" / "result.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+
+
+def methylamine_run(args) -> None:
+    """The same initial conditions (0 K Wigner of the analytic S0 minimum) and seeds on the analytic
+    and on the learned surfaces, FSSH and LZ; S1 lifetime and N-H dissociation yield."""
+    from _chempotpy_surface import ChempotpySurface
+    from ase.io import read
+
+    from tensorfuse.calculator import _as_model
+    from tensorfuse.namd import (
+        BOHR,
+        FS,
+        Criterion,
+        ModelSurface,
+        SurfaceHopping,
+        fit_lifetime,
+        hessian,
+        normal_modes,
+        wigner_sample,
+    )
+    from tensorfuse.namd._analysis import state_fractions
+
+    minimum = read(HERE / "data" / "methylamine_minimum.xyz")
+    x0 = torch.tensor(minimum.positions.reshape(-1) / BOHR)
+    criterion = Criterion.parse(DISSOCIATED)
+    surfaces = {"analytic": ChempotpySurface()}
+    model = _as_model(args.model, "cpu", torch.float64)
+    surfaces["learned"] = ModelSurface(model, minimum.numbers)
+    masses = surfaces["learned"].masses
+    assert torch.allclose(masses, surfaces["analytic"].masses)
+    modes = normal_modes(x0, masses, hessian(surfaces["analytic"], x0))
+    x, v = wigner_sample(modes, args.trajectories, 0.0, torch.Generator().manual_seed(args.seed))
+    n = len(minimum)
+
+    def stop(point, x):
+        positions = (x * BOHR).reshape(len(x), n, 3)
+        close = (torch.cdist(positions, positions) + 1e9 * torch.eye(n)).flatten(1).min(1).values < 0.6
+        return close | ~torch.isfinite(point.energies).all(1)
+
+    rows = {}
+    for method in args.methods:
+        for name, surface in surfaces.items():
+            surface.reset()
+            engine = SurfaceHopping(surface, masses, method=method, dt=args.timestep * FS, seed=args.seed)
+            start = time.perf_counter()
+            ensemble = engine.run(x, v, 1, args.steps, record_every=4, stop=stop)
+            seconds = time.perf_counter() - start
+            times = ensemble.times.numpy() / FS
+            fractions, _ = state_fractions(ensemble.active.numpy(), 2)
+            final = ensemble.positions[-1].numpy().reshape(args.trajectories, n, 3) * BOHR
+            stopped = ensemble.stopped.numpy() >= 0
+            dissociated = criterion.holds(final)
+            hop_distances = [float(criterion.measure(h.position.numpy().reshape(n, 3) * BOHR))
+                             for h in ensemble.hops if h.accepted and h.source == 1]
+            change = (ensemble.total_energy[:, ~stopped] - ensemble.total_energy[0, ~stopped]).abs() * 27.211386245988
+            lifetime = fit_lifetime(times, fractions[:, 1])
+            rows[f"{name}-{method}"] = {
+                "surface": name, "method": method, "seconds": seconds, "steps_per_second": args.steps / seconds,
+                "times_fs": times.tolist(), "fraction_S1": fractions[:, 1].tolist(),
+                "lifetime": lifetime and vars(lifetime), "yield": float(dissociated.mean()),
+                "yield_finished": float(dissociated[~stopped].mean()), "stopped": int(stopped.sum()),
+                "hops_accepted": sum(h.accepted for h in ensemble.hops),
+                "hops_frustrated": sum(not h.accepted for h in ensemble.hops),
+                "nh_at_s1_s0_hops": hop_distances,
+                "max_energy_change_ev": float(change.max()), "median_energy_change_ev": float(change.max(0).values.median())}
+            row = rows[f"{name}-{method}"]
+            print(name, method, json.dumps({k: v for k, v in row.items()
+                                            if k not in ("times_fs", "fraction_S1", "nh_at_s1_s0_hops")}), flush=True)
+    surfaces["analytic"].close()
+    save("methylamine", {"model": str(args.model), "trajectories": args.trajectories, "steps": args.steps,
+                         "timestep_fs": args.timestep, "seed": args.seed, "rows": rows})
+    plot_methylamine(rows)
+
+
+def plot_methylamine(rows: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, row in rows.items():
+        style = "-" if row["surface"] == "analytic" else "--"
+        color = "C0" if row["method"] == "fssh" else "C1"
+        left.plot(row["times_fs"], row["fraction_S1"], style, color=color, label=key)
+        right.hist(row["nh_at_s1_s0_hops"], bins=24, range=(1.0, 4.0), histtype="step", linestyle=style, color=color,
+                   label=key)
+    left.set_xlabel("time (fs)")
+    left.set_ylabel("fraction on S1")
+    left.legend(fontsize=8)
+    right.set_xlabel("N-H distance at the S1 -> S0 hops (Å)")
+    right.set_ylabel("hops")
+    right.legend(fontsize=8)
+    fig.suptitle("Methylamine (chempotpy CH3NH2 APRP): analytic (solid) vs learned (dashed) surfaces")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "namd_methylamine.png", dpi=110)
+
+
+def methylamine(args) -> None:
+    {"train": methylamine_train, "run": methylamine_run}[args.action](args)
+
+
+def save(name: str, data: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"namd_{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="section", required=True)
+    t = sub.add_parser("tully")
+    t.add_argument("--trajectories", type=int, default=500)
+    t.add_argument("--mudslide", type=int, default=0, help="also run mudslide's FSSH with this many trajectories")
+    t.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    t.add_argument("--merge", action="store_true", help="add these methods' columns to the saved rows")
+    t.set_defaults(run=tully)
+    s = sub.add_parser("speed")
+    s.add_argument("--model", type=Path, required=True)
+    s.add_argument("--structure", type=Path, required=True)
+    s.add_argument("--name", default="model")
+    s.add_argument("--counts", type=int, nargs="+", default=[1, 10, 100])
+    s.add_argument("--steps", type=int, default=100)
+    s.set_defaults(run=speed)
+    e = sub.add_parser("ethylene")
+    e.add_argument("--model", type=Path, default=Path("runs/excited/mace-standard/model.pt"))
+    e.add_argument("--trajectories", type=int, default=100)
+    e.add_argument("--steps", type=int, default=1000)
+    e.add_argument("--methods", nargs="+", default=["fssh", "lz"])
+    e.add_argument("--output", type=Path, default=Path("runs/namd_ethylene"))
+    e.set_defaults(run=ethylene)
+    m = sub.add_parser("methylamine")
+    m.add_argument("action", choices=["train", "run"])
+    m.add_argument("--work", type=Path, default=Path("runs/methylamine"))
+    m.add_argument("--budget", type=float, default=25.0, help="minutes of training (train)")
+    m.add_argument("--model", type=Path, default=Path("runs/methylamine/model/model.pt"))
+    m.add_argument("--trajectories", type=int, default=200)
+    m.add_argument("--steps", type=int, default=1200)
+    m.add_argument("--timestep", type=float, default=0.25, help="fs")
+    m.add_argument("--methods", nargs="+", default=["fssh", "lz"])
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(run=methylamine)
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
