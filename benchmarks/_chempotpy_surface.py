@@ -51,7 +51,7 @@ class ChempotpySurface:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (the server's stderr, kept until close)
         self._process = subprocess.Popen([python, str(script), "serve"], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=self._log, env=env)
-        self._previous: torch.Tensor | None = None
+        self.sign_memory: torch.Tensor | None = None
         self.calls = 0
 
     def __call__(self, x: torch.Tensor) -> SurfacePoint:
@@ -76,17 +76,17 @@ class ChempotpySurface:
         s = self.num_states
         upper = torch.triu_indices(s, s, 1)
         pairs = d[:, upper[0], upper[1]]  # [T, P, D]
-        if self._previous is not None and self._previous.shape == pairs.shape:
-            sign = torch.where((pairs * self._previous).sum(-1) < 0, -1.0, 1.0).to(d.dtype)
+        if self.sign_memory is not None and self.sign_memory.shape == pairs.shape:
+            sign = torch.where((pairs * self.sign_memory).sum(-1) < 0, -1.0, 1.0).to(d.dtype)
             pairs = pairs * sign[..., None]
-        self._previous = pairs.clone()
+        self.sign_memory = pairs.clone()
         out = torch.zeros_like(d)
         out[:, upper[0], upper[1]] = pairs
         out[:, upper[1], upper[0]] = -pairs
         return out
 
     def reset(self) -> None:
-        self._previous = None
+        self.sign_memory = None
 
     # -- the pipe -------------------------------------------------------------------------------------
     def _send(self, data: bytes) -> None:

@@ -165,10 +165,18 @@ def _md(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _namd(args: argparse.Namespace, extra: list[str]) -> int:
-    from tensorfuse.namd import run_namd
+    from tensorfuse.namd import resume_namd, run_namd
 
     if extra:
         raise ValueError(f"unknown argument(s) {extra}")
+    if args.resume:
+        if args.model or args.structure:
+            raise ValueError("--resume takes the run's folder (--output) alone: the model and the start are stored "
+                             "there")
+        print(f"NAMD: resuming the run in {args.output}")
+        return _namd_report(resume_namd(args.output, steps=args.steps))
+    if not (args.model and args.structure):
+        raise ValueError("give a MODEL and a STRUCTURE (or --output DIR --resume to go on with a run)")
     if args.sampling == "file":
         from ase.io import read
 
@@ -184,13 +192,18 @@ def _namd(args: argparse.Namespace, extra: list[str]) -> int:
         decoherence = None if args.decoherence.lower() == "none" else float(args.decoherence)
     except ValueError:
         raise ValueError(f"--decoherence must be a number of hartree or none, got {args.decoherence!r}") from None
+    steps = 1000 if args.steps is None else args.steps
     print(f"NAMD ({args.method}) of {len(frames[0])} atoms from {args.structure}: {args.trajectories} trajectories "
           f"from {args.sampling} sampling{f' at {args.temperature} K' if args.sampling == 'wigner' else ''}, "
-          f"starting on state {args.initial_state}, {args.steps} steps of {args.timestep} fs; output in {args.output}")
-    result = run_namd(args.model, frames, args.initial_state, args.method, args.trajectories, args.steps,
-                      args.timestep, args.temperature, args.seed, args.output, args.sampling, tuple(args.product or ()),
-                      args.interval, decoherence, args.reverse_frustrated, dtype=args.dtype, device=args.device,
-                      optimize=not args.no_optimize, overwrite=args.overwrite)
+          f"starting on state {args.initial_state}, {steps} steps of {args.timestep} fs; output in {args.output}")
+    return _namd_report(run_namd(args.model, frames, args.initial_state, args.method, args.trajectories, steps,
+                                 args.timestep, args.temperature, args.seed, args.output, args.sampling,
+                                 tuple(args.product or ()), args.interval, decoherence, args.reverse_frustrated,
+                                 dtype=args.dtype, device=args.device, optimize=not args.no_optimize,
+                                 overwrite=args.overwrite))
+
+
+def _namd_report(result) -> int:
     final = ", ".join(f"{s} {p:.3f}" for s, p in zip(result.states, result.fractions[-1]))
     print(f"done: {result.steps_per_second:.1f} steps/s for {result.trajectories} trajectories; final fractions: {final}")
     print(f"hops: {result.hops_accepted} accepted, {result.hops_frustrated} frustrated; largest total-energy change "
@@ -298,14 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     md.set_defaults(run=_md)
 
     na = sub.add_parser("namd", help="non-adiabatic MD: surface hopping on a multi-state model (an ensemble)")
-    na.add_argument("model", help="multi-state model file (model.pt)")
-    na.add_argument("structure", help="start structure (a minimum, for Wigner sampling) or frames with velocities")
+    na.add_argument("model", nargs="?", help="multi-state model file (model.pt)")
+    na.add_argument("structure", nargs="?",
+                    help="start structure (a minimum, for Wigner sampling) or frames with velocities")
     na.add_argument("--frame", type=int, default=0, help="which frame of the structure file (default 0; wigner)")
     na.add_argument("--initial-state", default="1", help="state every trajectory starts on (name or index, default 1)")
     na.add_argument("--method", choices=["fssh", "lz", "fssh-ba"], default="fssh",
                     help="fssh: Tully with the model's couplings; lz: Landau-Zener; fssh-ba: Baeck-An couplings")
     na.add_argument("--trajectories", type=int, default=100)
-    na.add_argument("--steps", type=int, default=1000)
+    na.add_argument("--steps", type=int, help="default 1000; with --resume: extend the run to this many")
     na.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
     na.add_argument("--sampling", choices=["wigner", "file"], default="wigner",
                     help="wigner: normal modes of the model's ground-state minimum; file: the frames' positions and "
@@ -322,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     na.add_argument("--seed", type=int, default=0)
     na.add_argument("--output", default="namd", help="output folder (default namd)")
     na.add_argument("--overwrite", action="store_true", help="replace an earlier run in the output folder")
+    na.add_argument("--resume", action="store_true", help="go on with the run in --output from its last checkpoint")
     na.add_argument("--device", default="cpu")
     na.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     na.set_defaults(run=_namd)

@@ -68,7 +68,7 @@ def test_coupling_signs_stay_continuous_along_a_trajectory(three_states):
     surface = ModelSurface(three_states, atoms.numbers)
     x = torch.tensor(displaced(atoms, 2).reshape(2, -1) / BOHR)
     first = surface(x).couplings
-    surface._previous = surface._previous * torch.tensor([1.0, -1.0])[:, None, None]  # trajectory 1's signs flipped
+    surface.sign_memory = surface.sign_memory * torch.tensor([1.0, -1.0])[:, None, None]  # trajectory 1's signs flipped
     again = surface(x).couplings
     assert torch.allclose(again[0], first[0]) and torch.allclose(again[1], -first[1])
 

@@ -13,7 +13,7 @@ from ase.io import read
 
 from tensorfuse import ModelConfig, Statistics, build_model, save_model
 from tensorfuse._cli import main as cli
-from tensorfuse.namd import Criterion, fit_lifetime, run_namd
+from tensorfuse.namd import Criterion, fit_lifetime, resume_namd, run_namd
 
 CONFIG = dict(species=(1, 6, 8), r_max=4.0, channels=4, l_max=1, l_max_edge=2, mace={"correlation": 2}, num_bessel=4,
               radial_mlp=(8, 8), readout_hidden=4, statistics=Statistics(energy_scale=0.01))
@@ -127,3 +127,61 @@ def test_the_lifetime_fit_recovers_a_delayed_exponential():
     fit = fit_lifetime(t, fraction)
     assert fit.tau == pytest.approx(80.0, rel=1e-3) and fit.delay == pytest.approx(20.0, abs=0.5)
     assert fit_lifetime(t, np.ones_like(t)) is None  # no decay, no lifetime
+
+
+def _outputs(folder):
+    """Every output file but the wall-clock figures (the summary's speed)."""
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name not in ("summary.json", "populations.png", "checkpoint.pt")}
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.pop("steps_per_second")
+    return files, summary
+
+
+@pytest.mark.parametrize("method", ["fssh", "lz"])
+def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(tmp_path, model_file, method):
+    """Stopped (an exception in the middle of step 37, after the checkpoint at step 30), then
+    resumed from the folder alone: every file equals an uninterrupted run's."""
+    options = dict(method=method, checkpoint_every=10, seed=3)
+    run(model_file, tmp_path / "whole", **options)
+
+    import tensorfuse.namd._model_surface as surface_module
+
+    calls = {"n": 0}
+    original = surface_module.ModelSurface.__call__
+
+    def dying(self, x):
+        calls["n"] += 1
+        if calls["n"] == 38:  # the initial call, then steps 1..36 done, die inside step 37
+            raise KeyboardInterrupt
+        return original(self, x)
+
+    surface_module.ModelSurface.__call__ = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(model_file, tmp_path / "killed", **options)
+    finally:
+        surface_module.ModelSurface.__call__ = original
+    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"] == 30
+    assert not (tmp_path / "killed" / "populations.csv").exists()
+    resumed = resume_namd(tmp_path / "killed", progress=False)
+    assert resumed.steps == 60
+    assert _outputs(tmp_path / "killed") == _outputs(tmp_path / "whole")
+
+
+def test_resume_from_the_command_line_extends_a_finished_run(tmp_path, model_file, capsys):
+    from ase.io import write
+
+    write(tmp_path / "start.xyz", frames_with_velocities())
+    base = ["namd", str(model_file), str(tmp_path / "start.xyz"), "--sampling", "file", "--trajectories", "3",
+            "--initial-state", "2", "--method", "lz", "--output", str(tmp_path / "run")]
+    assert cli(base + ["--steps", "10"]) == 0
+    assert cli(["namd", "--output", str(tmp_path / "run"), "--resume", "--steps", "20"]) == 0
+    with open(tmp_path / "run" / "populations.csv") as f:
+        times = [float(row["time_fs"]) for row in csv.DictReader(f)]
+    assert times[-1] == pytest.approx(10.0) and len(times) == 11  # 0, 1, ..., 10 fs
+    capsys.readouterr()
+    assert cli(["namd", "--output", str(tmp_path / "run"), "--resume", "--steps", "5"]) == 2
+    assert "extended, not shortened" in capsys.readouterr().err
+    assert cli(["namd", "--output", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "no run was started" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from tensorfuse.namd._initial import (
 )
 from tensorfuse.namd._model_surface import ModelSurface
 from tensorfuse.namd._mudslide import mudslide_model
-from tensorfuse.namd._run import NamdResult, run_namd
+from tensorfuse.namd._run import NamdResult, NamdSettings, resume_namd, run_namd
 from tensorfuse.namd._surfaces import (
     AMU,
     BOHR,
@@ -48,6 +48,7 @@ __all__ = [
     "Lifetime",
     "ModelSurface",
     "NamdResult",
+    "NamdSettings",
     "NormalModes",
     "Scattering",
     "SurfaceHopping",
@@ -60,6 +61,7 @@ __all__ = [
     "minimize",
     "mudslide_model",
     "normal_modes",
+    "resume_namd",
     "run_namd",
     "wave_packet_scattering",
     "wigner_sample",

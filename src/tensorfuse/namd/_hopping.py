@@ -87,30 +87,53 @@ class SurfaceHopping:
         self.decoherence, self.reverse_frustrated = decoherence, reverse_frustrated
 
     def run(self, x: torch.Tensor, v: torch.Tensor, state, steps: int, record_every: int = 1,
-            stop=None, callback=None) -> Ensemble:
+            stop=None, callback=None, checkpoint=None, checkpoint_every: int = 0, resume: dict | None = None
+            ) -> Ensemble:
         """Propagate ``x, v`` ``[T, D]`` starting on ``state`` (an int or ``[T]``) for ``steps``.
 
         ``stop(point, x) -> [T] bool`` may end trajectories (an explosion): they keep their
         recorded frames and are frozen from then on (the surface is evaluated at their last
-        configuration). ``callback(step, running)`` is called after every step (a progress bar)."""
-        x, v = x.clone().to(torch.float64), v.clone().to(torch.float64)
-        t_count = x.shape[0]
-        point = self.surface(x)
-        s = point.energies.shape[1]
+        configuration). ``callback(step, running)`` is called after every step (a progress bar).
+        ``checkpoint(snapshot)`` is called every ``checkpoint_every`` steps and at the end with
+        everything needed to go on (plain tensors); ``run(..., resume=snapshot)`` goes on from it
+        (``x``, ``v`` and ``state`` are then ignored) exactly as if never stopped."""
+        if resume is None:
+            x, v = x.clone().to(torch.float64), v.clone().to(torch.float64)
+            t_count = x.shape[0]
+            point = self.surface(x)
+            s = point.energies.shape[1]
+            active = torch.as_tensor(state, dtype=torch.long).expand(t_count).clone()
+            if not ((active >= 0) & (active < s)).all():
+                raise ValueError(f"initial state out of range: the surface has {s} states")
+            c = torch.zeros(t_count, s, dtype=torch.complex128)
+            c[torch.arange(t_count), active] = 1.0
+            running = torch.ones(t_count, dtype=torch.bool)
+            stopped = torch.full((t_count,), -1, dtype=torch.long)
+            energies_history: list[torch.Tensor] = []
+            record = _Recorder()
+            hops: list[Hop] = []
+            first = 1
+            record.add(0.0, x, v, active, self._populations(c, active), point, self._total(point, v, active))
+        else:
+            x, v, c, active = resume["x"], resume["v"], resume["c"], resume["active"]
+            running, stopped = resume["running"], resume["stopped"]
+            energies_history = list(resume["energies_history"])
+            record, hops = _Recorder.from_state(resume["record"]), _hops_from_state(resume["hops"])
+            self.generator.set_state(resume["generator"])
+            if hasattr(self.surface, "sign_memory"):
+                self.surface.sign_memory = resume["surface_memory"]
+            point = self.surface(x)  # the same numbers as before the stop: same x, same sign memory
+            s, first = point.energies.shape[1], int(resume["step"]) + 1
         if self.method == "fssh" and point.couplings is None:
             raise ValueError("FSSH needs the couplings between states: this surface has none (use method='lz')")
-        active = torch.as_tensor(state, dtype=torch.long).expand(t_count).clone()
-        if not ((active >= 0) & (active < s)).all():
-            raise ValueError(f"initial state out of range: the surface has {s} states")
-        c = torch.zeros(t_count, s, dtype=torch.complex128)
-        c[torch.arange(t_count), active] = 1.0
-        running = torch.ones(t_count, dtype=torch.bool)
-        stopped = torch.full((t_count,), -1, dtype=torch.long)
-        energies_history: list[torch.Tensor] = []
-        record = _Recorder()
-        hops: list[Hop] = []
-        record.add(0.0, x, v, active, self._populations(c, active), point, self._total(point, v, active))
-        for step in range(1, steps + 1):
+
+        def snapshot(step: int) -> dict:
+            return {"step": step, "x": x, "v": v, "c": c, "active": active, "running": running, "stopped": stopped,
+                    "energies_history": list(energies_history), "record": record.state(), "hops": _hops_state(hops),
+                    "generator": self.generator.get_state(),
+                    "surface_memory": getattr(self.surface, "sign_memory", None)}
+
+        for step in range(first, steps + 1):
             x_new, v_half = self._verlet_positions(x, v, point, active)
             x = torch.where(running[:, None], x_new, x)  # stopped trajectories stay where they were
             new = self.surface(x)
@@ -138,9 +161,12 @@ class SurfaceHopping:
                 ended = running & stop(point, x)
                 stopped[ended] = step
                 running &= ~ended
-            if step % record_every == 0 or step == steps or not running.any():
+            last = step == steps or not running.any()
+            if step % record_every == 0 or last:
                 record.add(step * self.dt, x, v, active, self._populations(c, active), point,
                            self._total(point, v, active))
+            if checkpoint is not None and (last or (checkpoint_every and step % checkpoint_every == 0)):
+                checkpoint(snapshot(step))
             if callback is not None:
                 callback(step, running)
             if not running.any():
@@ -281,9 +307,34 @@ class SurfaceHopping:
         return (c.abs() ** 2).to(torch.float64)
 
 
+def _hops_state(hops: list[Hop]) -> dict:
+    """The hops as plain tensors (a checkpoint loads with ``weights_only=True``)."""
+    return {"table": torch.tensor([[h.trajectory, h.step, h.source, h.target, int(h.accepted)] for h in hops],
+                                  dtype=torch.long).reshape(-1, 5),
+            "energies": torch.tensor([[h.energy_before, h.energy_after] for h in hops], dtype=torch.float64).reshape(-1, 2),
+            "positions": [h.position for h in hops]}
+
+
+def _hops_from_state(state: dict) -> list[Hop]:
+    return [Hop(int(t), int(step), int(a), int(b), bool(ok), float(e0), float(e1), position)
+            for (t, step, a, b, ok), (e0, e1), position in zip(state["table"].tolist(), state["energies"].tolist(),
+                                                                state["positions"])]
+
+
 class _Recorder:
+    FIELDS = ("times", "positions", "velocities", "active", "populations", "energies", "total")
+
     def __init__(self):
         self.rows: list[tuple] = []
+
+    def state(self) -> dict:
+        return {name: list(column) for name, column in zip(self.FIELDS, zip(*self.rows))}
+
+    @classmethod
+    def from_state(cls, state: dict) -> _Recorder:
+        record = cls()
+        record.rows = list(zip(*(state[name] for name in cls.FIELDS)))
+        return record
 
     def add(self, time, x, v, active, populations, point, total):
         self.rows.append((time, x.clone(), v.clone(), active.clone(), populations.clone(), point.energies.detach().clone(),

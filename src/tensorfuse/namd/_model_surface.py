@@ -35,7 +35,7 @@ class ModelSurface:
         self.pairs = model.config.state_pairs
         self.has_couplings = bool(self.pairs)
         self.cutoff = float(model.r_max)
-        self._previous: torch.Tensor | None = None  # [T, P, D] the last step's coupling vectors
+        self.sign_memory: torch.Tensor | None = None  # [T, P, D] the last step's coupling vectors
 
     @property
     def masses(self) -> torch.Tensor:
@@ -46,7 +46,7 @@ class ModelSurface:
 
     def reset(self) -> None:
         """Forget the coupling signs of the previous step (before an unrelated batch)."""
-        self._previous = None
+        self.sign_memory = None
 
     def __call__(self, x: torch.Tensor) -> SurfacePoint:
         t, n = x.shape[0], len(self.numbers)
@@ -60,10 +60,10 @@ class ModelSurface:
         if self.has_couplings:
             h = out["couplings"].detach().to(torch.float64).reshape(t, n, len(self.pairs), 3)
             h = h.permute(0, 2, 1, 3).reshape(t, len(self.pairs), 3 * n) * to_au  # [T, P, D]
-            if self._previous is not None and self._previous.shape == h.shape:
-                agree = (h * self._previous).sum(-1, keepdim=True)
+            if self.sign_memory is not None and self.sign_memory.shape == h.shape:
+                agree = (h * self.sign_memory).sum(-1, keepdim=True)
                 h = torch.where(agree < 0, -h, h)
-            self._previous = h
+            self.sign_memory = h
             couplings = torch.zeros(t, self.num_states, self.num_states, 3 * n, dtype=torch.float64)
             for p, (i, j) in enumerate(self.pairs):  # a handful of pairs: the loop is not hot
                 gap = energies[:, j] - energies[:, i]

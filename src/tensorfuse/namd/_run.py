@@ -7,7 +7,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,11 @@ from tensorfuse.namd._hopping import METHODS, Ensemble, SurfaceHopping
 from tensorfuse.namd._initial import hessian, minimize, normal_modes, wigner_sample
 from tensorfuse.namd._model_surface import ModelSurface
 from tensorfuse.namd._surfaces import BOHR, FS, HARTREE
+from tensorfuse.utils._files import atomic_write
 
 SAMPLINGS = ("wigner", "file")
-OUTPUTS = ("trajectories", "populations.csv", "populations.png", "hops.csv", "summary.json", "initial_conditions.xyz")
+OUTPUTS = ("trajectories", "populations.csv", "populations.png", "hops.csv", "summary.json", "initial_conditions.xyz",
+           "namd.json", "checkpoint.pt")
 
 
 @dataclass
@@ -46,12 +48,55 @@ class NamdResult:
     ensemble: Ensemble = field(repr=False)
 
 
+@dataclass(frozen=True)
+class NamdSettings:
+    """What a run was asked to do, stored as ``namd.json`` in its folder so that ``--resume`` needs
+    nothing else (the model as a file path; ``None`` for a model given as an object)."""
+
+    model: str | None
+    initial_state: int
+    method: str = "fssh"
+    trajectories: int = 100
+    steps: int = 1000
+    timestep: float = 0.5
+    temperature: float = 0.0
+    seed: int = 0
+    sampling: str = "wigner"
+    products: tuple[str, ...] = ()
+    interval: int = 2
+    decoherence: float | None = 0.1
+    reverse_frustrated: bool = False
+    min_distance: float = 0.5
+    dtype: str = "float64"
+    device: str = "cpu"
+    optimize: bool = True
+    checkpoint_every: int = 100
+
+    def __post_init__(self):
+        object.__setattr__(self, "products", tuple(self.products))
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        for name in ("trajectories", "steps", "interval", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.timestep) and self.timestep > 0):
+            raise ValueError(f"timestep must be a positive number of fs, got {self.timestep}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a number of K >= 0, got {self.temperature}")
+        if self.decoherence is not None and not (math.isfinite(self.decoherence) and self.decoherence >= 0):
+            raise ValueError(f"the decoherence constant must be a number of hartree >= 0, got {self.decoherence}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+
 def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", trajectories: int = 100,
              steps: int = 1000, timestep: float = 0.5, temperature: float = 0.0, seed: int = 0,
              output="namd", sampling: str = "wigner", products: tuple[str, ...] = (), interval: int = 2,
              decoherence: float | None = 0.1, reverse_frustrated: bool = False, min_distance: float = 0.5,
-             dtype: torch.dtype | str | None = torch.float64, device="cpu", optimize: bool = True,
-             overwrite: bool = False, progress: bool = True) -> NamdResult:
+             dtype: str = "float64", device="cpu", optimize: bool = True, overwrite: bool = False,
+             progress: bool = True, checkpoint_every: int = 100) -> NamdResult:
     """Surface hopping of ``trajectories`` copies of ``atoms`` (ASE ``Atoms``; a list of frames with
     velocities for ``sampling="file"``) on ``model`` (a multi-state model or its file), all advanced
     together with one batched model call per step.
@@ -67,41 +112,36 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
     end and measured at every hop. A trajectory whose energies or positions stop being finite, or
     whose atoms come closer than ``min_distance`` Å, is stopped and kept; the others go on.
     Files in ``output`` (existing ones are an error unless ``overwrite``): ``trajectories/NNNN.xyz``,
-    ``populations.csv``/``.png``, ``hops.csv``, ``summary.json``, ``initial_conditions.xyz``.
+    ``populations.csv``/``.png``, ``hops.csv``, ``summary.json``, ``initial_conditions.xyz``, and
+    ``namd.json`` and ``checkpoint.pt`` (every ``checkpoint_every`` steps), from which
+    :func:`resume_namd` goes on after a kill.
     """
     from ase import Atoms
 
-    from tensorfuse.calculator import _as_model
-
     frames = [atoms] if isinstance(atoms, Atoms) else list(atoms)
-    _check_arguments(method, trajectories, steps, timestep, temperature, interval, sampling, frames, decoherence)
-    model = _as_model(model, device, getattr(torch, dtype) if isinstance(dtype, str) else dtype)
-    model.eval()
-    if model.config.num_states < 2:
-        raise ValueError("surface hopping needs a model of two or more electronic states (trained with "
-                         "--data.states), and this model has one")
-    names = tuple(model.config.states) or tuple(f"S{s}" for s in range(model.config.num_states))
-    state = _state_index(initial_state, names)
-    first = frames[0]
-    numbers = first.get_atomic_numbers()
+    if isinstance(dtype, torch.dtype):
+        dtype = str(dtype).removeprefix("torch.")
+    model_path = str(Path(model).resolve()) if isinstance(model, (str, Path)) else None
+    settings = NamdSettings(model_path, 0, method, trajectories, steps, timestep, temperature, seed, sampling,
+                            tuple(products), interval, decoherence, reverse_frustrated, min_distance, dtype,
+                            str(device), optimize, checkpoint_every)  # every setting checked before any work
+    _check_frames(frames, sampling)
+    loaded = _load(model, settings)
+    settings = replace(settings, initial_state=_state_index(initial_state, loaded.names))
+    numbers = frames[0].get_atomic_numbers()
     if any(not np.array_equal(f.get_atomic_numbers(), numbers) for f in frames):
         raise ValueError("all initial frames must be the same molecule (the same elements in the same order)")
-    unknown = sorted(set(numbers.tolist()) - set(model.config.species))
+    unknown = sorted(set(numbers.tolist()) - set(loaded.model.config.species))
     if unknown:
         raise ValueError(f"element(s) with atomic number {unknown} are not in the model's species "
-                         f"{sorted(model.config.species)}")
-    surface = ModelSurface(model, numbers, first.cell.array, first.pbc)
-    if method == "fssh" and not surface.has_couplings:
-        raise ValueError("FSSH needs coupling vectors, and this model has no coupling head (train it with "
-                         "--model.couplings vector): use --method lz or fssh-ba")
-    criteria = [Criterion.parse(p, len(numbers)) for p in products]
-    if len({c.name for c in criteria}) != len(criteria):
-        raise ValueError("two product criteria have the same name")
+                         f"{sorted(loaded.model.config.species)}")
+    surface = ModelSurface(loaded.model, numbers, frames[0].cell.array, frames[0].pbc)
+    criteria = _criteria(settings, surface)
     output = Path(output)
     existing = [name for name in OUTPUTS if (output / name).exists()]
     if existing and not overwrite:
         raise ValueError(f"{output} already holds a run ({', '.join(existing)}): give --overwrite to replace it, "
-                         "or another --output")
+                         "--resume to go on with it, or another --output")
 
     seeds = np.random.SeedSequence(seed).spawn(2)  # one stream for the sampling, one for the hops
     sampler = torch.Generator().manual_seed(int(seeds[0].generate_state(1)[0]))
@@ -110,21 +150,104 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
     output.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # nothing of an earlier run stays to be mixed with this one
         _remove(output / name)
-    _write_initial(output / "initial_conditions.xyz", numbers, x, v)
-    engine = SurfaceHopping(surface, surface.masses, method=method, dt=timestep * FS,
-                            seed=int(seeds[1].generate_state(1)[0]), decoherence=decoherence,
-                            reverse_frustrated=reverse_frustrated)
-    stop = _explosion_check(len(numbers), min_distance)
-    bar = _ProgressBar(steps, trajectories) if progress and sys.stderr.isatty() else None
+    atomic_write(output / "namd.json", lambda f: f.write(json.dumps(asdict(settings), indent=1) + "\n"),
+                 binary=False)
+    _write_initial(output / "initial_conditions.xyz", numbers, frames[0], x, v)
+    return _propagate(settings, surface, loaded.names, criteria, output, progress, x=x, v=v)
+
+
+def resume_namd(output, steps: int | None = None, model=None, progress: bool = True) -> NamdResult:
+    """Go on with the run in ``output`` from its last checkpoint, with its stored settings (``namd.json``);
+    the result is the same as if it had never stopped. ``steps`` may extend a run (not shorten it);
+    ``model``: only for a run started with a model object rather than a file."""
+    from ase.io import read
+
+    output = Path(output)
+    for name in ("namd.json", "checkpoint.pt", "initial_conditions.xyz"):
+        if not (output / name).exists():
+            raise ValueError(f"cannot resume: {output / name} does not exist (no run was started in {output})")
+    try:
+        stored = json.loads((output / "namd.json").read_text())
+        settings = NamdSettings(**stored)
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise ValueError(f"cannot resume: {output / 'namd.json'} is not a tensorfuse namd settings file ({error})") from None
+    if steps is not None:
+        if steps < settings.steps:
+            raise ValueError(f"--steps {steps} is fewer than the run's {settings.steps}: a run can be extended, not "
+                             "shortened")
+        settings = replace(settings, steps=steps)
+    if settings.model is None and model is None:
+        raise ValueError("this run was started with a model object, not a file: give the model to resume it")
+    try:
+        snapshot = torch.load(output / "checkpoint.pt", weights_only=True)
+    except Exception as error:  # truncated, foreign or not a checkpoint at all  # noqa: BLE001
+        raise ValueError(f"cannot resume: {output / 'checkpoint.pt'} is not a readable checkpoint "
+                         f"({type(error).__name__})") from None
+    loaded = _load(model if model is not None else settings.model, settings)
+    first = read(output / "initial_conditions.xyz", index=0)
+    surface = ModelSurface(loaded.model, first.get_atomic_numbers(), first.cell.array, first.pbc)
+    if tuple(snapshot["x"].shape) != (settings.trajectories, 3 * len(first)):
+        raise ValueError(f"cannot resume: {output / 'checkpoint.pt'} does not belong to the run in {output}")
+    return _propagate(settings, surface, loaded.names, _criteria(settings, surface), output, progress,
+                      resume=snapshot)
+
+
+@dataclass
+class _Loaded:
+    model: torch.nn.Module
+    names: tuple[str, ...]
+
+
+def _load(model, settings: NamdSettings) -> _Loaded:
+    from tensorfuse.calculator import _as_model
+
+    model = _as_model(model, settings.device, getattr(torch, settings.dtype))
+    model.eval()
+    names = _state_names(model)
+    if settings.method == "fssh" and model.config.couplings is None:
+        raise ValueError("FSSH needs coupling vectors, and this model has no coupling head (train it with "
+                         "--model.couplings vector): use --method lz or fssh-ba")
+    return _Loaded(model, names)
+
+
+def _state_names(model) -> tuple[str, ...]:
+    if model.config.num_states < 2:
+        raise ValueError("surface hopping needs a model of two or more electronic states (trained with "
+                         "--data.states), and this model has one")
+    return tuple(model.config.states) or tuple(f"S{s}" for s in range(model.config.num_states))
+
+
+def _criteria(settings: NamdSettings, surface: ModelSurface) -> list[Criterion]:
+    criteria = [Criterion.parse(p, len(surface.numbers)) for p in settings.products]
+    if len({c.name for c in criteria}) != len(criteria):
+        raise ValueError("two product criteria have the same name")
+    return criteria
+
+
+def _propagate(settings: NamdSettings, surface, names, criteria, output: Path, progress: bool, x=None, v=None,
+               resume=None) -> NamdResult:
+    """Run (or go on with) the ensemble, checkpointing as it goes, then write the outputs."""
+    seeds = np.random.SeedSequence(settings.seed).spawn(2)
+    engine = SurfaceHopping(surface, surface.masses, method=settings.method, dt=settings.timestep * FS,
+                            seed=int(seeds[1].generate_state(1)[0]), decoherence=settings.decoherence,
+                            reverse_frustrated=settings.reverse_frustrated)
+
+    def checkpoint(snapshot: dict) -> None:
+        atomic_write(output / "checkpoint.pt", lambda f: torch.save(snapshot, f))
+
+    done = int(resume["step"]) if resume is not None else 0
+    bar = _ProgressBar(settings.steps, settings.trajectories, done) if progress and sys.stderr.isatty() else None
     start = time.perf_counter()
     surface.reset()
-    ensemble = engine.run(x, v, state, steps, record_every=interval, stop=stop,
-                          callback=bar.update if bar else None)
+    ensemble = engine.run(x, v, settings.initial_state, settings.steps, record_every=settings.interval,
+                          stop=_explosion_check(len(surface.numbers), settings.min_distance),
+                          callback=bar.update if bar else None, checkpoint=checkpoint,
+                          checkpoint_every=settings.checkpoint_every, resume=resume)
     elapsed = time.perf_counter() - start
     if bar:
         bar.close()
-    result = _summarise(ensemble, names, state, criteria, method, trajectories, steps, timestep, elapsed, output)
-    _write_outputs(result, ensemble, numbers, names, criteria)
+    result = _summarise(ensemble, names, settings, criteria, (settings.steps - done) / max(elapsed, 1e-9), output)
+    _write_outputs(result, ensemble, surface.numbers, names, criteria)
     return result
 
 
@@ -146,20 +269,7 @@ def _initial_conditions(surface, frames, count, sampling, temperature, generator
     return wigner_sample(modes, count, temperature, generator)
 
 
-def _check_arguments(method, trajectories, steps, timestep, temperature, interval, sampling, frames, decoherence):
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-    for name, value in (("trajectories", trajectories), ("steps", steps), ("interval", interval)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if not (math.isfinite(timestep) and timestep > 0):
-        raise ValueError(f"timestep must be a positive number of fs, got {timestep}")
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be a number of K >= 0, got {temperature}")
-    if decoherence is not None and not (math.isfinite(decoherence) and decoherence >= 0):
-        raise ValueError(f"the decoherence constant must be a number of hartree >= 0, got {decoherence}")
+def _check_frames(frames, sampling) -> None:
     if not frames:
         raise ValueError("no initial structure")
     if len(frames[0]) < 2:
@@ -198,12 +308,12 @@ def _explosion_check(n: int, min_distance: float):
     return stop
 
 
-def _summarise(ensemble, names, state, criteria, method, trajectories, steps, timestep, elapsed, output) -> NamdResult:
+def _summarise(ensemble, names, settings: NamdSettings, criteria, steps_per_second: float, output) -> NamdResult:
     times = ensemble.times.numpy() / FS
     fractions, errors = state_fractions(ensemble.active.numpy(), len(names))
     stopped = ensemble.stopped.numpy()
     finished = stopped < 0
-    final = ensemble.positions[-1].numpy().reshape(trajectories, -1, 3) * BOHR
+    final = ensemble.positions[-1].numpy().reshape(settings.trajectories, -1, 3) * BOHR
     yields = {}
     for criterion in criteria:
         holds = criterion.holds(final[finished])
@@ -212,10 +322,11 @@ def _summarise(ensemble, names, state, criteria, method, trajectories, steps, ti
     change = (ensemble.total_energy[:, finished] - ensemble.total_energy[0, finished]).abs()
     change = float(change.max()) * HARTREE if change.numel() else float("nan")
     accepted = sum(h.accepted for h in ensemble.hops)
-    return NamdResult(output, method, names, trajectories, steps, timestep, times, fractions, errors,
-                      fit_lifetime(times, fractions[:, state]) if state > 0 else None, yields, accepted,
-                      len(ensemble.hops) - accepted, np.nonzero(~finished)[0].tolist(), float(change),
-                      steps / max(elapsed, 1e-9), ensemble)
+    state = settings.initial_state
+    lifetime = fit_lifetime(times, fractions[:, state]) if state > 0 else None
+    return NamdResult(output, settings.method, names, settings.trajectories, settings.steps, settings.timestep, times,
+                      fractions, errors, lifetime, yields, accepted, len(ensemble.hops) - accepted,
+                      np.nonzero(~finished)[0].tolist(), change, steps_per_second, ensemble)
 
 
 def _write_outputs(result: NamdResult, ensemble: Ensemble, numbers, names, criteria) -> None:
@@ -271,14 +382,14 @@ def _write_trajectories(folder: Path, ensemble: Ensemble, numbers, names, timest
         (folder / f"{k:04d}.xyz").write_text("\n".join(lines) + "\n")
 
 
-def _write_initial(path: Path, numbers, x, v) -> None:
+def _write_initial(path: Path, numbers, structure, x, v) -> None:
     """The sampled initial conditions, readable as ``--sampling file`` (ASE momenta)."""
     from ase import Atoms, units
     from ase.io import write
 
     frames = []
     for xk, vk in zip(x.numpy(), v.numpy()):
-        atoms = Atoms(numbers=numbers, positions=xk.reshape(-1, 3) * BOHR)
+        atoms = Atoms(numbers=numbers, positions=xk.reshape(-1, 3) * BOHR, cell=structure.cell, pbc=structure.pbc)
         atoms.set_velocities(vk.reshape(-1, 3) * BOHR * FS / units.fs)
         frames.append(atoms)
     write(path, frames, format="extxyz")
@@ -321,13 +432,13 @@ def _remove(path: Path) -> None:
 
 
 class _ProgressBar:
-    def __init__(self, steps: int, trajectories: int):
-        self.steps, self.trajectories, self.start = steps, trajectories, time.perf_counter()
+    def __init__(self, steps: int, trajectories: int, done: int = 0):
+        self.steps, self.trajectories, self.done, self.start = steps, trajectories, done, time.perf_counter()
 
     def update(self, step: int, running: torch.Tensor) -> None:
         if step % 10 and step != self.steps:
             return
-        rate = step / max(time.perf_counter() - self.start, 1e-9)
+        rate = (step - self.done) / max(time.perf_counter() - self.start, 1e-9)
         sys.stderr.write(f"\rNAMD [{'#' * int(30 * step / self.steps):<30}] {step}/{self.steps} steps, "
                          f"{int(running.sum())}/{self.trajectories} running ({rate:.1f} steps/s)")
         sys.stderr.flush()

@@ -41,15 +41,15 @@ class DiabaticModel:
         raise NotImplementedError
 
     def __init__(self):
-        self._previous = None
+        self.sign_memory = None
 
     def __call__(self, x: torch.Tensor) -> SurfacePoint:
         V, dV = self.diabatic(x)
         energies, U = torch.linalg.eigh(V)  # columns: adiabatic states in the diabatic basis
-        if self._previous is not None and self._previous.shape == U.shape:  # keep signs continuous
-            overlap = (self._previous * U).sum(-2)
+        if self.sign_memory is not None and self.sign_memory.shape == U.shape:  # keep signs continuous
+            overlap = (self.sign_memory * U).sum(-2)
             U = U * torch.where(overlap < 0, -1.0, 1.0).unsqueeze(-2)
-        self._previous = U
+        self.sign_memory = U
         # <i|dV|j> in the adiabatic basis, per degree of freedom
         dH = torch.einsum("tai,tabd,tbj->tijd", U, dV, U)
         forces = -torch.diagonal(dH, dim1=1, dim2=2).movedim(-1, 1)  # [T, S, D]
@@ -60,7 +60,7 @@ class DiabaticModel:
         return SurfacePoint(energies, forces, couplings)
 
     def reset(self) -> None:
-        self._previous = None
+        self.sign_memory = None
 
 
 class TullySimpleAvoidedCrossing(DiabaticModel):
