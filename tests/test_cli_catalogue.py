@@ -571,7 +571,8 @@ def _(ws):
 
 @case("namd: file sampling from frames without velocities")
 def _(ws):
-    return ["namd", states_model(ws), "start.xyz", *NAMD_FILE], ["--sampling file needs frames with velocities"]
+    return ["namd", states_model(ws), "start.xyz", *NAMD_FILE], ["--sampling file needs frames with velocities",
+                                                                 "frame 0 has none"]
 
 
 @case("namd: Wigner sampling where the model has no minimum")

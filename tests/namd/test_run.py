@@ -185,3 +185,13 @@ def test_resume_from_the_command_line_extends_a_finished_run(tmp_path, model_fil
     assert "extended, not shortened" in capsys.readouterr().err
     assert cli(["namd", "--output", str(tmp_path / "nothing"), "--resume"]) == 2
     assert "no run was started" in capsys.readouterr().err
+
+
+def test_a_frame_of_a_namd_trajectory_starts_a_run_with_its_velocities(tmp_path, model_file):
+    """Trajectory frames carry a ``velocities`` array in Å/fs: a run from them starts there."""
+    first = run(model_file, tmp_path / "first", steps=10)
+    frame = read(tmp_path / "first" / "trajectories" / "0002.xyz", index=-1)
+    again = run_namd(model_file, [frame], initial_state=2, trajectories=1, steps=2, sampling="file",
+                     output=tmp_path / "again", progress=False)
+    # written with 8 decimals in Å/fs: 5e-9 Å/fs is 2.3e-10 atomic units
+    assert np.allclose(again.ensemble.velocities[0, 0], first.ensemble.velocities[-1, 2], rtol=0, atol=3e-10)

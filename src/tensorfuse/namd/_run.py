@@ -274,9 +274,12 @@ def _check_frames(frames, sampling) -> None:
         raise ValueError("no initial structure")
     if len(frames[0]) < 2:
         raise ValueError("surface hopping needs a molecule of two or more atoms")
-    if sampling == "file" and not any(f.has("momenta") for f in frames):
-        raise ValueError("--sampling file needs frames with velocities (momenta in the extxyz file); "
-                         "use --sampling wigner to sample them")
+    if sampling == "file":
+        for k, frame in enumerate(frames):
+            if not (frame.has("momenta") or "velocities" in frame.arrays):
+                raise ValueError(f"--sampling file needs frames with velocities (momenta, or a 'velocities' array "
+                                 f"in Å/fs as tensorfuse namd writes them): frame {k} has none; use --sampling "
+                                 "wigner to sample them")
 
 
 def _state_index(state, names) -> int:
@@ -292,9 +295,12 @@ def _state_index(state, names) -> int:
 
 
 def _velocities_fs(atoms) -> np.ndarray:
+    """Å/fs: ASE's momenta, or a ``velocities`` array (Å/fs, this module's trajectory files)."""
     from ase import units
 
-    return atoms.get_velocities() * units.fs  # Å/fs
+    if atoms.has("momenta"):
+        return atoms.get_velocities() * units.fs
+    return np.asarray(atoms.arrays["velocities"], dtype=np.float64)
 
 
 def _explosion_check(n: int, min_distance: float):
