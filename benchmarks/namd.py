@@ -338,6 +338,69 @@ def methylamine(args) -> None:
     {"train": methylamine_train, "run": methylamine_run}[args.action](args)
 
 
+def table(args) -> None:
+    """Markdown tables of every section that has results."""
+    def load(name):
+        path = RESULTS / f"namd_{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    tully_results = load("tully")
+    if tully_results:
+        methods = [m for m in ("fssh", "fssh-nodc", "lz", "fssh-ba", "mudslide") if f"{m}_upper" in tully_results["rows"][0]]
+        print(f"### Tully's models: transmission on the upper state ({tully_results['trajectories']} trajectories; "
+              f"mudslide {tully_results['mudslide_trajectories']})\n")
+        print("| model | k (a.u.) | exact | " + " | ".join(methods) + " |")
+        print("|---|---|---|" + "---|" * len(methods))
+        for r in tully_results["rows"]:
+            cells = " | ".join(f"{r[f'{m}_upper']:.3f}" for m in methods)
+            print(f"| {r['model']} | {r['k']:.0f} | {r['exact_upper']:.3f} | {cells} |")
+        print()
+    methylamine_results = load("methylamine")
+    if methylamine_results:
+        m = methylamine_results
+        print(f"### Methylamine: analytic vs learned ({m['trajectories']} trajectories, {m['steps']} steps of "
+              f"{m['timestep_fs']} fs, the same initial conditions and seeds)\n")
+        print("| surface | method | S1 lifetime τ (fs) | delay (fs) | S1 fraction at the end | N-H dissociation yield "
+              "| accepted / frustrated hops | stopped | max / median \\|ΔE_tot\\| (eV) | steps/s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for row in m["rows"].values():
+            life = row["lifetime"] or {}
+            print(f"| {row['surface']} | {row['method']} | {life.get('tau', float('nan')):.1f} | "
+                  f"{life.get('delay', float('nan')):.1f} | {row['fraction_S1'][-1]:.3f} | {row['yield']:.3f} | "
+                  f"{row['hops_accepted']} / {row['hops_frustrated']} | {row['stopped']} | "
+                  f"{row['max_energy_change_ev']:.3f} / {row['median_energy_change_ev']:.4f} | "
+                  f"{row['steps_per_second']:.1f} |")
+        print()
+    ethylene_results = load("ethylene")
+    if ethylene_results:
+        print("### Ethylene on the SA-CASSCF(2,2)-trained model (0 K Wigner, start on S1)\n")
+        print("| method | trajectories | steps | S1 lifetime τ (fs) | delay (fs) | S1 fraction at the end | twisted > 90° "
+              "at the end | accepted hops | twist at hops: median (range) | max \\|ΔE_tot\\| (eV) | steps/s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for method, row in ethylene_results.items():
+            if method == "model":
+                continue
+            life = row["lifetime"] or {}
+            twist = row["twist_at_accepted_hops"]
+            spread = (f"{np.median(twist):.0f}° ({min(twist):.0f}-{max(twist):.0f})" if twist else "-")
+            print(f"| {method} | {row['trajectories']} | {row['steps']} | {life.get('tau', float('nan')):.0f} | "
+                  f"{life.get('delay', float('nan')):.0f} | {row['final_fractions'][1]:.3f} | "
+                  f"{row['yields']['twisted'][0]:.3f} ± {row['yields']['twisted'][1]:.3f} | {row['hops_accepted']} | "
+                  f"{spread} | {row['max_energy_change_ev']:.3f} | {row['steps_per_second']:.1f} |")
+        print()
+    for path in sorted(RESULTS.glob("namd_speed_*.json")):
+        sp = json.loads(path.read_text())
+        print(f"### Speed: {sp['structure']} ({sp['atoms']} atoms, {sp['states']} states, couplings "
+              f"{sp['couplings']}), {sp['steps']} steps, {sp['threads']} thread(s)\n")
+        print("| trajectories | steps/s | trajectory-steps/s | ms per step | ms per model call | vs one trajectory at a time |")
+        print("|---|---|---|---|---|---|")
+        single = next(r for r in sp["rows"] if r["trajectories"] == 1)["trajectory_steps_per_second"]
+        for r in sp["rows"]:
+            print(f"| {r['trajectories']} | {r['steps_per_second']:.1f} | {r['trajectory_steps_per_second']:.0f} | "
+                  f"{r['step_ms']:.1f} | {r['model_call_ms']:.1f} | {r['trajectory_steps_per_second'] / single:.1f}x |")
+        print()
+
+
 def save(name: str, data: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"namd_{name}.json").write_text(json.dumps(data, indent=1) + "\n")
@@ -377,6 +440,7 @@ def main() -> None:
     m.add_argument("--methods", nargs="+", default=["fssh", "lz"])
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(run=methylamine)
+    sub.add_parser("table").set_defaults(run=table)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     args.run(args)

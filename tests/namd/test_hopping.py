@@ -45,6 +45,20 @@ def test_fssh_on_tully_one_matches_exact_quantum_dynamics(k):
     assert abs(reflected - exact.reflected.sum()) < 0.05
 
 
+@pytest.mark.parametrize("k", [15, pytest.param(25, marks=pytest.mark.slow)])
+def test_fssh_on_tully_two_matches_exact_quantum_dynamics_without_decoherence(k):
+    """Tully's dual avoided crossing: transmission on the upper state within 0.1 of the exact wave
+    packet with plain FSSH (500 trajectories). Measured here (benchmarks/results/namd.md): exact
+    0.125 / 0.245 at k = 15 / 25; FSSH 0.12 / 0.32 without decoherence and 0.23 / 0.39 with the
+    energy-based correction, which damps the coherence between the two crossings that the exact
+    result (and plain FSSH) keep: for this model it is the wrong physics, so it is reported, not
+    asserted."""
+    model = TullyDualAvoidedCrossing()
+    exact = wave_packet_scattering(model, k)
+    upper, _, _ = scatter(model, k, "fssh", decoherence=None)
+    assert abs(upper - exact.transmitted[1]) < 0.1, (upper, exact.transmitted)
+
+
 def test_landau_zener_on_tully_one_without_couplings():
     """Landau–Zener needs energies only; at k = 25 it lands within 0.1 of the exact transmission."""
     model = TullySimpleAvoidedCrossing()
