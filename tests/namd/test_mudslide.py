@@ -60,8 +60,10 @@ def test_mudslide_sees_a_learned_model_in_atomic_units_and_runs_it():
     gap = point.energies[0, 1] - point.energies[0, 0]
     assert np.allclose(model.force_matrix[0, 1], -float(gap) * model.derivative_coupling(0, 1), atol=1e-14)
     thermal = np.sqrt(9.5e-4 / model.mass) * np.random.default_rng(0).normal(size=model.ndof)
-    trajectory = mudslide.SurfaceHoppingMD(model, x, thermal, 1, dt=0.25 * FS, max_steps=40, seed_sequence=0,
-                                           tracer="memory")
-    trace = trajectory.simulate()
-    energies = np.array([frame["energy"] for frame in trace.data])
-    assert np.isfinite(energies).all() and np.ptp(energies) < 1e-5
+    for method in (mudslide.SurfaceHoppingMD, mudslide.AugmentedFSSH, mudslide.Ehrenfest):
+        trajectory = method(model, x, thermal, 1, dt=0.25 * FS, max_steps=40, seed_sequence=0, tracer="memory")
+        trace = trajectory.simulate()
+        energies = np.array([frame["energy"] for frame in trace.data])
+        assert len(energies) > 10 and np.isfinite(energies).all()
+        if method is not mudslide.Ehrenfest:  # (mudslide's Ehrenfest force leaves out the coupling term)
+            assert np.ptp(energies) < 1e-5, method.__name__
