@@ -167,7 +167,8 @@ def ethylene(args) -> None:
             if hop.accepted:
                 twist_at_hops.append(float(criterion.measure(hop.position.numpy().reshape(-1, 3) * 0.529177210903)))
         out[method] = summary_of(result) | {"twist_at_accepted_hops": twist_at_hops}
-        print(method, json.dumps({k: v for k, v in out[method].items() if k != "twist_at_accepted_hops"}), flush=True)
+        print(method, json.dumps({k: v for k, v in out[method].items()
+                                  if k not in ("twist_at_accepted_hops", "times_fs", "fraction_S1")}), flush=True)
     save("ethylene", {"model": str(args.model), **out})
     plot_ethylene(out)
 
