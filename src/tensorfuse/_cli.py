@@ -199,8 +199,18 @@ def _namd(args: argparse.Namespace, extra: list[str]) -> int:
     return _namd_report(run_namd(args.model, frames, args.initial_state, args.method, args.trajectories, steps,
                                  args.timestep, args.temperature, args.seed, args.output, args.sampling,
                                  tuple(args.product or ()), args.interval, decoherence, args.reverse_frustrated,
-                                 dtype=args.dtype, device=args.device, optimize=not args.no_optimize,
+                                 energy_tolerance=_energy_tolerance(args.energy_tolerance), dtype=args.dtype,
+                                 device=args.device, optimize=not args.no_optimize,
                                  overwrite=args.overwrite))
+
+
+def _energy_tolerance(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--energy-tolerance must be a number of eV or none, got {text!r}") from None
 
 
 def _namd_report(result) -> int:
@@ -214,8 +224,8 @@ def _namd_report(result) -> int:
     for name, (p, error) in result.yields.items():
         print(f"yield of {name}: {p:.3f} ± {error:.3f}")
     if result.stopped:
-        print(f"tensorfuse namd: {len(result.stopped)} trajectories stopped early (non-finite or collapsing "
-              f"structure): {result.stopped[:20]}{' ...' if len(result.stopped) > 20 else ''}; their frames are kept",
+        print(f"tensorfuse namd: {len(result.stopped)} trajectories stopped early (non-finite, collapsing or "
+              f"energy beyond the tolerance): {result.stopped[:20]}{' ...' if len(result.stopped) > 20 else ''}; their frames are kept",
               file=sys.stderr)
     return 0
 
@@ -332,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     na.add_argument("--decoherence", default="0.1", help="energy-based decoherence constant in hartree, or none")
     na.add_argument("--reverse-frustrated", action="store_true", help="reverse the velocity along the coupling "
                     "after a frustrated hop (default: keep it)")
+    na.add_argument("--energy-tolerance", default="1.0", help="eV: stop a trajectory whose total energy moves "
+                    "further from its start (a failing integration; default 1.0), or none")
     na.add_argument("--interval", type=int, default=2, help="steps between recorded frames (default 2)")
     na.add_argument("--seed", type=int, default=0)
     na.add_argument("--output", default="namd", help="output folder (default namd)")

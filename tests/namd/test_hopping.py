@@ -189,3 +189,23 @@ def test_fssh_with_baeck_an_couplings_conserves_energy_and_populations():
     for hop in accepted:
         assert abs(hop.energy_after - hop.energy_before) < 1e-8 * abs(hop.energy_before)
     assert torch.allclose(ensemble.populations.sum(-1), torch.ones(()), atol=1e-10)
+
+
+def test_a_trajectory_whose_total_energy_jumps_is_stopped_and_the_others_go_on():
+    """A surface with a step in its energy but not in its force (a broken surface, as a learned
+    one can be far from its data): crossing it moves the total energy by 0.05 hartree."""
+    class Broken:
+        def __init__(self):
+            self.model = TullySimpleAvoidedCrossing()
+
+        def __call__(self, x):
+            point = self.model(x)
+            point.energies = point.energies + 0.05 * (x > 1.0).to(x.dtype)
+            return point
+
+    x = torch.tensor([[-3.0], [-3.0], [-8.0]], dtype=torch.float64)
+    v = torch.tensor([[0.01], [0.01], [0.0]], dtype=torch.float64)
+    engine = SurfaceHopping(Broken(), [MASS], dt=5.0, energy_tolerance=0.01)
+    ensemble = engine.run(x, v, 0, 200)
+    assert (ensemble.stopped[:2] > 0).all() and ensemble.stopped[2] == -1
+    assert (ensemble.positions[-1, :2, 0] > 1.0).all() and (ensemble.positions[-1, :2, 0] < 1.5).all()  # just past it

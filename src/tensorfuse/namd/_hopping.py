@@ -73,10 +73,13 @@ class SurfaceHopping:
     masses). ``method``: ``"fssh"`` (needs couplings), ``"lz"`` or ``"fssh-ba"`` (energies and
     forces only).
     ``decoherence``: the Granucci–Persico constant in hartree (``None``: none).
+    ``energy_tolerance`` (hartree): a trajectory whose total energy has moved further than this from
+    its start is stopped, as an explosion (hops conserve it, so only a failing integration does).
     """
 
     def __init__(self, surface, masses, method: str = "fssh", dt: float = 1.0, seed: int = 0,
-                 decoherence: float | None = 0.1, reverse_frustrated: bool = False):
+                 decoherence: float | None = 0.1, reverse_frustrated: bool = False,
+                 energy_tolerance: float | None = None):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not (dt > 0 and math.isfinite(dt)):
@@ -85,6 +88,7 @@ class SurfaceHopping:
         self.masses = torch.as_tensor(masses, dtype=torch.float64)
         self.generator = torch.Generator().manual_seed(seed)
         self.decoherence, self.reverse_frustrated = decoherence, reverse_frustrated
+        self.energy_tolerance = energy_tolerance  # hartree: a trajectory drifting further is stopped
 
     def run(self, x: torch.Tensor, v: torch.Tensor, state, steps: int, record_every: int = 1,
             stop=None, callback=None, checkpoint=None, checkpoint_every: int = 0, resume: dict | None = None
@@ -113,7 +117,8 @@ class SurfaceHopping:
             record = _Recorder()
             hops: list[Hop] = []
             first = 1
-            record.add(0.0, x, v, active, self._populations(c, active), point, self._total(point, v, active))
+            start_energy = self._total(point, v, active)
+            record.add(0.0, x, v, active, self._populations(c, active), point, start_energy)
         else:
             x, v, c, active = resume["x"], resume["v"], resume["c"], resume["active"]
             running, stopped = resume["running"], resume["stopped"]
@@ -124,13 +129,14 @@ class SurfaceHopping:
                 self.surface.sign_memory = resume["surface_memory"]
             point = self.surface(x)  # the same numbers as before the stop: same x, same sign memory
             s, first = point.energies.shape[1], int(resume["step"]) + 1
+            start_energy = resume["start_energy"]
         if self.method == "fssh" and point.couplings is None:
             raise ValueError("FSSH needs the couplings between states: this surface has none (use method='lz')")
 
         def snapshot(step: int) -> dict:
             return {"step": step, "x": x, "v": v, "c": c, "active": active, "running": running, "stopped": stopped,
                     "energies_history": list(energies_history), "record": record.state(), "hops": _hops_state(hops),
-                    "generator": self.generator.get_state(),
+                    "generator": self.generator.get_state(), "start_energy": start_energy,
                     "surface_memory": getattr(self.surface, "sign_memory", None)}
 
         for step in range(first, steps + 1):
@@ -157,10 +163,12 @@ class SurfaceHopping:
             if self.method != "lz" and self.decoherence is not None:
                 c = self._decohere(c, new, v_new, active)
             v, point = v_new, new
-            if stop is not None:
-                ended = running & stop(point, x)
-                stopped[ended] = step
-                running &= ~ended
+            ended = running & stop(point, x) if stop is not None else torch.zeros_like(running)
+            if self.energy_tolerance is not None:
+                drift = (self._total(point, v, active) - start_energy).abs()
+                ended |= running & ~(drift <= self.energy_tolerance)  # NaN included
+            stopped[ended] = step
+            running &= ~ended
             last = step == steps or not running.any()
             if step % record_every == 0 or last:
                 record.add(step * self.dt, x, v, active, self._populations(c, active), point,

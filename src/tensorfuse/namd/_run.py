@@ -67,6 +67,7 @@ class NamdSettings:
     decoherence: float | None = 0.1
     reverse_frustrated: bool = False
     min_distance: float = 0.5
+    energy_tolerance: float | None = 1.0  # eV
     dtype: str = "float64"
     device: str = "cpu"
     optimize: bool = True
@@ -87,6 +88,8 @@ class NamdSettings:
             raise ValueError(f"temperature must be a number of K >= 0, got {self.temperature}")
         if self.decoherence is not None and not (math.isfinite(self.decoherence) and self.decoherence >= 0):
             raise ValueError(f"the decoherence constant must be a number of hartree >= 0, got {self.decoherence}")
+        if self.energy_tolerance is not None and not self.energy_tolerance > 0:
+            raise ValueError(f"the energy tolerance must be a positive number of eV, got {self.energy_tolerance}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
@@ -95,8 +98,8 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
              steps: int = 1000, timestep: float = 0.5, temperature: float = 0.0, seed: int = 0,
              output="namd", sampling: str = "wigner", products: tuple[str, ...] = (), interval: int = 2,
              decoherence: float | None = 0.1, reverse_frustrated: bool = False, min_distance: float = 0.5,
-             dtype: str = "float64", device="cpu", optimize: bool = True, overwrite: bool = False,
-             progress: bool = True, checkpoint_every: int = 100) -> NamdResult:
+             energy_tolerance: float | None = 1.0, dtype: str = "float64", device="cpu", optimize: bool = True,
+             overwrite: bool = False, progress: bool = True, checkpoint_every: int = 100) -> NamdResult:
     """Surface hopping of ``trajectories`` copies of ``atoms`` (ASE ``Atoms``; a list of frames with
     velocities for ``sampling="file"``) on ``model`` (a multi-state model or its file), all advanced
     together with one batched model call per step.
@@ -109,8 +112,9 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
     coupling vectors), ``"lz"`` (Landau–Zener) or ``"fssh-ba"`` (Baeck–An couplings). ``timestep``
     in fs; every ``interval`` steps a frame is recorded. ``products``: criteria such as
     ``"trans: dihedral 2 0 1 4 > 90"`` (see :class:`~tensorfuse.namd.Criterion`), counted at the
-    end and measured at every hop. A trajectory whose energies or positions stop being finite, or
-    whose atoms come closer than ``min_distance`` Å, is stopped and kept; the others go on.
+    end and measured at every hop. A trajectory whose energies or positions stop being finite, whose
+    atoms come closer than ``min_distance`` Å, or whose total energy moves more than
+    ``energy_tolerance`` eV from its start (``None``: no limit), is stopped and kept; the others go on.
     Files in ``output`` (existing ones are an error unless ``overwrite``): ``trajectories/NNNN.xyz``,
     ``populations.csv``/``.png``, ``hops.csv``, ``summary.json``, ``initial_conditions.xyz``, and
     ``namd.json`` and ``checkpoint.pt`` (every ``checkpoint_every`` steps), from which
@@ -123,8 +127,8 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
         dtype = str(dtype).removeprefix("torch.")
     model_path = str(Path(model).resolve()) if isinstance(model, (str, Path)) else None
     settings = NamdSettings(model_path, 0, method, trajectories, steps, timestep, temperature, seed, sampling,
-                            tuple(products), interval, decoherence, reverse_frustrated, min_distance, dtype,
-                            str(device), optimize, checkpoint_every)  # every setting checked before any work
+                            tuple(products), interval, decoherence, reverse_frustrated, min_distance,
+                            energy_tolerance, dtype, str(device), optimize, checkpoint_every)  # checked before any work
     _check_frames(frames, sampling)
     loaded = _load(model, settings)
     settings = replace(settings, initial_state=_state_index(initial_state, loaded.names))
@@ -230,7 +234,9 @@ def _propagate(settings: NamdSettings, surface, names, criteria, output: Path, p
     seeds = np.random.SeedSequence(settings.seed).spawn(2)
     engine = SurfaceHopping(surface, surface.masses, method=settings.method, dt=settings.timestep * FS,
                             seed=int(seeds[1].generate_state(1)[0]), decoherence=settings.decoherence,
-                            reverse_frustrated=settings.reverse_frustrated)
+                            reverse_frustrated=settings.reverse_frustrated,
+                            energy_tolerance=(None if settings.energy_tolerance is None
+                                              else settings.energy_tolerance / HARTREE))
 
     def checkpoint(snapshot: dict) -> None:
         atomic_write(output / "checkpoint.pt", lambda f: torch.save(snapshot, f))
