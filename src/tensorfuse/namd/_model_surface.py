@@ -22,7 +22,7 @@ class ModelSurface:
     Without a coupling head the point has ``couplings=None`` (Landau–Zener or Baeck–An hopping).
     """
 
-    def __init__(self, model, numbers, cell=None, pbc=False):
+    def __init__(self, model, numbers, cell=None, pbc=False, batched_derivatives: bool = True):
         self.model = model
         self.numbers = np.asarray(numbers, dtype=np.int64)
         self.cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
@@ -35,6 +35,7 @@ class ModelSurface:
         self.pairs = model.config.state_pairs
         self.has_couplings = bool(self.pairs)
         self.cutoff = float(model.r_max)
+        self.batched_derivatives = batched_derivatives  # all states' forces in one backward pass, or one per state
         self.sign_memory: torch.Tensor | None = None  # [T, P, D] the last step's coupling vectors
 
     @property
@@ -51,7 +52,7 @@ class ModelSurface:
     def __call__(self, x: torch.Tensor) -> SurfacePoint:
         t, n = x.shape[0], len(self.numbers)
         positions = (x.reshape(t, n, 3) * BOHR).to(self.dtype)  # Å
-        out = self.model(self._graph(positions), forces=True)
+        out = self.model(self._graph(positions), forces=True, batched_derivatives=self.batched_derivatives)
         energies = out["energy"].detach().to(torch.float64) / HARTREE  # [T, S]
         to_au = BOHR / HARTREE  # eV/Å -> hartree/bohr
         forces = out["forces"].detach().to(torch.float64).reshape(t, n, self.num_states, 3)
