@@ -156,30 +156,34 @@ def ethylene(args) -> None:
     atoms = Atoms("C2H4", positions=planar_ethylene())
     out = {}
     for method in args.methods:
-        result = run_namd(args.model, atoms, initial_state=1, method=method, trajectories=args.trajectories,
-                          steps=args.steps, timestep=0.5, temperature=0.0, seed=0, output=args.output / method,
-                          products=(TWIST,), overwrite=True, progress=False)
-        twist_at_hops = []
-        from tensorfuse.namd import Criterion
-
-        criterion = Criterion.parse(TWIST)
-        for hop in result.ensemble.hops:
-            if hop.accepted:
-                twist_at_hops.append(float(criterion.measure(hop.position.numpy().reshape(-1, 3) * 0.529177210903)))
-        out[method] = summary_of(result) | {"twist_at_accepted_hops": twist_at_hops}
+        if not args.replot:
+            run_namd(args.model, atoms, initial_state=1, method=method, trajectories=args.trajectories,
+                     steps=args.steps, timestep=0.5, temperature=0.0, seed=0, output=args.output / method,
+                     products=(TWIST,), overwrite=True, progress=False)
+        out[method] = run_folder_summary(args.output / method)
         print(method, json.dumps({k: v for k, v in out[method].items()
-                                  if k not in ("twist_at_accepted_hops", "times_fs", "fraction_S1")}), flush=True)
+                                  if k not in ("twist_at_s1_s0_hops", "times_fs", "fraction_S1")}), flush=True)
     save("ethylene", {"model": str(args.model), **out})
     plot_ethylene(out)
 
 
-def summary_of(result) -> dict:
-    return {"trajectories": result.trajectories, "steps": result.steps, "timestep_fs": result.timestep_fs,
-            "final_fractions": result.fractions[-1].tolist(), "lifetime": result.lifetime and vars(result.lifetime),
-            "yields": result.yields, "hops_accepted": result.hops_accepted, "hops_frustrated": result.hops_frustrated,
-            "stopped": len(result.stopped), "max_energy_change_ev": result.max_energy_change_ev,
-            "steps_per_second": result.steps_per_second, "times_fs": result.times_fs.tolist(),
-            "fraction_S1": result.fractions[:, 1].tolist()}
+def run_folder_summary(folder: Path) -> dict:
+    """What the note reports of a ``tensorfuse namd`` run, read from its files: the summary, the S1
+    fraction against time, and the twist at every accepted S1 -> S0 hop."""
+    import csv
+
+    summary = json.loads((folder / "summary.json").read_text())
+    with open(folder / "populations.csv") as f:
+        rows = list(csv.DictReader(f))
+    with open(folder / "hops.csv") as f:
+        twists = [float(h["twisted_dihedral"]) for h in csv.DictReader(f)
+                  if h["accepted"] == "1" and h["from"] == "S1" and h["to"] == "S0"]
+    keep = ("trajectories", "steps", "timestep_fs", "final_fractions", "lifetime", "yields", "hops_accepted",
+            "hops_frustrated", "stopped", "max_energy_change_ev", "steps_per_second")
+    final = summary["final_fractions"]
+    return {**{k: summary[k] for k in keep}, "stopped": len(summary["stopped"]), "final_fractions": list(final.values()),
+            "times_fs": [float(r["time_fs"]) for r in rows], "fraction_S1": [float(r["fraction_S1"]) for r in rows],
+            "twist_at_s1_s0_hops": twists}
 
 
 def plot_ethylene(out: dict) -> None:
@@ -191,8 +195,8 @@ def plot_ethylene(out: dict) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for method, row in out.items():
         left.plot(row["times_fs"], row["fraction_S1"], label=f"{method.upper()}")
-        if row["twist_at_accepted_hops"]:
-            right.hist(row["twist_at_accepted_hops"], bins=18, range=(0, 180), alpha=0.5, label=method.upper())
+        if row["twist_at_s1_s0_hops"]:
+            right.hist(row["twist_at_s1_s0_hops"], bins=18, range=(0, 180), alpha=0.5, label=method.upper())
     left.set_xlabel("time (fs)")
     left.set_ylabel("fraction on S1")
     left.legend()
@@ -376,14 +380,14 @@ def table(args) -> None:
     if ethylene_results:
         print("### Ethylene on the SA-CASSCF(2,2)-trained model (0 K Wigner, start on S1)\n")
         print("| method | trajectories | steps | S1 lifetime τ (fs) | delay (fs) | S1 fraction at the end | twisted > 90° "
-              "at the end | accepted hops | twist at hops: median (range) | max \\|ΔE_tot\\| (eV) | steps/s |")
+              "at the end | accepted hops (all) | twist at S1→S0 hops: count, median (range) | max \\|ΔE_tot\\| (eV) | steps/s |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for method, row in ethylene_results.items():
             if method == "model":
                 continue
             life = row["lifetime"] or {}
-            twist = row["twist_at_accepted_hops"]
-            spread = (f"{np.median(twist):.0f}° ({min(twist):.0f}-{max(twist):.0f})" if twist else "-")
+            twist = row["twist_at_s1_s0_hops"]
+            spread = (f"{len(twist)}, {np.median(twist):.0f}° ({min(twist):.0f}-{max(twist):.0f})" if twist else "-")
             print(f"| {method} | {row['trajectories']} | {row['steps']} | {life.get('tau', float('nan')):.0f} | "
                   f"{life.get('delay', float('nan')):.0f} | {row['final_fractions'][1]:.3f} | "
                   f"{row['yields']['twisted'][0]:.3f} ± {row['yields']['twisted'][1]:.3f} | {row['hops_accepted']} | "
@@ -432,6 +436,7 @@ def main() -> None:
     e.add_argument("--steps", type=int, default=1000)
     e.add_argument("--methods", nargs="+", default=["fssh", "lz"])
     e.add_argument("--output", type=Path, default=Path("runs/namd_ethylene"))
+    e.add_argument("--replot", action="store_true", help="summarise the run folders again without running")
     e.set_defaults(run=ethylene)
     m = sub.add_parser("methylamine")
     m.add_argument("action", choices=["train", "run"])
