@@ -234,12 +234,12 @@ def methylamine_train(args) -> None:
               "valid_fraction": 0.1, "states": ("S0", "S1")},
         model=METHYLAMINE_MODEL,
         training={"max_epochs": 100000, "time_budget": args.budget, "batch_size": 5, "lr": 0.01,
-                  "energy_weight": 1.0, "forces_weight": 100.0, "couplings_weight": 10.0, "ema_decay": 0.99,
-                  "dtype": "float64"},
-        output=str(work / "model"), overwrite=True))
+                  "energy_weight": args.energy_weight, "forces_weight": 100.0, "couplings_weight": 10.0,
+                  "ema_decay": 0.99, "dtype": "float64"},
+        output=str(work / args.name), overwrite=True))
     summary = {"epochs": len(result.history), "minutes": (time.perf_counter() - start) / 60,
                "parameters": sum(p.numel() for p in result.model.parameters()), "test": result.metrics["test"]}
-    (work / "model" / "result.json").write_text(json.dumps(summary, indent=1))
+    (work / args.name / "result.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
 
 
@@ -266,12 +266,13 @@ def methylamine_run(args) -> None:
     minimum = read(HERE / "data" / "methylamine_minimum.xyz")
     x0 = torch.tensor(minimum.positions.reshape(-1) / BOHR)
     criterion = Criterion.parse(DISSOCIATED)
-    surfaces = {"analytic": ChempotpySurface()}
-    model = _as_model(args.model, "cpu", torch.float64)
-    surfaces["learned"] = ModelSurface(model, minimum.numbers)
-    masses = surfaces["learned"].masses
-    assert torch.allclose(masses, surfaces["analytic"].masses)
-    modes = normal_modes(x0, masses, hessian(surfaces["analytic"], x0))
+    analytic = ChempotpySurface()  # its Hessian gives the initial conditions of both surfaces
+    surfaces = {"analytic": analytic} if "analytic" in args.surfaces else {}
+    if "learned" in args.surfaces:
+        model = _as_model(args.model, "cpu", torch.float64)
+        surfaces["learned"] = ModelSurface(model, minimum.numbers, batched_derivatives=False)  # faster at 100s
+    masses = analytic.masses
+    modes = normal_modes(x0, masses, hessian(analytic, x0))
     x, v = wigner_sample(modes, args.trajectories, 0.0, torch.Generator().manual_seed(args.seed))
     n = len(minimum)
 
@@ -280,7 +281,8 @@ def methylamine_run(args) -> None:
         close = (torch.cdist(positions, positions) + 1e9 * torch.eye(n)).flatten(1).min(1).values < 0.6
         return close | ~torch.isfinite(point.energies).all(1)
 
-    rows = {}
+    saved = RESULTS / "namd_methylamine.json"
+    rows = json.loads(saved.read_text())["rows"] if args.merge and saved.exists() else {}
     for method in args.methods:
         for name, surface in surfaces.items():
             surface.reset()
@@ -309,9 +311,9 @@ def methylamine_run(args) -> None:
             row = rows[f"{name}-{method}"]
             print(name, method, json.dumps({k: v for k, v in row.items()
                                             if k not in ("times_fs", "fraction_S1", "nh_at_s1_s0_hops")}), flush=True)
-    surfaces["analytic"].close()
-    save("methylamine", {"model": str(args.model), "trajectories": args.trajectories, "steps": args.steps,
-                         "timestep_fs": args.timestep, "seed": args.seed, "rows": rows})
+            save("methylamine", {"model": str(args.model), "trajectories": args.trajectories, "steps": args.steps,
+                                 "timestep_fs": args.timestep, "seed": args.seed, "rows": rows})
+    analytic.close()
     plot_methylamine(rows)
 
 
@@ -448,6 +450,10 @@ def main() -> None:
     m.add_argument("--timestep", type=float, default=0.25, help="fs")
     m.add_argument("--methods", nargs="+", default=["fssh", "lz"])
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--surfaces", nargs="+", default=["analytic", "learned"], choices=["analytic", "learned"])
+    m.add_argument("--merge", action="store_true", help="add these rows to the saved ones")
+    m.add_argument("--name", default="model", help="the training run's folder name under --work (train)")
+    m.add_argument("--energy-weight", type=float, default=1.0, help="(train)")
     m.set_defaults(run=methylamine)
     sub.add_parser("table").set_defaults(run=table)
     args = parser.parse_args()
