@@ -20,9 +20,10 @@ class ModelSurface:
     ``d_ij = h_ij / (E_j - E_i)``, with each trajectory's sign kept continuous from step to step
     (the sign that agrees with the previous step's vector), as the electronic phase must be.
     Without a coupling head the point has ``couplings=None`` (Landau–Zener or Baeck–An hopping).
+    ``batched_derivatives``: see :class:`~tensorfuse.model.Potential` (``None``: chosen by batch size).
     """
 
-    def __init__(self, model, numbers, cell=None, pbc=False, batched_derivatives: bool = True):
+    def __init__(self, model, numbers, cell=None, pbc=False, batched_derivatives: bool | None = None):
         self.model = model
         self.numbers = np.asarray(numbers, dtype=np.int64)
         self.cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
@@ -35,7 +36,9 @@ class ModelSurface:
         self.pairs = model.config.state_pairs
         self.has_couplings = bool(self.pairs)
         self.cutoff = float(model.r_max)
-        self.batched_derivatives = batched_derivatives  # all states' forces in one backward pass, or one per state
+        # all states' forces in one backward pass (vmap) or one pass per state; None: one pass for a single
+        # structure, one per state for an ensemble (measured faster from 10 trajectories on: benchmarks/namd.py speed)
+        self.batched_derivatives = batched_derivatives
         self.sign_memory: torch.Tensor | None = None  # [T, P, D] the last step's coupling vectors
 
     @property
@@ -52,7 +55,8 @@ class ModelSurface:
     def __call__(self, x: torch.Tensor) -> SurfacePoint:
         t, n = x.shape[0], len(self.numbers)
         positions = (x.reshape(t, n, 3) * BOHR).to(self.dtype)  # Å
-        out = self.model(self._graph(positions), forces=True, batched_derivatives=self.batched_derivatives)
+        batched = t == 1 if self.batched_derivatives is None else self.batched_derivatives
+        out = self.model(self._graph(positions), forces=True, batched_derivatives=batched)
         energies = out["energy"].detach().to(torch.float64) / HARTREE  # [T, S]
         to_au = BOHR / HARTREE  # eV/Å -> hartree/bohr
         forces = out["forces"].detach().to(torch.float64).reshape(t, n, self.num_states, 3)
