@@ -311,6 +311,8 @@ def methylamine_run(args) -> None:
             row = rows[f"{name}-{method}"]
             print(name, method, json.dumps({k: v for k, v in row.items()
                                             if k not in ("times_fs", "fraction_S1", "nh_at_s1_s0_hops")}), flush=True)
+            if args.merge and saved.exists():  # another process may have added rows meanwhile: keep them
+                rows = {**json.loads(saved.read_text())["rows"], **rows}
             save("methylamine", {"model": str(args.model), "trajectories": args.trajectories, "steps": args.steps,
                                  "timestep_fs": args.timestep, "seed": args.seed, "rows": rows})
     analytic.close()
