@@ -34,18 +34,10 @@ METHODS = {"fssh": ("fssh", {}), "fssh-nodc": ("fssh", {"decoherence": None}), "
 
 def scatter(model, k: float, method: str, trajectories: int, seed: int = 0, **options) -> tuple[float, float]:
     """Upper-state transmission and total reflection, from x = -10 on the lower state (as the tests)."""
-    from tensorfuse.namd import SurfaceHopping
+    from tensorfuse.namd import hopping_scattering
 
-    model.reset()
-    v0 = k / MASS
-    x = torch.full((trajectories, 1), -10.0, dtype=torch.float64)
-    v = torch.full((trajectories, 1), v0, dtype=torch.float64)
-    dt = 20.0 / (v0 * 1000)
-    engine = SurfaceHopping(model, [MASS], method=method, dt=dt, seed=seed, **options)
-    ensemble = engine.run(x, v, 0, 6 * int(20 / (v0 * dt)), record_every=10**9,
-                          stop=lambda point, x: x[:, 0].abs() > 10.0)
-    final_x, final_state = ensemble.positions[-1, :, 0], ensemble.active[-1]
-    return float(((final_x > 0) & (final_state == 1)).double().mean()), float((final_x < 0).double().mean())
+    result, _ = hopping_scattering(model, k, method, trajectories, seed, MASS, **options)
+    return float(result.transmitted[1]), float(result.reflected.sum())
 
 
 def mudslide_scatter(name: str, k: float, trajectories: int) -> tuple[float, float] | None:

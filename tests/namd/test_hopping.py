@@ -11,6 +11,7 @@ from tensorfuse.namd import (
     TullyDualAvoidedCrossing,
     TullyExtendedCoupling,
     TullySimpleAvoidedCrossing,
+    hopping_scattering,
     wave_packet_scattering,
 )
 from tensorfuse.namd._surfaces import _two_state
@@ -20,17 +21,8 @@ MASS = 2000.0
 
 def scatter(model, k: float, method: str, trajectories: int = 500, seed: int = 0, **options):
     """Fractions transmitted on the upper state and reflected, from x = -10 on the lower state."""
-    model.reset()
-    v0 = k / MASS
-    x = torch.full((trajectories, 1), -10.0, dtype=torch.float64)
-    v = torch.full((trajectories, 1), v0, dtype=torch.float64)
-    dt = 20.0 / (v0 * 1000)
-    engine = SurfaceHopping(model, [MASS], method=method, dt=dt, seed=seed, **options)
-    ensemble = engine.run(x, v, 0, 6 * int(20 / (v0 * dt)), record_every=10**9,
-                          stop=lambda point, x: x[:, 0].abs() > 10.0)
-    final_x, final_state = ensemble.positions[-1, :, 0], ensemble.active[-1]
-    upper = float(((final_x > 0) & (final_state == 1)).double().mean())
-    return upper, float((final_x < 0).double().mean()), ensemble
+    result, ensemble = hopping_scattering(model, k, method, trajectories, seed, MASS, **options)
+    return float(result.transmitted[1]), float(result.reflected.sum()), ensemble
 
 
 @pytest.mark.parametrize("k", [15, pytest.param(10, marks=pytest.mark.slow), 25])

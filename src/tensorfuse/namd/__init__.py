@@ -12,7 +12,13 @@
 
 from tensorfuse.namd._analysis import Criterion, Lifetime, fit_lifetime
 from tensorfuse.namd._exact import Scattering, wave_packet_scattering
-from tensorfuse.namd._hopping import METHODS, Ensemble, Hop, SurfaceHopping
+from tensorfuse.namd._hopping import (
+    METHODS,
+    Ensemble,
+    Hop,
+    SurfaceHopping,
+    hopping_scattering,
+)
 from tensorfuse.namd._initial import (
     NormalModes,
     hessian,
@@ -58,6 +64,7 @@ __all__ = [
     "TullySimpleAvoidedCrossing",
     "fit_lifetime",
     "hessian",
+    "hopping_scattering",
     "minimize",
     "mudslide_model",
     "normal_modes",

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tensorfuse.namd._exact import Scattering
 from tensorfuse.namd._surfaces import SurfacePoint
 
 METHODS = ("fssh", "lz", "fssh-ba")
@@ -58,11 +59,6 @@ class Ensemble:
     total_energy: torch.Tensor  # [R, T] potential of the active state + kinetic
     hops: list[Hop] = field(default_factory=list)
     stopped: torch.Tensor | None = None  # [T] step at which a trajectory was stopped (-1: ran to the end)
-
-    def active_fractions(self) -> torch.Tensor:
-        """``[R, S]``: the fraction of trajectories on each state at each recorded step."""
-        s = self.energies.shape[-1]
-        return torch.nn.functional.one_hot(self.active, s).to(self.energies.dtype).mean(1)
 
 
 class SurfaceHopping:
@@ -139,6 +135,8 @@ class SurfaceHopping:
                     "generator": self.generator.get_state(), "start_energy": start_energy,
                     "surface_memory": getattr(self.surface, "sign_memory", None)}
 
+        if checkpoint is not None and first == 1:  # a run killed before its first checkpoint resumes too
+            checkpoint(snapshot(0))
         for step in range(first, steps + 1):
             x_new, v_half = self._verlet_positions(x, v, point, active)
             x = torch.where(running[:, None], x_new, x)  # stopped trajectories stay where they were
@@ -352,3 +350,25 @@ class _Recorder:
         times, xs, vs, actives, pops, energies, totals = zip(*self.rows)
         return Ensemble(torch.tensor(times), torch.stack(xs), torch.stack(vs), torch.stack(actives), torch.stack(pops),
                         torch.stack(energies), torch.stack(totals), hops, stopped)
+
+
+def hopping_scattering(model, k: float, method: str = "fssh", trajectories: int = 500, seed: int = 0,
+                       mass: float = 2000.0, **options) -> tuple[Scattering, Ensemble]:
+    """Surface hopping's answer to :func:`~tensorfuse.namd.wave_packet_scattering`: ``trajectories``
+    from x = -10 on the lower state with momentum ``k`` through a one-dimensional ``model``, time step
+    (20/v)/1000, until |x| > 10; the fractions transmitted and reflected on each state. ``options``
+    go to :class:`SurfaceHopping` (e.g. ``decoherence=None``)."""
+    if hasattr(model, "reset"):
+        model.reset()
+    v0 = k / mass
+    x = torch.full((trajectories, 1), -10.0, dtype=torch.float64)
+    v = torch.full((trajectories, 1), v0, dtype=torch.float64)
+    dt = 20.0 / (v0 * 1000)
+    engine = SurfaceHopping(model, [mass], method=method, dt=dt, seed=seed, **options)
+    ensemble = engine.run(x, v, 0, 6 * int(20 / (v0 * dt)), record_every=10**9,
+                          stop=lambda point, x: x[:, 0].abs() > 10.0)
+    final_x, final_state = ensemble.positions[-1, :, 0], ensemble.active[-1]
+    onehot = torch.nn.functional.one_hot(final_state, ensemble.energies.shape[-1]).to(torch.float64)
+    transmitted = (onehot * (final_x > 0)[:, None]).mean(0).numpy()
+    reflected = (onehot * (final_x < 0)[:, None]).mean(0).numpy()
+    return Scattering(transmitted, reflected), ensemble

@@ -147,8 +147,7 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
         raise ValueError(f"{output} already holds a run ({', '.join(existing)}): give --overwrite to replace it, "
                          "--resume to go on with it, or another --output")
 
-    seeds = np.random.SeedSequence(seed).spawn(2)  # one stream for the sampling, one for the hops
-    sampler = torch.Generator().manual_seed(int(seeds[0].generate_state(1)[0]))
+    sampler = torch.Generator().manual_seed(_seeds(seed)[0])
     x, v = _initial_conditions(surface, frames, trajectories, sampling, temperature, sampler, optimize)
 
     output.mkdir(parents=True, exist_ok=True)
@@ -231,9 +230,8 @@ def _criteria(settings: NamdSettings, surface: ModelSurface) -> list[Criterion]:
 def _propagate(settings: NamdSettings, surface, names, criteria, output: Path, progress: bool, x=None, v=None,
                resume=None) -> NamdResult:
     """Run (or go on with) the ensemble, checkpointing as it goes, then write the outputs."""
-    seeds = np.random.SeedSequence(settings.seed).spawn(2)
     engine = SurfaceHopping(surface, surface.masses, method=settings.method, dt=settings.timestep * FS,
-                            seed=int(seeds[1].generate_state(1)[0]), decoherence=settings.decoherence,
+                            seed=_seeds(settings.seed)[1], decoherence=settings.decoherence,
                             reverse_frustrated=settings.reverse_frustrated,
                             energy_tolerance=(None if settings.energy_tolerance is None
                                               else settings.energy_tolerance / HARTREE))
@@ -255,6 +253,12 @@ def _propagate(settings: NamdSettings, surface, names, criteria, output: Path, p
     result = _summarise(ensemble, names, settings, criteria, (settings.steps - done) / max(elapsed, 1e-9), output)
     _write_outputs(result, ensemble, surface.numbers, names, criteria)
     return result
+
+
+def _seeds(seed: int) -> tuple[int, int]:
+    """Independent seeds of the run's two random streams: the initial conditions and the hops."""
+    sampling, hops = np.random.SeedSequence(seed).spawn(2)
+    return int(sampling.generate_state(1)[0]), int(hops.generate_state(1)[0])
 
 
 def _initial_conditions(surface, frames, count, sampling, temperature, generator, optimize):
