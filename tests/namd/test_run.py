@@ -138,10 +138,11 @@ def _outputs(folder):
     return files, summary
 
 
-@pytest.mark.parametrize("method", ["fssh", "lz"])
-def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(tmp_path, model_file, method):
-    """Stopped (an exception in the middle of step 37, after the checkpoint at step 30), then
-    resumed from the folder alone: every file equals an uninterrupted run's."""
+@pytest.mark.parametrize("method, death, checkpointed", [("fssh", 38, 30), ("lz", 38, 30), ("fssh", 4, 0)])
+def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(tmp_path, model_file, method, death, checkpointed):
+    """Stopped (an exception in the middle of step 37, after the checkpoint at step 30; or in step 3,
+    before the first periodic checkpoint), then resumed from the folder alone: every file equals an
+    uninterrupted run's."""
     options = dict(method=method, checkpoint_every=10, seed=3)
     run(model_file, tmp_path / "whole", **options)
 
@@ -152,7 +153,7 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(tmp_path, model_
 
     def dying(self, x):
         calls["n"] += 1
-        if calls["n"] == 38:  # the initial call, then steps 1..36 done, die inside step 37
+        if calls["n"] == death:  # the initial call, then steps 1..death-2 done, die inside the next
             raise KeyboardInterrupt
         return original(self, x)
 
@@ -162,7 +163,7 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(tmp_path, model_
             run(model_file, tmp_path / "killed", **options)
     finally:
         surface_module.ModelSurface.__call__ = original
-    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"] == 30
+    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"] == checkpointed
     assert not (tmp_path / "killed" / "populations.csv").exists()
     resumed = resume_namd(tmp_path / "killed", progress=False)
     assert resumed.steps == 60
