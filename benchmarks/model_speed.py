@@ -16,6 +16,7 @@ MACE (``mace-torch``) must be importable for its rows; install it in a separate 
 tensorfuse (see README, "Benchmarks"). Usage::
 
     python benchmarks/model_speed.py [--systems aspirin si_512] [--lmax 1 2] [--dtypes float64]
+        [--impls tensorfuse-cartesian tensorfuse-cartesian-compiled mace]
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from systems import SYSTEMS, aspirin_frames  # noqa: E402
 
 SPECIES = (1, 6, 8, 14)
 IMPLEMENTATIONS = ("tensorfuse-cartesian", "tensorfuse-spherical", "mace")
+# torch.compile (Potential.compile, dynamic shapes): energy+forces only; a training step runs eagerly
+COMPILED = ("tensorfuse-cartesian-compiled", "tensorfuse-spherical-compiled")
 
 
 def _status_mb(field: str) -> float:
@@ -75,12 +78,16 @@ def build_tensorfuse(basis: str, lmax: int, avg: float, dtype):
     return model, sum(p.numel() for p in model.parameters())
 
 
-def tensorfuse_case(basis, lmax, structures, dtype, training: bool):
+def tensorfuse_case(basis, lmax, structures, dtype, training: bool, compiled: bool = False):
     import torch
 
     from tensorfuse.data import AtomicGraph, batch_graphs
 
     model, params = build_tensorfuse(basis, lmax, average_neighbors(structures, 5.0), dtype)
+    if compiled:
+        if training:
+            raise ValueError("a compiled training step is not available: training runs eagerly")
+        model.compile(dynamic=True)
     graph = batch_graphs([AtomicGraph.from_atoms(a, 5.0, dtype=dtype) for a in structures])
     if not training:
         for p in model.parameters():
@@ -183,7 +190,8 @@ def run_case(case: dict) -> dict:
     if case["impl"] == "mace":
         fn, params, edges = mace_case(case["lmax"], structures, dtype, training)
     else:
-        fn, params, edges = tensorfuse_case(case["impl"].split("-")[1], case["lmax"], structures, dtype, training)
+        fn, params, edges = tensorfuse_case(case["impl"].split("-")[1], case["lmax"], structures, dtype, training,
+                                            compiled=case["impl"].endswith("-compiled"))
     atoms = sum(len(a) for a in structures)
     fn()  # warm-up
     if case["measure"] == "memory":
@@ -207,7 +215,8 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS) + ["train_aspirin_x5"])
     parser.add_argument("--lmax", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
-    parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
+    parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS + COMPILED,
+                        help="add the -compiled variants for torch.compile (each case compiles first)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurements")

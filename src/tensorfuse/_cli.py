@@ -148,7 +148,7 @@ def _md(args: argparse.Namespace, extra: list[str]) -> int:
     atoms = _read_structure(args.structure, args.frame)
     models = [args.model] + list(args.committee or [])
     calculator = Calculator(models if len(models) > 1 else args.model, device=args.device, dtype=args.dtype,
-                            active_state=int(args.state) if args.state.isdigit() else args.state)
+                            active_state=int(args.state) if args.state.isdigit() else args.state, compile=args.compile)
     log = args.log or str(Path(args.output).with_suffix(".log"))
     print(f"MD ({args.ensemble}) of {len(atoms)} atoms from {args.structure}: {args.steps} steps of "
           f"{args.timestep} fs at {args.temperature} K; trajectory {args.output}, log {log}")
@@ -318,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--state", default="0", help="electronic state to run on, for a multi-state model (name or index)")
     md.add_argument("--dtype", choices=["float32", "float64"])
     md.add_argument("--committee", nargs="+", metavar="MODEL", help="more models: report the committee spread")
+    md.add_argument("--compile", action="store_true",
+                    help="torch.compile the model (compiles for a minute or more first; faster steps after)")
     md.set_defaults(run=_md)
 
     na = sub.add_parser("namd", help="non-adiabatic MD: surface hopping on a multi-state model (an ensemble)")

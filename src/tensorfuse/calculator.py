@@ -29,7 +29,7 @@ def _as_model(model, device, dtype) -> Potential:
 
 
 class Calculator(_ASECalculator):
-    """``tensorfuse.Calculator(model_or_path, device="cpu", dtype=None, skin=0.5)``.
+    """``tensorfuse.Calculator(model_or_path, device="cpu", dtype=None, skin=0.5, compile=False)``.
 
     Results: ``energy``, ``free_energy``, ``forces``, ``energies`` (per atom) and, for structures
     periodic along all three axes, ``stress`` (Voigt, eV/Å^3). With a list of models (a
@@ -45,13 +45,17 @@ class Calculator(_ASECalculator):
     The neighbour list is built for ``r_max + skin`` and reused until some atom has moved (or the
     cell has changed) enough that a pair could have crossed ``r_max``; the extra pairs contribute
     exactly zero thanks to the smooth cutoff, so MD steps stay cheap and the results exact.
+
+    ``compile=True`` runs the models through ``torch.compile`` (:meth:`Potential.compile`): the
+    first call compiles (a minute or more on a CPU), later calls are several times faster for
+    small molecules, with the same results to rounding.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "state_energies",
                               "state_forces", "couplings"]
 
     def __init__(self, model, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
-                 skin: float = 0.5, active_state: int | str = 0, **kwargs):
+                 skin: float = 0.5, active_state: int | str = 0, compile: bool = False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(dtype, str):
             if dtype not in ("float32", "float64"):
@@ -66,6 +70,8 @@ class Calculator(_ASECalculator):
         self.models = [_as_model(m, self.device, dtype) for m in models]
         for m in self.models:
             m.eval()
+            if compile and not m.compiled:
+                m.compile()
         self.dtype = next(self.models[0].parameters()).dtype
         self.species = set(self.models[0].config.species)
         for m in self.models[1:]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import torch
-
 from dataclasses import dataclass
+
+import torch
 
 from tensorfuse.data import AtomicGraph
 from tensorfuse.model._cormorant import CormorantLevel
@@ -65,12 +65,19 @@ class SpeciesTable(torch.nn.Module):
 
     def forward(self, numbers: torch.Tensor) -> torch.Tensor:
         index = self.table[numbers.clamp(0, 118)]
-        if torch.compiler.is_compiling():  # traced for export: the inputs were checked upstream
+        if torch.compiler.is_compiling():  # traced (export, compile): the caller checks the inputs
             return index
+        self._check(numbers, index)
+        return index
+
+    def check(self, numbers: torch.Tensor) -> None:
+        """The error of :meth:`forward` for unknown elements, for callers of a compiled model."""
+        self._check(numbers, self.table[numbers.clamp(0, 118)])
+
+    def _check(self, numbers: torch.Tensor, index: torch.Tensor) -> None:
         if bool((index < 0).any()) or bool((numbers > 118).any()):
             unknown = sorted({int(z) for z in numbers[(index < 0) | (numbers > 118)].tolist()})
             raise ValueError(f"element(s) with atomic number {unknown} are not in the model's species {list(self.species)}")
-        return index
 
 
 class AtomicEnergyPriors(torch.nn.Module):

@@ -31,6 +31,31 @@ class Potential(torch.nn.Module):
     def __init__(self, energy_model: torch.nn.Module):
         super().__init__()
         self.energy_model = energy_model
+        object.__setattr__(self, "_compiled", None)  # not a submodule: no second copy in state_dict
+
+    def compile(self, dynamic: bool | None = True, **options) -> "Potential":
+        """Run the energy model through ``torch.compile`` (inductor) from now on; returns ``self``.
+
+        Forces and stress stay derivatives of the compiled energy, taken by its compiled backward,
+        so the results equal the eager ones to rounding. ``dynamic=True`` (default) compiles once
+        for any number of atoms and edges (MD, batches of other sizes); ``False`` specialises to
+        each shape (a little faster, a recompilation per new shape). The first call compiles (tens
+        of seconds on a CPU). Calls that keep the graph of the derivatives (``create_graph``,
+        training on forces) run eagerly: a compiled backward cannot be differentiated again. The
+        states of a multi-state model are differentiated one backward pass each (not batched).
+        """
+        # one eager call first: the basis constants (coupling tensors, harmonic coefficients) are then
+        # cached tensors the compiler takes as they are, instead of tracing the numpy that builds them
+        parameter = next(self.energy_model.parameters())
+        z = self.config.species[0]
+        self.energy_model(AtomicGraph.from_arrays(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), np.array([z, z]),
+                                                  self.r_max, dtype=parameter.dtype).to(parameter.device))
+        object.__setattr__(self, "_compiled", torch.compile(self.energy_model, dynamic=dynamic, **options))
+        return self
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
 
     @property
     def config(self):
@@ -54,6 +79,16 @@ class Potential(torch.nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Energies and (optionally) forces and stress. ``create_graph`` for training on forces;
         ``batched_derivatives=False`` takes one backward pass per state even without it."""
+        if self._compiled is not None and not create_graph:
+            # one backward pass per state retains the graph, which a backward compiled with donated
+            # (freed while it runs) buffers refuses: every compiled call runs without them, so that
+            # one setting (and one cached compilation) serves single- and multi-state models
+            with torch._functorch.config.patch(donated_buffer=False):
+                return self._forward(graph, forces, stress, create_graph, batched_derivatives)
+        return self._forward(graph, forces, stress, create_graph, batched_derivatives)
+
+    def _forward(self, graph: AtomicGraph, forces: bool, stress: bool, create_graph: bool,
+                 batched_derivatives: bool) -> dict[str, torch.Tensor]:
         positions, cell = graph.positions, graph.cell
         inputs: list[torch.Tensor] = []
         if forces or stress:
@@ -71,8 +106,15 @@ class Potential(torch.nn.Module):
         if gradient_couplings and not inputs:
             positions = positions.detach().requires_grad_(True)
             inputs.append(positions)
+        energy_model = self.energy_model
+        if self._compiled is not None and not create_graph:
+            energy_model = self._compiled
+            table = getattr(self.energy_model, "species_table", None)  # (an exported program has none)
+            if table is not None:
+                table.check(graph.numbers)  # skipped inside the compiled graph
+            batched_derivatives = False  # a compiled backward cannot run under vmap (batched cotangents)
         with torch.enable_grad() if needs_grad else contextlib.nullcontext():
-            outputs = self.energy_model(graph, positions=positions, cell=cell)
+            outputs = energy_model(graph, positions=positions, cell=cell)
             # the quantities whose derivatives are wanted, as columns: every state's energy, then the
             # coupling scalars of a "gradient" head (built here: under no_grad a reshape has no graph)
             columns = outputs[0].reshape(outputs[0].shape[0], -1)
