@@ -19,6 +19,14 @@ def aspirin_frames(count: int, start: int = 0) -> list[Atoms]:
     return [Atoms(numbers=numbers, positions=data["coords"][i]) for i in range(start, start + count)]
 
 
+def ethanol_frames(count: int, start: int = 0) -> list[Atoms]:
+    """Frames of rMD17 ethanol (9 atoms): independent small molecules, batched into one call the way
+    surface-hopping ensembles and screening use the model."""
+    data = np.load(RMD17 / "rmd17_ethanol_train_01.npz")
+    numbers = data["nuclear_charges"].astype(int)
+    return [Atoms(numbers=numbers, positions=data["coords"][i]) for i in range(start, start + count)]
+
+
 def silicon_512() -> Atoms:
     """Diamond Si, 4x4x4 conventional cells (512 atoms), periodic."""
     return bulk("Si", "diamond", a=5.43, cubic=True).repeat((4, 4, 4))
@@ -55,4 +63,5 @@ SYSTEMS = {
     "aspirin_x32": lambda: aspirin_frames(32),
     "si_512": lambda: [silicon_512()],
     "water_540": lambda: [water_540()],
+    "ethanol_x64": lambda: ethanol_frames(64),
 }
