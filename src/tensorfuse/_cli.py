@@ -31,6 +31,7 @@ TRAIN_FLAGS = {
     "batch_size": "training.batch_size",
     "seed": "training.seed",
     "dtype": "training.dtype",
+    "compile": "training.compile",
     "output": "output",
 }
 
@@ -282,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--dtype", choices=["float32", "float64"])
+    train.add_argument("--compile", action="store_true", default=None,
+                       help="torch.compile energy and forces into one graph (minutes of compiling first)")
     train.add_argument("--output", help="output folder (model.pt, checkpoints, metrics.csv)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in the output folder with its stored configuration")

@@ -57,12 +57,13 @@ def test_compiled_potential_equals_eager_with_stress_batches_and_states(name):
     _assert_compiled_equals_eager(CONFIGS[name], _molecules(4.0) + _crystal_and_batch(4.0))
 
 
-def test_compiled_potential_still_names_unknown_elements_and_trains_eagerly():
+def test_compiled_potential_names_unknown_elements_and_gives_the_eager_training_gradient():
     potential = build_model(ONE_LAYER, dtype=torch.float64, seed=0).compile()
     positions, numbers = random_molecule((1, 6, 8), 4, 3)
     with pytest.raises(ValueError, match=r"atomic number \[9\]"):
         potential(AtomicGraph.from_arrays(positions, np.array([1, 6, 9, 8]), 4.0, dtype=torch.float64))
-    # a loss on forces needs a second derivative: that call runs eagerly, and its gradient is the eager one
+    # a loss on forces: energy and forces traced into one compiled graph, whose first-order backward
+    # gives the eager model's parameter gradient
     eager = build_model(ONE_LAYER, dtype=torch.float64, seed=0)
     graph = AtomicGraph.from_arrays(positions, numbers, 4.0, dtype=torch.float64)
     gradients = []
@@ -87,3 +88,24 @@ def test_calculator_compile_option_gives_the_eager_results():
         assert atoms.calc.models[0].compiled == compile
     assert abs(results[1][0] - results[0][0]) <= 1e-10 * max(1.0, abs(results[0][0]))
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=0, atol=1e-10)
+
+
+def test_a_copy_of_a_compiled_potential_runs_its_own_weights():
+    """The EMA's deep copy: compiled again around the copy's parameters, not the original's."""
+    import copy
+
+    potential = build_model(ONE_LAYER, dtype=torch.float64, seed=0).compile()
+    duplicate = copy.deepcopy(potential)
+    assert duplicate.compiled
+    with torch.no_grad():
+        for p in duplicate.parameters():
+            p.mul_(1.1)
+    graph = _molecules(4.0)[0]
+    eager = build_model(ONE_LAYER, dtype=torch.float64, seed=0)
+    eager.load_state_dict(duplicate.state_dict())
+    expected = eager(graph)
+    for create_graph in (False, True):
+        actual = duplicate(graph, create_graph=create_graph)
+        for key in ("energy", "forces"):
+            torch.testing.assert_close(actual[key].detach(), expected[key].detach(), rtol=0, atol=1e-10)
+    assert not torch.allclose(potential(graph)["energy"], expected["energy"])

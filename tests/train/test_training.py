@@ -199,3 +199,17 @@ def test_energy_shift_refit_zeroes_the_mean_residual_and_keeps_forces(tmp_path):
     assert abs(float(residual.mean())) < 1e-8 * float(targets.energy.abs().mean())
     assert torch.allclose(after["forces"], before["forces"], atol=1e-12)
     assert model.config.statistics.energy_shift == shifts
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_run(tmp_path):
+    """training.compile: the same losses and weights as the eager run, to rounding (compiles minutes)."""
+    # (a budget, so that the bundled demo data's short default does not end the compiling run)
+    eager = train(tiny_config(tmp_path / "eager", max_epochs=2, time_budget=60))
+    compiled = train(tiny_config(tmp_path / "compiled", max_epochs=2, time_budget=60, compile=True))
+    assert len(compiled.history) == len(eager.history) == 2
+    for a, b in zip(eager.history, compiled.history):
+        for key in ("train_loss", "valid_loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-9), key
+    for name, weight in _weights(tmp_path / "eager" / "model.pt").items():
+        torch.testing.assert_close(_weights(tmp_path / "compiled" / "model.pt")[name], weight, rtol=1e-8, atol=1e-10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Sequence
 
 import numpy as np
@@ -41,8 +42,10 @@ class Potential(torch.nn.Module):
         for any number of atoms and edges (MD, batches of other sizes); ``False`` specialises to
         each shape (a little faster, a recompilation per new shape). The first call compiles (tens
         of seconds on a CPU). Calls that keep the graph of the derivatives (``create_graph``,
-        training on forces) run eagerly: a compiled backward cannot be differentiated again. The
-        states of a multi-state model are differentiated one backward pass each (not batched).
+        training on forces) are a second compiled function, energy and derivatives in one graph
+        (``torch._dynamo.config.trace_autograd_ops``), compiled at their first call: the loss's
+        backward is then a first-order backward of it. The states of a multi-state model are
+        differentiated one backward pass each (not batched).
         """
         # one eager call first: the basis constants (coupling tensors, harmonic coefficients) are then
         # cached tensors the compiler takes as they are, instead of tracing the numpy that builds them
@@ -51,7 +54,22 @@ class Potential(torch.nn.Module):
         self.energy_model(AtomicGraph.from_arrays(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), np.array([z, z]),
                                                   self.r_max, dtype=parameter.dtype).to(parameter.device))
         object.__setattr__(self, "_compiled", torch.compile(self.energy_model, dynamic=dynamic, **options))
+        object.__setattr__(self, "_compiled_derivatives",
+                           torch.compile(self._derivatives_in_graph, dynamic=dynamic, **options))
+        object.__setattr__(self, "_compile_options", {"dynamic": dynamic, **options})
         return self
+
+    def __deepcopy__(self, memo):
+        """A copy (e.g. the EMA's) compiled around its own weights, never calling this one's."""
+        duplicate = self.__class__.__new__(self.__class__)
+        memo[id(self)] = duplicate
+        for key, value in self.__dict__.items():
+            if key not in ("_compiled", "_compiled_derivatives", "_compile_options"):
+                object.__setattr__(duplicate, key, copy.deepcopy(value, memo))
+        object.__setattr__(duplicate, "_compiled", None)
+        if self._compiled is not None:  # torch.compile's caches make this cheap for the same architecture
+            duplicate.compile(**self._compile_options)
+        return duplicate
 
     @property
     def compiled(self) -> bool:
@@ -79,16 +97,28 @@ class Potential(torch.nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Energies and (optionally) forces and stress. ``create_graph`` for training on forces;
         ``batched_derivatives=False`` takes one backward pass per state even without it."""
-        if self._compiled is not None and not create_graph:
-            # one backward pass per state retains the graph, which a backward compiled with donated
-            # (freed while it runs) buffers refuses: every compiled call runs without them, so that
-            # one setting (and one cached compilation) serves single- and multi-state models
-            with torch._functorch.config.patch(donated_buffer=False):
-                return self._forward(graph, forces, stress, create_graph, batched_derivatives)
-        return self._forward(graph, forces, stress, create_graph, batched_derivatives)
+        if self._compiled is None:
+            return self._forward(graph, forces, stress, create_graph, batched_derivatives, self.energy_model)
+        table = getattr(self.energy_model, "species_table", None)  # (an exported program has none)
+        if table is not None:
+            table.check(graph.numbers)  # skipped inside the compiled graph
+        if create_graph:
+            # training on forces: energy and derivatives traced into one graph (autograd.grad inside
+            # it), so that the loss's backward is a first-order backward of that compiled graph
+            with torch._dynamo.config.patch(trace_autograd_ops=True):
+                return self._compiled_derivatives(graph, forces, stress)
+        # one backward pass per state retains the graph, which a backward compiled with donated
+        # (freed while it runs) buffers refuses: every compiled call runs without them, so that
+        # one setting (and one cached compilation) serves single- and multi-state models; a
+        # compiled backward cannot run under vmap either (batched cotangents)
+        with torch._functorch.config.patch(donated_buffer=False):
+            return self._forward(graph, forces, stress, False, False, self._compiled)
+
+    def _derivatives_in_graph(self, graph: AtomicGraph, forces: bool, stress: bool) -> dict[str, torch.Tensor]:
+        return self._forward(graph, forces, stress, True, False, self.energy_model)
 
     def _forward(self, graph: AtomicGraph, forces: bool, stress: bool, create_graph: bool,
-                 batched_derivatives: bool) -> dict[str, torch.Tensor]:
+                 batched_derivatives: bool, energy_model: torch.nn.Module) -> dict[str, torch.Tensor]:
         positions, cell = graph.positions, graph.cell
         inputs: list[torch.Tensor] = []
         if forces or stress:
@@ -106,13 +136,6 @@ class Potential(torch.nn.Module):
         if gradient_couplings and not inputs:
             positions = positions.detach().requires_grad_(True)
             inputs.append(positions)
-        energy_model = self.energy_model
-        if self._compiled is not None and not create_graph:
-            energy_model = self._compiled
-            table = getattr(self.energy_model, "species_table", None)  # (an exported program has none)
-            if table is not None:
-                table.check(graph.numbers)  # skipped inside the compiled graph
-            batched_derivatives = False  # a compiled backward cannot run under vmap (batched cotangents)
         with torch.enable_grad() if needs_grad else contextlib.nullcontext():
             outputs = energy_model(graph, positions=positions, cell=cell)
             # the quantities whose derivatives are wanted, as columns: every state's energy, then the

@@ -15,7 +15,8 @@ from tensorfuse.utils._dataclasses import check_field_types
 
 DTYPES = ("float32", "float64")
 TOP_LEVEL = ("data", "model", "training", "output", "resume", "overwrite")
-RESUMABLE_CHANGES = ("training.max_epochs", "training.time_budget", "training.early_stopping_patience")
+RESUMABLE_CHANGES = ("training.max_epochs", "training.time_budget", "training.early_stopping_patience",
+                     "training.compile")
 """Settings a resumed run may change (to train longer or shorter); every other one must match."""
 
 
@@ -149,6 +150,7 @@ class OptimConfig:
     early_stopping_patience: int | None = None
     seed: int = 0
     dtype: str = "float64"
+    compile: bool = False  # torch.compile energy and forces as one graph (compiles minutes at the start)
 
     def __post_init__(self):
         check_field_types(self, functools.partial(_fail, "training"))

@@ -82,6 +82,10 @@ class Trainer:
         self.model_config = self._model_config(provisional, checkpoint)
         self.objective = objective_for(self.model_config, self.options)
         self.model = build_model(self.model_config, dtype=self.dtype, seed=self.options.seed).to(self.dist.device)
+        if self.options.compile:
+            if self.dist.world_size > 1:
+                raise ValueError("training.compile runs in one process; several processes train eagerly (untested)")
+            self.model.compile()  # energy+forces as one compiled graph; compiles at the first batch
         self.optimizer, self.scheduler = self._optimizer()
         self.ema = ExponentialMovingAverage(self.model, self.options.ema_decay) if self.options.ema_decay else None
         self.generator = torch.Generator().manual_seed(self.options.seed)
