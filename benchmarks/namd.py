@@ -335,8 +335,41 @@ def plot_methylamine(rows: dict) -> None:
     fig.savefig(RESULTS / "namd_methylamine.png", dpi=110)
 
 
+def methylamine_scan(args) -> None:
+    """Rigid N-H1 stretch from the S0 minimum: S0/S1 of the analytic surface and of each model (eV,
+    each relative to its own S0 at 1.0 Å), the quickest look at where a learned surface is off."""
+    from _chempotpy_surface import ChempotpySurface
+    from ase.io import read
+
+    from tensorfuse.calculator import _as_model
+    from tensorfuse.namd import BOHR, HARTREE, ModelSurface
+
+    minimum = read(HERE / "data" / "methylamine_minimum.xyz")
+    x0 = minimum.positions
+    nitrogen, hydrogen = 2, 0  # chempotpy's order: H1 H2 N3 ...; only N3-H1 dissociates
+    bond = (x0[hydrogen] - x0[nitrogen]) / np.linalg.norm(x0[hydrogen] - x0[nitrogen])
+    distances = np.arange(1.0, 2.81, 0.2)
+    frames = []
+    for r in distances:
+        x = x0.copy()
+        x[hydrogen] = x0[nitrogen] + r * bond
+        frames.append(x.reshape(-1) / BOHR)
+    x = torch.tensor(np.array(frames))
+    with ChempotpySurface() as analytic:
+        energies = {"analytic": analytic(x).energies * HARTREE}
+    for path in args.models:
+        surface = ModelSurface(_as_model(path, "cpu", torch.float64), minimum.numbers, batched_derivatives=False)
+        energies[str(path)] = surface(x).energies.detach() * HARTREE
+    names = list(energies)
+    print("| N-H (Å) | " + " | ".join(f"{name} S0 / S1" for name in names) + " |")
+    print("|---|" + "---|" * len(names))
+    for k, r in enumerate(distances):
+        cells = [f"{float(e[k, 0] - e[0, 0]):.2f} / {float(e[k, 1] - e[0, 0]):.2f}" for e in energies.values()]
+        print(f"| {r:.1f} | " + " | ".join(cells) + " |")
+
+
 def methylamine(args) -> None:
-    {"train": methylamine_train, "run": methylamine_run}[args.action](args)
+    {"train": methylamine_train, "run": methylamine_run, "scan": methylamine_scan}[args.action](args)
 
 
 def table(args) -> None:
@@ -437,7 +470,8 @@ def main() -> None:
     e.add_argument("--replot", action="store_true", help="summarise the run folders again without running")
     e.set_defaults(run=ethylene)
     m = sub.add_parser("methylamine")
-    m.add_argument("action", choices=["train", "run"])
+    m.add_argument("action", choices=["train", "run", "scan"])
+    m.add_argument("--models", type=Path, nargs="+", default=[], help="(scan) model files to compare")
     m.add_argument("--work", type=Path, default=Path("runs/methylamine"))
     m.add_argument("--budget", type=float, default=25.0, help="minutes of training (train)")
     m.add_argument("--model", type=Path, default=Path("runs/methylamine/model/model.pt"))

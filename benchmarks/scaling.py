@@ -86,7 +86,10 @@ def run_case(case: dict) -> dict:
     import torch
     from model_speed import average_neighbors
 
+    from tensorfuse.utils import tune_malloc
+
     torch.set_num_threads(case["threads"])
+    tune_malloc()  # for every implementation alike, as in model_speed.py (fresh page faults cost 3x here)
     atoms = _ethanol()
     avg = average_neighbors([atoms], 5.0)
     base = _rss_mb()
