@@ -236,11 +236,20 @@ class EnergyModel(torch.nn.Module):
         if self.num_virtual:  # the readouts' last columns: the coupling scalars
             network_energy, virtual = network_energy[..., :s], network_energy[..., s:]
         node_energy = self.priors(network_energy, species)
-        energy = node_energy.new_zeros((graph.num_graphs,) + node_energy.shape[1:]).index_add_(0, graph.batch,
-                                                                                               node_energy)
+        energy = _per_structure_sum(node_energy, graph.batch, graph.num_graphs)
         if self.coupling_vectors is not None:
             return energy, node_energy, self.priors.scale * self.coupling_vectors(h)
         if virtual is not None:
-            scalars = virtual.new_zeros((graph.num_graphs,) + virtual.shape[1:]).index_add_(0, graph.batch, virtual)
-            return energy, node_energy, self.priors.scale * scalars
+            return energy, node_energy, self.priors.scale * _per_structure_sum(virtual, graph.batch, graph.num_graphs)
         return energy, node_energy
+
+
+def _per_structure_sum(values: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """``[N, ...]`` per-atom values summed per structure: ``[B, ...]``."""
+    if torch.compiler.is_compiling():
+        # inductor's multi-threaded CPU code for a scatter-add into a one-element float64 buffer
+        # fails to generate (InductorError, torch 2.13, B = 1): a product with the one-hot
+        # structure membership instead, which has no scatter in its forward or backward
+        members = (batch.unsqueeze(0) == torch.arange(num_graphs, device=batch.device).unsqueeze(1)).to(values.dtype)
+        return (members @ values.reshape(values.shape[0], -1)).reshape((num_graphs,) + values.shape[1:])
+    return values.new_zeros((num_graphs,) + values.shape[1:]).index_add_(0, batch, values)
