@@ -21,7 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from model_speed import COMPILED, average_neighbors, build_mace, build_tensorfuse  # noqa: E402
+from model_speed import (  # noqa: E402
+    COMPILED,
+    average_neighbors,
+    build_mace,
+    build_tensorfuse,
+    without_unavailable_mace,
+)
 from systems import SYSTEMS  # noqa: E402
 
 IMPLEMENTATIONS = ("tensorfuse-cartesian", "tensorfuse-spherical", "mace")
@@ -84,10 +90,7 @@ def main() -> None:
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return
-    if "mace" in args.impls and subprocess.run([sys.executable, "-c", "import mace.calculators"],
-                                               capture_output=True).returncode != 0:
-        print("# mace-torch is not importable here: its rows are skipped", file=sys.stderr)
-        args.impls = [i for i in args.impls if i != "mace"]
+    args.impls = without_unavailable_mace(args.impls, "mace.calculators")
     print(f"# MD through the ASE calculator: velocity Verlet, 0.5 fs, 300 K, {args.steps} steps after 5 warm-up "
           f"steps, {args.threads} threads")
     print("| system | atoms | L | dtype | calculator | ms/step | energy change (meV/atom) | time vs MACE |")

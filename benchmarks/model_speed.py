@@ -66,11 +66,13 @@ def average_neighbors(structures, r_max: float) -> float:
 
 
 # --- tensorfuse ------------------------------------------------------------------------------
-def build_tensorfuse(basis: str, lmax: int, avg: float, dtype):
+def build_tensorfuse(basis: str, lmax: int, avg: float, dtype, mace: dict | None = None, l_max_edge: int = 3):
+    """The benchmark's model; ``mace`` (default correlation 3, symmetric) and ``l_max_edge`` for scaling.py."""
     from tensorfuse import ModelConfig, Statistics, build_model
 
     config = ModelConfig(
-        species=SPECIES, basis=basis, channels=64, l_max=lmax, l_max_edge=3, mace={"correlation": 3}, num_layers=2,
+        species=SPECIES, basis=basis, channels=64, l_max=lmax, l_max_edge=l_max_edge, mace=mace or {"correlation": 3},
+        num_layers=2,
         r_max=5.0, num_bessel=8, cutoff_p=5, radial_mlp=(64, 64, 64), readout_hidden=16,
         statistics=Statistics(avg_num_neighbors=avg),
     )
@@ -112,7 +114,7 @@ def tensorfuse_case(basis, lmax, structures, dtype, training: bool, compiled: bo
 
 
 # --- MACE ------------------------------------------------------------------------------------
-def build_mace(lmax: int, avg: float, dtype):
+def build_mace(lmax: int, avg: float, dtype, correlation: int = 3, max_ell: int = 3):
     """MACE's ScaleShiftMACE with the benchmark's hyperparameters, built as mace_run_train does."""
     import os
 
@@ -125,12 +127,12 @@ def build_mace(lmax: int, avg: float, dtype):
     torch.set_default_dtype(dtype)
     hidden = "+".join(f"64x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(lmax + 1))
     model = modules.ScaleShiftMACE(
-        r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
+        r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=max_ell,
         interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
         interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
         num_interactions=2, num_elements=len(SPECIES), hidden_irreps=o3.Irreps(hidden),
         MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.zeros(len(SPECIES)), avg_num_neighbors=avg,
-        atomic_numbers=list(SPECIES), correlation=3, gate=torch.nn.functional.silu,
+        atomic_numbers=list(SPECIES), correlation=correlation, gate=torch.nn.functional.silu,
         radial_MLP=[64, 64, 64], atomic_inter_scale=1.0, atomic_inter_shift=0.0,
     ).to(dtype)
     return model, sum(p.numel() for p in model.parameters())
@@ -169,6 +171,14 @@ def mace_case(lmax, structures, dtype, training: bool):
         return loss
 
     return step, params, edges
+
+
+def without_unavailable_mace(impls: list[str], module: str = "mace.modules") -> list[str]:
+    """``impls`` without ``"mace"`` (and a note) when mace-torch cannot be imported here."""
+    if "mace" in impls and subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
+        print("# mace-torch is not importable here: its rows are skipped", file=sys.stderr)
+        return [i for i in impls if i != "mace"]
+    return list(impls)
 
 
 # --- one case ------------------------------------------------------------------------------
@@ -224,11 +234,7 @@ def main() -> None:
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return
-    if "mace" in args.impls:
-        probe = subprocess.run([sys.executable, "-c", "import mace.modules"], capture_output=True)
-        if probe.returncode != 0:
-            print("# mace-torch is not importable here: its rows are skipped", file=sys.stderr)
-            args.impls = [i for i in args.impls if i != "mace"]
+    args.impls = without_unavailable_mace(args.impls)
     import torch
 
     print(f"# energy+forces per call (training: one optimizer step); torch {torch.__version__}, "

@@ -28,8 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from model_speed import SPECIES, without_unavailable_mace  # noqa: E402
+
 IMPLEMENTATIONS = ("cartesian-symmetric", "spherical-symmetric", "cartesian-latent", "cartesian-contraction", "mace")
-SPECIES = (1, 6, 8, 14)
 
 
 def _rss_mb(field: str = "VmRSS", pid: str = "self") -> float:
@@ -46,40 +47,16 @@ def _ethanol():
 
 def _build(case: dict, avg: float):
     import torch
+    from model_speed import build_mace, build_tensorfuse
 
+    L = case["lmax"]
     if case["impl"] == "mace":
-        import os
-
-        os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # e3nn 0.4.4 pickles its constants (as MACE sets)
-        import numpy as np
-        from e3nn import o3
-        from mace import modules
-
-        torch.set_default_dtype(torch.float64)
-        L = case["lmax"]
-        hidden = "+".join(f"64x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(L + 1))
-        model = modules.ScaleShiftMACE(
-            r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=max(3, L),
-            interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-            interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
-            num_interactions=2, num_elements=len(SPECIES), hidden_irreps=o3.Irreps(hidden),
-            MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.zeros(len(SPECIES)), avg_num_neighbors=avg,
-            atomic_numbers=list(SPECIES), correlation=case["correlation"], gate=torch.nn.functional.silu,
-            radial_MLP=[64, 64, 64], atomic_inter_scale=1.0, atomic_inter_shift=0.0,
-        ).to(torch.float64)
-        return model
-    from tensorfuse import ModelConfig, Statistics, build_model
-
+        return build_mace(L, avg, torch.float64, correlation=case["correlation"], max_ell=max(3, L))[0]
     basis, product = case["impl"].split("-")
     mace = {"correlation": case["correlation"], "product_basis": product}
     if product == "latent":
         mace["latent_channels"] = case["latent_channels"]
-    config = ModelConfig(
-        species=SPECIES, basis=basis, channels=64, l_max=case["lmax"], l_max_edge=max(3, case["lmax"]), mace=mace,
-        num_layers=2, r_max=5.0, num_bessel=8, cutoff_p=5, radial_mlp=(64, 64, 64), readout_hidden=16,
-        statistics=Statistics(avg_num_neighbors=avg),
-    )
-    return build_model(config, dtype=torch.float64, seed=0)
+    return build_tensorfuse(basis, L, avg, torch.float64, mace=mace, l_max_edge=max(3, L))[0]
 
 
 def run_case(case: dict) -> dict:
@@ -201,10 +178,7 @@ def main() -> None:
         plot([json.loads(line) for line in Path(args.replot).read_text().splitlines() if line.strip()],
              Path(args.plot))
         return
-    if "mace" in args.impls and subprocess.run([sys.executable, "-c", "import mace.modules"],
-                                               capture_output=True).returncode != 0:
-        print("# mace-torch is not importable here: its rows are skipped", file=sys.stderr)
-        args.impls = [i for i in args.impls if i != "mace"]
+    args.impls = without_unavailable_mace(args.impls)
     print(f"# product-basis scaling: ethanol energy+forces, float64, {args.threads} thread(s); "
           f"cases stopped above {args.timeout:g} s or {args.memory_limit:g} GB")
     print("| L | correlation | model | build s | params | ms/call | peak MB |")
