@@ -207,29 +207,39 @@ METHYLAMINE_MODEL = {"l_max": 1, "l_max_edge": 2, "num_layers": 2, "r_max": 5.0,
                      "radial_mlp": [32, 32], "basis": "cartesian", "channels": 32, "couplings": "vector"}
 
 
+HOPS_DATA = HERE / "data" / "methylamine_aprp_hops.xyz"  # frames where hops happen (``methylamine_chempotpy.py hops``)
+
+
 def methylamine_train(args) -> None:
-    """Split the labelled data once (15 % test, seed 0) and train a two-state model with couplings."""
+    """Split each labelled file once (15 % test, seed 0) and train a two-state model with couplings."""
     from ase.io import read, write
 
     from tensorfuse import TrainConfig, train
 
     work = args.work
-    (work / "data").mkdir(parents=True, exist_ok=True)
-    frames = read(DATA, ":")
-    order = np.random.default_rng(0).permutation(len(frames))
-    test = int(0.15 * len(frames))
-    write(work / "data" / "test.xyz", [frames[i] for i in order[:test]])
-    write(work / "data" / "train.xyz", [frames[i] for i in order[test:]])
+    train_frames, test_frames = [], []
+    for path in [DATA] + args.extra_data:
+        frames = read(path, ":")
+        order = np.random.default_rng(0).permutation(len(frames))
+        test = int(0.15 * len(frames))
+        test_frames += [frames[i] for i in order[:test]]
+        train_frames += [frames[i] for i in order[test:]]
+    data = work / f"data_{args.name}"  # beside the run folder, which training may clear
+    data.mkdir(parents=True, exist_ok=True)
+    write(data / "test.xyz", test_frames)
+    write(data / "train.xyz", train_frames)
+    model = {**METHYLAMINE_MODEL, "channels": args.channels, "l_max": args.l_max}
     start = time.perf_counter()
     result = train(TrainConfig(
-        data={"train_file": str(work / "data" / "train.xyz"), "test_file": str(work / "data" / "test.xyz"),
+        data={"train_file": str(data / "train.xyz"), "test_file": str(data / "test.xyz"),
               "valid_fraction": 0.1, "states": ("S0", "S1")},
-        model=METHYLAMINE_MODEL,
+        model=model,
         training={"max_epochs": 100000, "time_budget": args.budget, "batch_size": 5, "lr": 0.01,
                   "energy_weight": args.energy_weight, "forces_weight": 100.0, "couplings_weight": 10.0,
-                  "ema_decay": 0.99, "dtype": "float64"},
+                  "ema_decay": 0.99, "dtype": "float64", "compile": args.compile},
         output=str(work / args.name), overwrite=True))
-    summary = {"epochs": len(result.history), "minutes": (time.perf_counter() - start) / 60,
+    summary = {"data": [str(p) for p in [DATA] + args.extra_data], "model": model, "epochs": len(result.history),
+               "minutes": (time.perf_counter() - start) / 60,
                "parameters": sum(p.numel() for p in result.model.parameters()), "test": result.metrics["test"]}
     (work / args.name / "result.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
@@ -484,6 +494,10 @@ def main() -> None:
     m.add_argument("--merge", action="store_true", help="add these rows to the saved ones")
     m.add_argument("--name", default="model", help="the training run's folder name under --work (train)")
     m.add_argument("--energy-weight", type=float, default=1.0, help="(train)")
+    m.add_argument("--extra-data", type=Path, nargs="*", default=[], help=f"(train) more labelled files, e.g. {HOPS_DATA}")
+    m.add_argument("--channels", type=int, default=METHYLAMINE_MODEL["channels"], help="(train)")
+    m.add_argument("--l-max", type=int, default=METHYLAMINE_MODEL["l_max"], help="(train)")
+    m.add_argument("--compile", action="store_true", help="(train) compiled training (one process)")
     m.set_defaults(run=methylamine)
     sub.add_parser("table").set_defaults(run=table)
     args = parser.parse_args()

@@ -12,6 +12,7 @@ Runs in its own environment (chempotpy needs numpy < 2 and MKL), never in the pr
     /work/cpenv/bin/python scripts/methylamine_chempotpy.py info          # writes the S0 minimum
     /work/cpenv/bin/python scripts/methylamine_chempotpy.py label --output benchmarks/data/methylamine_aprp.xyz \
         --frames 3000 --seed 0
+    /work/cpenv/bin/python scripts/methylamine_chempotpy.py hops --frames 3000 --seed 1  # where hops happen
     /work/cpenv/bin/python scripts/methylamine_chempotpy.py wigner --count 50 --temperature 0 --seed 1 --output W.xyz
     /work/cpenv/bin/python scripts/methylamine_chempotpy.py serve         # binary server (see serve())
     /work/cpenv/bin/python scripts/methylamine_chempotpy.py check         # gradients/couplings vs finite differences
@@ -349,6 +350,51 @@ def label(output: Path, frames: int, seed: int) -> None:
     print(f"{len(texts)} frames -> {output} ({output.stat().st_size / 1e6:.2f} MB)")
 
 
+def label_hops(output: Path, frames: int, seed: int, low: float = 1.5, high: float = 2.6) -> None:
+    """Frames where surface hopping happens: S1 trajectories from 0 K Wigner samples, their frames with
+    N-H1 in [low, high] Å, and S0 trajectories started from random points of that window (a downward hop,
+    velocities rescaled along d, as FSSH does), 100 fs each. Half S1 frames in the window, half S0 after hops."""
+    rng = np.random.default_rng(seed)
+    x0 = minimum()
+    omega, L = normal_modes(x0)
+    dt = 0.5
+    s1_pool, hop_points = [], []
+    n_traj = 0
+    while n_traj < frames // 10:  # many trajectories, few frames each (0.5 fs frames are near copies)
+        xs, vs = wigner(x0, omega, L, 0, 1, rng)
+        for step, x, v, e, g, d in verlet(xs[0], vs[0], 1, dt, 300, stop=lambda y: r_nh(y) > high + 0.2):
+            if low <= r_nh(x) <= high and step % 3 == 0:
+                s1_pool.append((x.copy(), e, g, d, n_traj, step))
+                if step % 6 == 0:
+                    hop_points.append((n_traj, step, x.copy(), v.copy(), e, d[0, 1].copy()))
+        n_traj += 1
+    s0_pool = []
+    for k in rng.permutation(len(hop_points))[: max(1, frames // 20)]:
+        traj, step, x, v, e, d01 = hop_points[k]
+        v0 = hop_velocity(v, d01, e[1] - e[0])
+        for j, y, w, e2, g2, d2 in verlet(x, v0, 0, dt, 200, stop=lambda y: r_nh(y) > 5.0):
+            if j % 5 == 0:
+                s0_pool.append((y.copy(), e2, g2, d2, traj, step * 1000 + j))
+    texts, stats = [], {}
+    for pool, kind in ((s1_pool, "s1_hop_window"), (s0_pool, "s0_after_window_hop")):
+        taken = 0
+        for k in rng.permutation(len(pool)):
+            if taken == frames // 2:
+                break
+            x, e, g, d, traj, step = pool[k]
+            text = labelled(x, kind, e, g, d, trajectory=traj, step=step)
+            if text is not None:
+                texts.append(text)
+                stats.setdefault(kind, []).append(r_nh(x))
+                taken += 1
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("".join(texts))
+    print(f"S1 trajectories: {n_traj}; pools S1 {len(s1_pool)}, S0 {len(s0_pool)}")
+    for kind, r in stats.items():
+        print(f"{kind:20s} {len(r):5d} frames, N-H1 {min(r):.2f}-{max(r):.2f} Å")
+    print(f"{len(texts)} frames -> {output} ({output.stat().st_size / 1e6:.2f} MB)")
+
+
 # -- subcommands ----------------------------------------------------------------------------------------------
 def info(output: Path) -> None:
     x0 = minimum()
@@ -474,6 +520,10 @@ def main() -> None:
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "data" / "methylamine_aprp.xyz")
     p.add_argument("--frames", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("hops")
+    p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "data" / "methylamine_aprp_hops.xyz")
+    p.add_argument("--frames", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=1)
     p = sub.add_parser("info")
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "data" / "methylamine_minimum.xyz")
     p = sub.add_parser("wigner")
@@ -486,6 +536,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "label":
         label(args.output, args.frames, args.seed)
+    elif args.command == "hops":
+        label_hops(args.output, args.frames, args.seed)
     elif args.command == "info":
         info(args.output)
     elif args.command == "wigner":
