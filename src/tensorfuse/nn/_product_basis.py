@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 
 from tensorfuse.nn._linear import IrrepsLinear, irrep_offsets, species_rows
+from tensorfuse.nn._product_kernel import FusedProductBasis, kernel_plan, load_kernel
+from tensorfuse.nn._tensor_product import _is_batched
 from tensorfuse.o3 import MAX_L, Irrep, Irreps, get_basis
 
 VARIANTS = ("full", "symmetric", "latent")
@@ -210,6 +212,8 @@ class ProductBasis(torch.nn.Module):
             if len({len(g.q_copies) for g in b.groups}) != 1:
                 raise RuntimeError("all groups of a bundle must use the same copies")
         self.num_paths = len(scale)
+        self.fused = True  # use the fused CPU kernel where it applies (same numbers; False: tensor path only)
+        self._kernel_plan = None
         self._weight_chunks = chunks
         self.weights = torch.nn.Parameter(torch.randn(num_species, channels, self.num_paths, dtype=dtype))
         self.register_buffer("path_scale", torch.tensor(scale, dtype=dtype), persistent=False)
@@ -276,13 +280,29 @@ class ProductBasis(torch.nn.Module):
             raise ValueError(f"A must have shape [N, {self.channels}, {self.irreps_a.dim}], got {tuple(A.shape)}")
         if self.latent:
             A = self.down(A)
+            return self._latent_forward(A, self._products(A, list(A.split(self._a_dims, dim=-1))), species)
+        W = self.weights * self.path_scale
+        kernel = self._kernel(A)
+        if kernel is not None:
+            if self._kernel_plan is None:
+                self._kernel_plan = kernel_plan(self)
+            return FusedProductBasis.apply(A, W, species, self, self._kernel_plan, kernel)
+        return self._tensor_forward(A, species, W)
+
+    def _kernel(self, A: torch.Tensor):
+        """The fused CPU kernel where it applies (see ``_product_kernel``), else ``None``."""
+        if not self.fused or A.device.type != "cpu" or A.dtype not in (torch.float32, torch.float64):
+            return None
+        if torch.compiler.is_compiling() or torch.jit.is_scripting() or _is_batched(A):
+            return None
+        return load_kernel()
+
+    def _tensor_forward(self, A: torch.Tensor, species: torch.Tensor, W_scaled: torch.Tensor) -> torch.Tensor:
+        """The product basis with tensor operations; ``W_scaled`` = weights times path scales ``[Z, C, P]``."""
         A_blocks = list(A.split(self._a_dims, dim=-1))
         layers = self._products(A, A_blocks)
-        if self.latent:
-            return self._latent_forward(A, layers, species)
-
         n, c = A.shape[:2]
-        W = species_rows(self.weights, species) * self.path_scale
+        W = species_rows(W_scaled, species)
         W_chunks = iter(W.split(self._weight_chunks, dim=-1))
         terms: dict[Irrep, list[torch.Tensor]] = {}
         for layer, entries in zip(layers, self._collapse):
