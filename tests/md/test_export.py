@@ -26,12 +26,12 @@ def test_exported_program_round_trip(tmp_path, basis, settings):
     exported = load_exported(path)
     for atoms in (molecule("CH3CH2OH"), molecule("C6H6"), bulk("Si", "diamond", a=5.43) * (2, 1, 1)):
         a, b = model.predict(atoms), exported.predict(atoms)
-        assert b["energy"] == pytest.approx(a["energy"], abs=1e-10)
-        assert np.allclose(b["forces"], a["forces"], atol=1e-10)
-        if "couplings" in a:
-            assert np.allclose(b["couplings"], a["couplings"], atol=1e-10)
-        if "stress" in a:
-            assert np.allclose(b["stress"], a["stress"], atol=1e-10)
+        # to 1e-10 of each quantity's scale: the untrained Cormorant-style model reaches |E| ~ 1e14 eV,
+        # where the eager CPU kernels and the exported tensor path differ in summation order only
+        for key in ("energy", "forces", "couplings", "stress"):
+            if key in a:
+                scale = max(1.0, float(np.abs(a[key]).max()))
+                assert np.abs(np.asarray(b[key]) - np.asarray(a[key])).max() <= 1e-10 * scale, key
     atoms = molecule("CH4")
     atoms.calc = Calculator(str(path))
     assert np.allclose(atoms.get_potential_energy(), np.ravel(model.predict(atoms)["energy"])[0], atol=1e-10)

@@ -8,49 +8,23 @@ per-thread buffer, vectorized over channels.
 
 The maths is not re-derived here: :func:`kernel_plan` lists the same paths, copies, weights and
 coupling blocks as the tensor path (``ProductBasis._plan``) as sparse entries, so both paths give
-the same numbers (tests to 1e-12). The kernel is built once per machine with
-``torch.utils.cpp_extension`` (a C++ compiler, ~30 s, cached); where that fails, or for CUDA,
-tracing (compile/export), the latent variant or a second derivative, the tensor path runs instead.
+the same numbers (tests to 1e-12). Building: :mod:`tensorfuse.nn._kernels`. For CUDA, tracing
+(compile/export), the latent variant or a second derivative, the tensor path runs instead.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import warnings
-from pathlib import Path
 
 import torch
 
+from tensorfuse.nn._kernels import load_kernel as _load
 from tensorfuse.nn._tensor_product import _is_batched
-
-_SOURCE = Path(__file__).with_name("_product_kernel.cpp")
-_module = None
-_failed: str | None = None
 
 
 def load_kernel():
-    """The compiled extension, or ``None`` where it cannot be built (the reason is warned once)."""
-    global _module, _failed
-    if _module is not None or _failed is not None:
-        return _module
-    if os.environ.get("TENSORFUSE_NO_KERNELS"):
-        _failed = "TENSORFUSE_NO_KERNELS is set"
-        return None
-    try:
-        from torch.utils.cpp_extension import load
-
-        source = _SOURCE.read_text()
-        import hashlib
-
-        name = "tensorfuse_product_" + hashlib.sha1(source.encode()).hexdigest()[:12]
-        _module = load(name=name, sources=[str(_SOURCE)], extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                       extra_ldflags=["-fopenmp"], verbose=False)
-    except Exception as error:  # no compiler, no headers: the tensor path still works
-        _failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        warnings.warn(f"tensorfuse: the fused product-basis kernel could not be built ({_failed}); "
-                      "using the (slower) tensor path", RuntimeWarning, stacklevel=2)
-    return _module
+    """The compiled product-basis kernel, or ``None`` (see :mod:`tensorfuse.nn._kernels`)."""
+    return _load("product")
 
 
 def kernel_plan(basis_module) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from tensorfuse.nn._kernels import load_kernel
 from tensorfuse.o3 import Irreps, TensorProductSpec, get_basis
 
 _WEIGHT_MODES = ("external", "internal", "none")
@@ -88,16 +89,20 @@ class _FusedMessagePassing(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, x2, w, sender, receiver, coupling, expand, num_nodes, chunk):
+    def forward(ctx, h, x2, w, sender, receiver, coupling, expand, num_nodes, chunk, kernel=None):
+        ctx.save_for_backward(h, x2, w, sender, receiver, coupling, expand)
+        ctx.chunk, ctx.kernel = chunk, kernel
         channels, d1 = h.shape[1], h.shape[2]
         d_out = coupling.shape[1] // d1
+        if kernel is not None and h.shape[0] == num_nodes:
+            module, U, pairs, path = kernel
+            A = module.forward(h.transpose(1, 2), x2, w, sender, receiver, U, pairs, path, d_out)
+            return A.transpose(1, 2).contiguous()
         A = h.new_zeros(num_nodes, channels, d_out)
         for sl in _chunks(x2.shape[0], chunk):
             M = (x2[sl] @ coupling).view(-1, d1, d_out)
             y = torch.bmm(h[sender[sl]], M)
             A.index_add_(0, receiver[sl], _scale_paths(y, w[sl], expand, out=y))
-        ctx.save_for_backward(h, x2, w, sender, receiver, coupling, expand)
-        ctx.chunk = chunk
         return A
 
     @staticmethod
@@ -109,9 +114,15 @@ class _FusedMessagePassing(torch.autograd.Function):
             # itself a fused, differentiable operation
             grads = _FusedMessagePassingBackward.apply(grad_A, h, x2, w, sender, receiver, coupling, expand,
                                                        ctx.chunk, need)
+        elif ctx.kernel is not None and not _is_batched(grad_A):
+            module, U, pairs, path = ctx.kernel
+            grad_h, grad_x2, grad_w = module.backward(grad_A.transpose(1, 2), h.transpose(1, 2), x2, w, sender,
+                                                      receiver, U, pairs, path, grad_A.shape[2], *need)
+            grads = (grad_h.transpose(1, 2) if need[0] else None, grad_x2 if need[1] else None,
+                     grad_w if need[2] else None)
         else:
             grads = _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, ctx.chunk, need)
-        return (*grads, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None)
 
 
 def _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need):
@@ -307,6 +318,8 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         self.register_buffer("path_expansion", expand, persistent=False)
         if weights == "internal":
             self.weight = torch.nn.Parameter(torch.randn(channels, self.spec.num_paths, dtype=dtype))
+        self.fused = True  # aggregate() with the fused CPU kernel where it applies (False: tensor path only)
+        self._kernel_tables = None
 
     @property
     def num_paths(self) -> int:
@@ -365,8 +378,26 @@ class ChannelwiseTensorProduct(torch.nn.Module):
                                               self.path_expansion, num_nodes)
         chunk = max(16, (1 << 19) // (self.channels * d_out))  # about 4 MB of float64 messages per chunk
         return _FusedMessagePassing.apply(
-            h, x2, weights, sender, receiver, self.coupling, self.path_expansion, num_nodes, chunk
+            h, x2, weights, sender, receiver, self.coupling, self.path_expansion, num_nodes, chunk, self._kernel(h)
         )
+
+    def _kernel(self, h: torch.Tensor):
+        """The fused CPU message-passing kernel and its tables where it applies, else ``None``."""
+        if not self.fused or h.device.type != "cpu" or h.dtype not in (torch.float32, torch.float64):
+            return None
+        if torch.jit.is_scripting() or _is_batched(h):
+            return None
+        module = load_kernel("message")
+        if module is None:
+            return None
+        if self._kernel_tables is None:
+            d1, d_out = self.irreps_in1.dim, self.irreps_out.dim
+            U = self.coupling.detach().to("cpu", torch.float64).contiguous()  # [d2, (i, o)]
+            used = U.view(-1, d1, d_out).abs().amax(0) > 0
+            pairs = torch.nonzero(used).to(torch.int32).contiguous()
+            path = self.path_expansion.argmax(0).to(torch.int32).contiguous()
+            self._kernel_tables = (U, pairs, path)
+        return (module, *self._kernel_tables)
 
     def extra_repr(self) -> str:
         return (

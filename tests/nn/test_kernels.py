@@ -1,10 +1,10 @@
-"""The fused CPU kernel of the product basis gives the tensor path's numbers, derivatives included."""
+"""The fused CPU kernels (product basis, message passing) give the tensor paths' numbers, derivatives included."""
 
 import pytest
 import torch
 
-from tensorfuse.nn import ProductBasis
-from tensorfuse.nn._product_kernel import load_kernel
+from tensorfuse.nn import ChannelwiseTensorProduct, ProductBasis
+from tensorfuse.nn._kernels import load_kernel
 
 CASES = [  # (A irreps, output irreps, correlation, variant, basis)
     ("1x0e+1x1o+1x2e+1x3o", "1x0e+1x1o", 3, "symmetric", "cartesian"),
@@ -16,9 +16,9 @@ CASES = [  # (A irreps, output irreps, correlation, variant, basis)
 ]
 
 
-def _kernel():
-    if load_kernel() is None:
-        pytest.skip("the product-basis kernel could not be built here (no C++ compiler?)")
+def _kernel(name="product"):
+    if load_kernel(name) is None:
+        pytest.skip(f"the {name} kernel could not be built here (no C++ compiler?)")
 
 
 def _both(module, *args, fn):
@@ -90,3 +90,49 @@ def test_fused_float32_is_close_to_float64():
     reference = pb(A, species)
     pb32 = pb.to(torch.float32)
     torch.testing.assert_close(pb32(A.float(), species).double(), reference, rtol=1e-4, atol=1e-4)
+
+
+def _message_case(basis, dtype, irreps_node="1x0e+1x1o+1x2e", seed=0):
+    torch.manual_seed(seed)
+    tp = ChannelwiseTensorProduct(irreps_node, "1x0e+1x1o+1x2e+1x3o", "1x0e+1x1o+1x2e+1x3o", channels=5, basis=basis,
+                                  dtype=dtype)
+    n, e = 6, 17
+    h = torch.randn(n, 5, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
+    x2 = torch.randn(e, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
+    w = torch.randn(e, 5, tp.num_paths, dtype=dtype, requires_grad=True)
+    sender, receiver = torch.randint(0, n, (e,)), torch.randint(0, n, (e,))
+    receiver[0] = sender[0]  # a self-loop and repeated receivers, as periodic images give
+    return tp, h, x2, w, sender, receiver
+
+
+@pytest.mark.parametrize("basis", ["spherical", "cartesian"])
+def test_fused_message_passing_equals_tensor_path(basis):
+    _kernel("message")
+    tp, h, x2, w, sender, receiver = _message_case(basis, torch.float64)
+    cotangent = torch.randn(6, 5, tp.irreps_out.dim, dtype=torch.float64)
+
+    def call():
+        out = tp.aggregate(h, x2, w, sender, receiver, 6)
+        return (out, *torch.autograd.grad(out, (h, x2, w), cotangent))
+
+    fused, tensor = _both(tp, fn=call)
+    for a, b in zip(fused, tensor):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_message_passing_second_derivatives_and_float32():
+    _kernel("message")
+    tp, h, x2, w, sender, receiver = _message_case("cartesian", torch.float64, seed=1)
+
+    def call():
+        (grad_h,) = torch.autograd.grad(tp.aggregate(h, x2, w, sender, receiver, 6).pow(2).sum(), h, create_graph=True)
+        return torch.autograd.grad(grad_h.pow(2).sum(), (h, x2, w))
+
+    fused, tensor = _both(tp, fn=call)
+    for a, b in zip(fused, tensor):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    reference = tp.aggregate(h, x2, w, sender, receiver, 6)
+    tp32 = tp.to(torch.float32)
+    tp32._kernel_tables = None
+    out32 = tp32.aggregate(h.float(), x2.float(), w.float(), sender, receiver, 6)
+    torch.testing.assert_close(out32.double(), reference, rtol=1e-4, atol=1e-4)
