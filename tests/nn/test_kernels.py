@@ -136,3 +136,35 @@ def test_fused_message_passing_second_derivatives_and_float32():
     tp32._kernel_tables = None
     out32 = tp32.aggregate(h.float(), x2.float(), w.float(), sender, receiver, 6)
     torch.testing.assert_close(out32.double(), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_kernels_with_two_threads_equal_one_thread():
+    """Threads own ranges of edges (atoms) and their own output copies: the same sums, another order."""
+    _kernel("message")
+    _kernel("product")
+    torch.manual_seed(4)
+    tp = ChannelwiseTensorProduct("1x0e+1x1o", "1x0e+1x1o+1x2e", "1x0e+1x1o+1x2e", channels=8, basis="cartesian",
+                                  dtype=torch.float64)
+    n, e = 40, 1500  # enough edges for both threads to get some
+    h = torch.randn(n, 8, 4, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(e, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(e, 8, tp.num_paths, dtype=torch.float64, requires_grad=True)
+    sender, receiver = torch.randint(0, n, (e,)), torch.randint(0, n, (e,))
+    pb = ProductBasis(tp.irreps_out, "1x0e+1x1o", 8, 2, 2, variant="full", basis="cartesian", dtype=torch.float64)
+    species = torch.randint(0, 2, (n,))
+
+    def call():
+        A = tp.aggregate(h, x2, w, sender, receiver, n)
+        out = pb(A, species)
+        return (out, *torch.autograd.grad(out.pow(2).sum(), (h, x2, w, pb.weights)))
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = call()
+        torch.set_num_threads(2)
+        two = call()
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
