@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -29,10 +31,15 @@ def load_kernel(name: str):
         return None
     source = _HERE / f"_{name}_kernel.cpp"
     try:
-        from torch.utils.cpp_extension import load
+        import torch
+        from torch.utils.cpp_extension import _get_build_directory, load
 
-        digest = hashlib.sha1(source.read_bytes()).hexdigest()[:12]
-        _loaded[name] = load(name=f"tensorfuse_{name}_{digest}", sources=[str(source)],
+        # one build per source, torch and environment: two virtual environments sharing the cache
+        # would otherwise rebuild each other's library (different include paths) on every load
+        key = source.read_bytes() + f"{torch.__version__} {sys.prefix}".encode()
+        extension = f"tensorfuse_{name}_{hashlib.sha1(key).hexdigest()[:12]}"
+        _remove_stale_lock(Path(_get_build_directory(extension, verbose=False)) / "lock")
+        _loaded[name] = load(name=extension, sources=[str(source)],
                              extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
                              verbose=False)
     except Exception as error:  # no compiler or headers: the tensor path still works
@@ -41,3 +48,13 @@ def load_kernel(name: str):
         warnings.warn(f"tensorfuse: the fused {name} kernel could not be built ({_failed[name]}); "
                       "using the (slower) tensor path", RuntimeWarning, stacklevel=2)
     return _loaded.get(name)
+
+
+def _remove_stale_lock(lock: Path, minutes: float = 10.0) -> None:
+    """A build takes under a minute; a lock this old was left by a killed build, and torch would
+    wait for it forever."""
+    try:
+        if lock.exists() and time.time() - lock.stat().st_mtime > 60 * minutes:
+            lock.unlink()
+    except OSError:
+        pass
