@@ -58,3 +58,8 @@ def _remove_stale_lock(lock: Path, minutes: float = 10.0) -> None:
             lock.unlink()
     except OSError:
         pass
+
+
+def is_loaded(name: str) -> bool:
+    """Whether the kernel is built and loaded (compiled graphs use it only then, never building it)."""
+    return name in _loaded

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tensorfuse.nn._kernel_ops import product_basis
+from tensorfuse.nn._kernels import is_loaded
 from tensorfuse.nn._linear import IrrepsLinear, irrep_offsets, species_rows
 from tensorfuse.nn._product_kernel import FusedProductBasis, kernel_plan, load_kernel
 from tensorfuse.nn._tensor_product import _is_batched
@@ -282,6 +284,13 @@ class ProductBasis(torch.nn.Module):
             A = self.down(A)
             return self._latent_forward(A, self._products(A, list(A.split(self._a_dims, dim=-1))), species)
         W = self.weights * self.path_scale
+        if torch.compiler.is_compiling():  # the kernel as an operator of the graph, where it is ready
+            plan = self._kernel_plan
+            if self.fused and plan is not None and is_loaded("product") and A.device.type == "cpu":
+                return product_basis(A, W, species, self.irreps_out.dim, plan["level_dims"], plan["level_index"],
+                                     plan["level_coef"], plan["collapse"], plan["horner"], plan["final_index"],
+                                     plan["final_coef"], plan["n_s"])
+            return self._tensor_forward(A, species, W)
         kernel = self._kernel(A)
         if kernel is not None:
             if self._kernel_plan is None:
@@ -293,7 +302,7 @@ class ProductBasis(torch.nn.Module):
         """The fused CPU kernel where it applies (see ``_product_kernel``), else ``None``."""
         if not self.fused or A.device.type != "cpu" or A.dtype not in (torch.float32, torch.float64):
             return None
-        if torch.compiler.is_compiling() or torch.jit.is_scripting() or _is_batched(A):
+        if torch.jit.is_scripting() or _is_batched(A):
             return None
         return load_kernel()
 

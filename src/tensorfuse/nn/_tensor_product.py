@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tensorfuse.nn._kernels import load_kernel
+from tensorfuse.nn._kernel_ops import message_passing
+from tensorfuse.nn._kernels import is_loaded, load_kernel
 from tensorfuse.o3 import Irreps, TensorProductSpec, get_basis
 
 _WEIGHT_MODES = ("external", "internal", "none")
@@ -373,7 +374,11 @@ class ChannelwiseTensorProduct(torch.nn.Module):
             )
         if h.dim() != 3 or h.shape[1:] != (self.channels, self.irreps_in1.dim):
             raise ValueError(f"h must have shape [N, {self.channels}, {self.irreps_in1.dim}], got {tuple(h.shape)}")
-        if torch.compiler.is_compiling():  # traced (export, compile): the plain, shape-generic form
+        if torch.compiler.is_compiling():  # traced (export, compile): the kernel as an operator, where it is
+            tables = self._kernel_tables     # ready, else the plain, shape-generic form
+            if (self.fused and tables is not None and is_loaded("message") and h.device.type == "cpu"
+                    and h.shape[0] == num_nodes):
+                return message_passing(h, x2, weights, sender, receiver, *tables, d_out)
             return _message_passing_reference(h, x2, weights, sender, receiver, self.coupling,
                                               self.path_expansion, num_nodes)
         chunk = max(16, (1 << 19) // (self.channels * d_out))  # about 4 MB of float64 messages per chunk

@@ -1,0 +1,105 @@
+"""The fused CPU kernels as PyTorch operators, so that ``torch.compile`` keeps them in its graph.
+
+Eager code calls the kernels through ``autograd.Function`` s (``_product_kernel``,
+``_tensor_product``), whose backward can build a graph (training on forces) by the tensor path.
+A compiled graph needs registered operators instead: ``tensorfuse::product_basis`` and
+``tensorfuse::message_passing``, each with a fake (shape-only) version and a backward operator.
+Their backward has no backward of its own, so compiled graphs that differentiate twice (compiled
+training on forces) use the tensor paths; ``Potential`` switches the modules over for those.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tensorfuse.nn._kernels import load_kernel
+
+
+@torch.library.custom_op("tensorfuse::product_basis", mutates_args=())
+def product_basis(A: Tensor, W: Tensor, species: Tensor, dout: int, level_dims: list[int], level_index: list[Tensor],
+                  level_coef: list[Tensor], collapse: Tensor, horner: Tensor, final_index: Tensor, final_coef: Tensor,
+                  n_s: int) -> Tensor:
+    return load_kernel("product").forward(A, W.transpose(1, 2), species, dout, level_dims, level_index, level_coef,
+                                          collapse, horner, final_index, final_coef, n_s)
+
+
+@product_basis.register_fake
+def _(A, W, species, dout, *plan):
+    return A.new_empty(A.shape[0], A.shape[1], dout)
+
+
+@torch.library.custom_op("tensorfuse::product_basis_backward", mutates_args=())
+def product_basis_backward(grad: Tensor, A: Tensor, W: Tensor, species: Tensor, need_W: bool, dout: int,
+                           level_dims: list[int], level_index: list[Tensor], level_coef: list[Tensor],
+                           collapse: Tensor, horner: Tensor, final_index: Tensor, final_coef: Tensor,
+                           n_s: int) -> tuple[Tensor, Tensor]:
+    grad_A, grad_Wt = load_kernel("product").backward(grad, A, W.transpose(1, 2), species, need_W, dout, level_dims,
+                                                      level_index, level_coef, collapse, horner, final_index,
+                                                      final_coef, n_s)
+    return grad_A, grad_Wt.transpose(1, 2).contiguous() if need_W else torch.zeros_like(W)
+
+
+@product_basis_backward.register_fake
+def _(grad, A, W, *rest):
+    return torch.empty_like(A), torch.empty_like(W)
+
+
+def _product_setup(ctx, inputs, output):
+    A, W, species = inputs[:3]
+    ctx.save_for_backward(A, W, species)
+    ctx.rest = inputs[3:]
+
+
+def _product_backward(ctx, grad):
+    A, W, species = ctx.saved_tensors
+    need_A, need_W = ctx.needs_input_grad[:2]
+    grad_A, grad_W = product_basis_backward(grad, A, W, species, need_W, *ctx.rest)
+    nothing = tuple([None] * len(x) if isinstance(x, list) and all(isinstance(t, Tensor) for t in x) else None
+                    for x in ctx.rest)  # one None per tensor of a tensor list (list[int] is one leaf)
+    return (grad_A if need_A else None, grad_W if need_W else None, None) + nothing
+
+
+product_basis.register_autograd(_product_backward, setup_context=_product_setup)
+
+
+@torch.library.custom_op("tensorfuse::message_passing", mutates_args=())
+def message_passing(h: Tensor, x2: Tensor, w: Tensor, sender: Tensor, receiver: Tensor, U: Tensor, pairs: Tensor,
+                    path: Tensor, dout: int) -> Tensor:
+    A = load_kernel("message").forward(h.transpose(1, 2), x2, w, sender, receiver, U, pairs, path, dout)
+    return A.transpose(1, 2).contiguous()
+
+
+@message_passing.register_fake
+def _(h, x2, w, sender, receiver, U, pairs, path, dout):
+    return h.new_empty(h.shape[0], h.shape[1], dout)
+
+
+@torch.library.custom_op("tensorfuse::message_passing_backward", mutates_args=())
+def message_passing_backward(grad: Tensor, h: Tensor, x2: Tensor, w: Tensor, sender: Tensor, receiver: Tensor,
+                             U: Tensor, pairs: Tensor, path: Tensor, need_h: bool, need_x2: bool,
+                             need_w: bool) -> tuple[Tensor, Tensor, Tensor]:
+    grad_h, grad_x2, grad_w = load_kernel("message").backward(grad.transpose(1, 2), h.transpose(1, 2), x2, w, sender,
+                                                              receiver, U, pairs, path, grad.shape[2], need_h,
+                                                              need_x2, need_w)
+    return (grad_h.transpose(1, 2).contiguous() if need_h else torch.zeros_like(h),
+            grad_x2 if need_x2 else torch.zeros_like(x2), grad_w if need_w else torch.zeros_like(w))
+
+
+@message_passing_backward.register_fake
+def _(grad, h, x2, w, *rest):
+    return torch.empty_like(h), torch.empty_like(x2), torch.empty_like(w)
+
+
+def _message_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:8])
+
+
+def _message_backward(ctx, grad):
+    h, x2, w, sender, receiver, U, pairs, path = ctx.saved_tensors
+    need = ctx.needs_input_grad[:3]
+    grads = message_passing_backward(grad, h, x2, w, sender, receiver, U, pairs, path, *need)
+    return tuple(g if n else None for g, n in zip(grads, need)) + (None,) * 6
+
+
+message_passing.register_autograd(_message_backward, setup_context=_message_setup)
