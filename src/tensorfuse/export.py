@@ -16,6 +16,7 @@ import torch
 
 from tensorfuse.data import AtomicGraph, batch_graphs
 from tensorfuse.model import ModelConfig, Potential
+from tensorfuse.nn._kernels import tensor_paths
 from tensorfuse.utils._files import atomic_write
 
 EXPORT_FORMAT = "tensorfuse-export"
@@ -93,7 +94,8 @@ def export_model(model: Potential, path, overwrite: bool = False) -> Path:
     atoms, edges, structures = (torch.export.Dim(n, min=1) for n in ("atoms", "edges", "structures"))
     dynamic = {"positions": {0: atoms}, "cell": {0: structures}, "numbers": {0: atoms},
                "edge_index": {1: edges}, "unit_shifts": {0: edges}, "batch": {0: atoms}}
-    program = torch.export.export(function, args, dynamic_shapes=dynamic, strict=False)
+    with tensor_paths(model.energy_model):  # a program that runs without this package's CPU kernels
+        program = torch.export.export(function, args, dynamic_shapes=dynamic, strict=False)
     from tensorfuse import __version__
 
     meta = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "tensorfuse_version": __version__,

@@ -60,3 +60,14 @@ def test_export_command_and_bad_files(tmp_path, capsys):
     (tmp_path / "junk.pt2").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not an exported tensorfuse model"):
         load_exported(tmp_path / "junk.pt2")
+
+
+def test_exported_program_has_no_kernel_operators(tmp_path):
+    """The CPU kernels are operators of this package: an exported program must not need them."""
+    config = ModelConfig(species=(1, 6, 8), basis="cartesian", channels=4, l_max=1, l_max_edge=2,
+                         num_bessel=4, radial_mlp=(8, 8), readout_hidden=4, r_max=4.0)
+    model = build_model(config, dtype=torch.float64, seed=0)
+    model.predict(molecule("CH3CH2OH"))  # eager call first: kernels loaded, plans built
+    exported = torch.export.load(str(export_model(model, tmp_path / "model.pt2")))
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert targets and not any("tensorfuse" in t for t in targets)

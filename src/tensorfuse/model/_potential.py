@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from tensorfuse.data import AtomicGraph, batch_graphs
+from tensorfuse.nn._kernels import tensor_paths
 
 
 class Potential(torch.nn.Module):
@@ -108,7 +109,7 @@ class Potential(torch.nn.Module):
         if create_graph:
             # training on forces: energy and derivatives traced into one graph (autograd.grad inside
             # it), so that the loss's backward is a first-order backward of that compiled graph
-            with torch._dynamo.config.patch(trace_autograd_ops=True), _tensor_paths(self.energy_model):
+            with torch._dynamo.config.patch(trace_autograd_ops=True), tensor_paths(self.energy_model):
                 return self._compiled_derivatives(graph, forces, stress)
         # one backward pass per state retains the graph, which a backward compiled with donated
         # (freed while it runs) buffers refuses: every compiled call runs without them, so that
@@ -193,20 +194,6 @@ class Potential(torch.nn.Module):
                 result["stress"] = result["stress"][0]
                 result["virial"] = result["virial"][0]
         return result
-
-
-@contextlib.contextmanager
-def _tensor_paths(module: torch.nn.Module):
-    """The tensor paths instead of the fused kernels' operators, for a graph that differentiates twice
-    (their backward operators have no backward); restored afterwards."""
-    fused = [m for m in module.modules() if getattr(m, "fused", False)]
-    for m in fused:
-        m.fused = False
-    try:
-        yield
-    finally:
-        for m in fused:
-            m.fused = True
 
 
 def _derivatives(columns: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool,

@@ -10,6 +10,7 @@ path runs instead, with one warning. ``TENSORFUSE_NO_KERNELS=1`` turns them off 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -63,3 +64,18 @@ def _remove_stale_lock(lock: Path, minutes: float = 10.0) -> None:
 def is_loaded(name: str) -> bool:
     """Whether the kernel is built and loaded (compiled graphs use it only then, never building it)."""
     return name in _loaded
+
+
+@contextlib.contextmanager
+def tensor_paths(module):
+    """The tensor paths instead of the kernels inside ``module`` (restored afterwards): for graphs
+    that differentiate twice (the kernels' backward operators have no backward) and for exported
+    programs, which must run without this package's operators."""
+    fused = [m for m in module.modules() if getattr(m, "fused", False)]
+    for m in fused:
+        m.fused = False
+    try:
+        yield
+    finally:
+        for m in fused:
+            m.fused = True
