@@ -66,7 +66,7 @@ product_basis.register_autograd(_product_backward, setup_context=_product_setup)
 @torch.library.custom_op("tensorfuse::message_passing", mutates_args=())
 def message_passing(h: Tensor, x2: Tensor, w: Tensor, sender: Tensor, receiver: Tensor, U: Tensor, pairs: Tensor,
                     path: Tensor, dout: int) -> Tensor:
-    A = load_kernel("message").forward(h.transpose(1, 2), x2, w, sender, receiver, U, pairs, path, dout)
+    A = load_kernel("message").forward(h.transpose(1, 2), x2 @ U, w, sender, receiver, pairs, path, dout)
     return A.transpose(1, 2).contiguous()
 
 
@@ -79,11 +79,11 @@ def _(h, x2, w, sender, receiver, U, pairs, path, dout):
 def message_passing_backward(grad: Tensor, h: Tensor, x2: Tensor, w: Tensor, sender: Tensor, receiver: Tensor,
                              U: Tensor, pairs: Tensor, path: Tensor, need_h: bool, need_x2: bool,
                              need_w: bool) -> tuple[Tensor, Tensor, Tensor]:
-    grad_h, grad_x2, grad_w = load_kernel("message").backward(grad.transpose(1, 2), h.transpose(1, 2), x2, w, sender,
-                                                              receiver, U, pairs, path, grad.shape[2], need_h,
-                                                              need_x2, need_w)
+    grad_h, grad_M, grad_w = load_kernel("message").backward(grad.transpose(1, 2), h.transpose(1, 2), x2 @ U, w,
+                                                             sender, receiver, pairs, path, grad.shape[2], need_h,
+                                                             need_x2, need_w)
     return (grad_h.transpose(1, 2).contiguous() if need_h else torch.zeros_like(h),
-            grad_x2 if need_x2 else torch.zeros_like(x2), grad_w if need_w else torch.zeros_like(w))
+            grad_M @ U.T if need_x2 else torch.zeros_like(x2), grad_w if need_w else torch.zeros_like(w))
 
 
 @message_passing_backward.register_fake

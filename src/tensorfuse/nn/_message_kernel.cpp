@@ -1,7 +1,7 @@
 // Fused CPU kernel of the message passing of tensorfuse.nn.ChannelwiseTensorProduct.aggregate:
 //
 //   A[r, c, o] = sum_{e: receiver(e) = r} w[e, c, path(o)] * sum_i h[sender(e), c, i] * M_e[i, o],
-//   M_e[i, o]  = sum_j x2[e, j] U[j, i, o]
+//   M_e[i, o]  = sum_j x2[e, j] U[j, i, o]   (one matrix product outside, for all edges at once)
 //
 // Edge by edge, all channels at once (the innermost loops run over channels and vectorize); the
 // per-edge messages are never stored. Only the (i, o) pairs that U can make nonzero are visited.
@@ -17,22 +17,11 @@
 namespace {
 
 struct Shape {
-  int64_t N, E, C, d1, d2, dout, P;
-  const double* U;          // [d2, d1 * dout]
+  int64_t N, E, C, d1, dout, P;
   const int32_t* pairs;     // [n_pairs, 2]: (i, o) with U[:, i, o] != 0
   int64_t n_pairs;
   const int32_t* path;      // [dout]
 };
-
-template <typename T>
-void edge_matrix(const Shape& s, const T* x2, std::vector<T>& M) {  // M [n_pairs]
-  for (int64_t k = 0; k < s.n_pairs; ++k) {
-    const int64_t col = s.pairs[2 * k] * s.dout + s.pairs[2 * k + 1];
-    double v = 0;
-    for (int64_t j = 0; j < s.d2; ++j) v += double(x2[j]) * s.U[j * s.d1 * s.dout + col];
-    M[k] = T(v);
-  }
-}
 
 template <typename T>
 inline void transpose_weights(const Shape& s, const T* w, T* wt) {  // w[e]: [C, P] -> [P, C]
@@ -41,7 +30,7 @@ inline void transpose_weights(const Shape& s, const T* w, T* wt) {  // w[e]: [C,
 }
 
 template <typename T>
-void forward_impl(const Shape& s, const T* h, const T* x2, const T* w, const int64_t* sender,
+void forward_impl(const Shape& s, const T* h, const T* Mall, const T* w, const int64_t* sender,
                   const int64_t* receiver, T* A) {
   const int64_t C = s.C, size = s.N * s.dout * C;
   const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), s.E / 256 + 1));
@@ -53,10 +42,10 @@ void forward_impl(const Shape& s, const T* h, const T* x2, const T* w, const int
         parts[t - 1].assign(size, T(0));
         out = parts[t - 1].data();
       }
-      std::vector<T> M(s.n_pairs), acc(s.dout * C), wt(s.P * C);
+      std::vector<T> acc(s.dout * C), wt(s.P * C);
       const int64_t begin = s.E * t / threads, end = s.E * (t + 1) / threads;
       for (int64_t e = begin; e < end; ++e) {
-        edge_matrix(s, x2 + e * s.d2, M);
+        const T* M = Mall + e * s.n_pairs;
         transpose_weights(s, w + e * C * s.P, wt.data());
         std::fill(acc.begin(), acc.end(), T(0));
         const T* hs = h + sender[e] * s.d1 * C;
@@ -83,8 +72,8 @@ void forward_impl(const Shape& s, const T* h, const T* x2, const T* w, const int
 }
 
 template <typename T>
-void backward_impl(const Shape& s, const T* G, const T* h, const T* x2, const T* w, const int64_t* sender,
-                   const int64_t* receiver, T* grad_h, T* grad_x2, T* grad_w) {
+void backward_impl(const Shape& s, const T* G, const T* h, const T* Mall, const T* w, const int64_t* sender,
+                   const int64_t* receiver, T* grad_h, T* grad_M, T* grad_w) {
   const int64_t C = s.C, size = s.N * s.d1 * C;
   const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), s.E / 256 + 1));
   std::vector<std::vector<T>> parts(grad_h ? threads - 1 : 0, std::vector<T>());
@@ -95,11 +84,10 @@ void backward_impl(const Shape& s, const T* G, const T* h, const T* x2, const T*
         parts[t - 1].assign(size, T(0));
         gh = parts[t - 1].data();
       }
-      std::vector<T> M(s.n_pairs), gw(s.dout * C), y(grad_w ? s.dout * C : 0), wt(s.P * C), gwt(grad_w ? s.P * C : 0);
-      std::vector<double> gM(grad_x2 ? s.n_pairs : 0);
+      std::vector<T> gw(s.dout * C), y(grad_w ? s.dout * C : 0), wt(s.P * C), gwt(grad_w ? s.P * C : 0);
       const int64_t begin = s.E * t / threads, end = s.E * (t + 1) / threads;
       for (int64_t e = begin; e < end; ++e) {
-        edge_matrix(s, x2 + e * s.d2, M);
+        const T* M = Mall + e * s.n_pairs;
         const T* Gr = G + receiver[e] * s.dout * C;
         transpose_weights(s, w + e * C * s.P, wt.data());
         const T* we = wt.data();
@@ -127,11 +115,11 @@ void backward_impl(const Shape& s, const T* G, const T* h, const T* x2, const T*
 #pragma omp simd
             for (int64_t c = 0; c < C; ++c) yo[c] += m * hi[c];
           }
-          if (grad_x2) {
+          if (grad_M) {
             T dot = 0;
 #pragma omp simd reduction(+ : dot)
             for (int64_t c = 0; c < C; ++c) dot += hi[c] * g[c];
-            gM[k] = double(dot);
+            grad_M[e * s.n_pairs + k] = dot;
           }
         }
         if (grad_w) {  // grad_w[e, p] = sum_{o in p} G[r, o] * y[o]
@@ -148,14 +136,6 @@ void backward_impl(const Shape& s, const T* G, const T* h, const T* x2, const T*
           for (int64_t c = 0; c < C; ++c)
             for (int64_t p = 0; p < s.P; ++p) out[c * s.P + p] = gwe[p * C + c];
         }
-        if (grad_x2) {  // grad_x2[e, j] = sum_(i,o) U[j, i, o] gM[i, o]
-          for (int64_t j = 0; j < s.d2; ++j) {
-            double v = 0;
-            for (int64_t k = 0; k < s.n_pairs; ++k)
-              v += s.U[j * s.d1 * s.dout + s.pairs[2 * k] * s.dout + s.pairs[2 * k + 1]] * gM[k];
-            grad_x2[e * s.d2 + j] = T(v);
-          }
-        }
       }
     }
   });
@@ -163,17 +143,15 @@ void backward_impl(const Shape& s, const T* G, const T* h, const T* x2, const T*
     for (int64_t i = 0; i < size; ++i) grad_h[i] += part[i];
 }
 
-Shape make_shape(const torch::Tensor& h, const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& U,
-                 const torch::Tensor& pairs, const torch::Tensor& path, int64_t dout) {
+Shape make_shape(const torch::Tensor& h, const torch::Tensor& M, const torch::Tensor& w, const torch::Tensor& pairs,
+                 const torch::Tensor& path, int64_t dout) {
   Shape s;
   s.N = h.size(0);
   s.d1 = h.size(1);
   s.C = h.size(2);
-  s.E = x2.size(0);
-  s.d2 = x2.size(1);
+  s.E = M.size(0);
   s.P = w.size(2);
   s.dout = dout;
-  s.U = U.data_ptr<double>();
   s.pairs = pairs.data_ptr<int32_t>();
   s.n_pairs = pairs.size(0);
   s.path = path.data_ptr<int32_t>();
@@ -182,40 +160,39 @@ Shape make_shape(const torch::Tensor& h, const torch::Tensor& x2, const torch::T
 
 }  // namespace
 
-// h [N, d1, C], x2 [E, d2], w [E, C, P] -> A [N, dout, C]
-torch::Tensor message_forward(torch::Tensor h, torch::Tensor x2, torch::Tensor w, torch::Tensor sender,
-                              torch::Tensor receiver, torch::Tensor U, torch::Tensor pairs, torch::Tensor path,
-                              int64_t dout) {
-  h = h.contiguous(); x2 = x2.contiguous(); w = w.contiguous();
+// h [N, d1, C], M [E, n_pairs], w [E, C, P] -> A [N, dout, C]
+torch::Tensor message_forward(torch::Tensor h, torch::Tensor M, torch::Tensor w, torch::Tensor sender,
+                              torch::Tensor receiver, torch::Tensor pairs, torch::Tensor path, int64_t dout) {
+  h = h.contiguous(); M = M.contiguous(); w = w.contiguous();
   sender = sender.contiguous(); receiver = receiver.contiguous();
-  Shape s = make_shape(h, x2, w, U, pairs, path, dout);
+  Shape s = make_shape(h, M, w, pairs, path, dout);
   auto A = torch::zeros({s.N, dout, s.C}, h.options());
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "message_forward", [&] {
-    forward_impl<scalar_t>(s, h.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+    forward_impl<scalar_t>(s, h.data_ptr<scalar_t>(), M.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
                            sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(), A.data_ptr<scalar_t>());
   });
   return A;
 }
 
-// G [N, dout, C] -> (grad_h [N, d1, C], grad_x2 [E, d2], grad_w [E, C, P]); empty where not needed
-std::vector<torch::Tensor> message_backward(torch::Tensor G, torch::Tensor h, torch::Tensor x2, torch::Tensor w,
-                                            torch::Tensor sender, torch::Tensor receiver, torch::Tensor U,
-                                            torch::Tensor pairs, torch::Tensor path, int64_t dout, bool need_h,
-                                            bool need_x2, bool need_w) {
-  G = G.contiguous(); h = h.contiguous(); x2 = x2.contiguous(); w = w.contiguous();
+// G [N, dout, C] -> (grad_h [N, d1, C], grad_M [E, n_pairs], grad_w [E, C, P]); empty where not needed
+std::vector<torch::Tensor> message_backward(torch::Tensor G, torch::Tensor h, torch::Tensor M, torch::Tensor w,
+                                            torch::Tensor sender, torch::Tensor receiver, torch::Tensor pairs,
+                                            torch::Tensor path, int64_t dout, bool need_h, bool need_M,
+                                            bool need_w) {
+  G = G.contiguous(); h = h.contiguous(); M = M.contiguous(); w = w.contiguous();
   sender = sender.contiguous(); receiver = receiver.contiguous();
-  Shape s = make_shape(h, x2, w, U, pairs, path, dout);
+  Shape s = make_shape(h, M, w, pairs, path, dout);
   auto grad_h = need_h ? torch::zeros_like(h) : torch::empty({0}, h.options());
-  auto grad_x2 = need_x2 ? torch::empty_like(x2) : torch::empty({0}, h.options());
+  auto grad_M = need_M ? torch::empty_like(M) : torch::empty({0}, h.options());
   auto grad_w = need_w ? torch::empty_like(w) : torch::empty({0}, h.options());
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "message_backward", [&] {
-    backward_impl<scalar_t>(s, G.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(),
+    backward_impl<scalar_t>(s, G.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), M.data_ptr<scalar_t>(),
                             w.data_ptr<scalar_t>(), sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(),
                             need_h ? grad_h.data_ptr<scalar_t>() : nullptr,
-                            need_x2 ? grad_x2.data_ptr<scalar_t>() : nullptr,
+                            need_M ? grad_M.data_ptr<scalar_t>() : nullptr,
                             need_w ? grad_w.data_ptr<scalar_t>() : nullptr);
   });
-  return {grad_h, grad_x2, grad_w};
+  return {grad_h, grad_M, grad_w};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

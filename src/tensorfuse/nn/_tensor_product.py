@@ -96,8 +96,8 @@ class _FusedMessagePassing(torch.autograd.Function):
         channels, d1 = h.shape[1], h.shape[2]
         d_out = coupling.shape[1] // d1
         if kernel is not None and h.shape[0] == num_nodes:
-            module, U, pairs, path = kernel
-            A = module.forward(h.transpose(1, 2), x2, w, sender, receiver, U, pairs, path, d_out)
+            module, U, pairs, path = kernel  # U: the couplings of the used pairs, [d2, pairs]
+            A = module.forward(h.transpose(1, 2), x2 @ U, w, sender, receiver, pairs, path, d_out)
             return A.transpose(1, 2).contiguous()
         A = h.new_zeros(num_nodes, channels, d_out)
         for sl in _chunks(x2.shape[0], chunk):
@@ -117,9 +117,9 @@ class _FusedMessagePassing(torch.autograd.Function):
                                                        ctx.chunk, need)
         elif ctx.kernel is not None and not _is_batched(grad_A):
             module, U, pairs, path = ctx.kernel
-            grad_h, grad_x2, grad_w = module.backward(grad_A.transpose(1, 2), h.transpose(1, 2), x2, w, sender,
-                                                      receiver, U, pairs, path, grad_A.shape[2], *need)
-            grads = (grad_h.transpose(1, 2) if need[0] else None, grad_x2 if need[1] else None,
+            grad_h, grad_M, grad_w = module.backward(grad_A.transpose(1, 2), h.transpose(1, 2), x2 @ U, w, sender,
+                                                     receiver, pairs, path, grad_A.shape[2], *need)
+            grads = (grad_h.transpose(1, 2) if need[0] else None, grad_M @ U.T if need[1] else None,
                      grad_w if need[2] else None)
         else:
             grads = _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, ctx.chunk, need)
@@ -377,7 +377,7 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         if torch.compiler.is_compiling():  # traced (export, compile): the kernel as an operator, where it is
             tables = self._kernel_tables     # ready, else the plain, shape-generic form
             if (self.fused and tables is not None and is_loaded("message") and h.device.type == "cpu"
-                    and h.shape[0] == num_nodes):
+                    and h.shape[0] == num_nodes and tables[0].dtype == h.dtype):
                 return message_passing(h, x2, weights, sender, receiver, *tables, d_out)
             return _message_passing_reference(h, x2, weights, sender, receiver, self.coupling,
                                               self.path_expansion, num_nodes)
@@ -395,13 +395,15 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         module = load_kernel("message")
         if module is None:
             return None
+        if self._kernel_tables is not None and self._kernel_tables[0].dtype != h.dtype:  # converted since
+            self._kernel_tables = None
         if self._kernel_tables is None:
             d1, d_out = self.irreps_in1.dim, self.irreps_out.dim
-            U = self.coupling.detach().to("cpu", torch.float64).contiguous()  # [d2, (i, o)]
-            used = U.view(-1, d1, d_out).abs().amax(0) > 0
-            pairs = torch.nonzero(used).to(torch.int32).contiguous()
+            U = self.coupling.detach().view(-1, d1, d_out)  # [d2, i, o]
+            pairs = torch.nonzero(U.abs().amax(0) > 0)
+            used = U[:, pairs[:, 0], pairs[:, 1]].contiguous()  # [d2, pairs]
             path = self.path_expansion.argmax(0).to(torch.int32).contiguous()
-            self._kernel_tables = (U, pairs, path)
+            self._kernel_tables = (used, pairs.to(torch.int32).contiguous(), path)
         return (module, *self._kernel_tables)
 
     def extra_repr(self) -> str:
