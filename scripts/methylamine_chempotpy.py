@@ -342,11 +342,17 @@ def label(output: Path, frames: int, seed: int) -> None:
                 s0_pool.append((y.copy(), e, g, d, traj, k))
     take(s0_pool, n_s0, "s0_after_hop")
 
+    write_frames(output, texts, stats, f"S1 trajectories: {n_traj}, reaching a gap < 1 eV: {len(starts)}; "
+                 f"pools S1 {len(s1_pool)}, S0 {len(s0_pool)}")
+
+
+def write_frames(output: Path, texts: list[str], stats: dict, summary: str) -> None:
+    """Write the labelled frames and print what was sampled (N-H1 range per kind)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("".join(texts))
-    print(f"S1 trajectories: {n_traj}, reaching a gap < 1 eV: {len(starts)}; pools S1 {len(s1_pool)}, S0 {len(s0_pool)}")
+    print(summary)
     for kind, r in stats.items():
-        print(f"{kind:14s} {len(r):5d} frames, N-H1 {min(r):.2f}-{max(r):.2f} Å")
+        print(f"{kind:20s} {len(r):5d} frames, N-H1 {min(r):.2f}-{max(r):.2f} Å")
     print(f"{len(texts)} frames -> {output} ({output.stat().st_size / 1e6:.2f} MB)")
 
 
@@ -387,12 +393,7 @@ def label_hops(output: Path, frames: int, seed: int, low: float = 1.5, high: flo
                 texts.append(text)
                 stats.setdefault(kind, []).append(r_nh(x))
                 taken += 1
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("".join(texts))
-    print(f"S1 trajectories: {n_traj}; pools S1 {len(s1_pool)}, S0 {len(s0_pool)}")
-    for kind, r in stats.items():
-        print(f"{kind:20s} {len(r):5d} frames, N-H1 {min(r):.2f}-{max(r):.2f} Å")
-    print(f"{len(texts)} frames -> {output} ({output.stat().st_size / 1e6:.2f} MB)")
+    write_frames(output, texts, stats, f"S1 trajectories: {n_traj}; pools S1 {len(s1_pool)}, S0 {len(s0_pool)}")
 
 
 # -- subcommands ----------------------------------------------------------------------------------------------

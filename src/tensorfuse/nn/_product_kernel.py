@@ -19,7 +19,9 @@ import math
 import torch
 
 from tensorfuse.nn._kernels import load_kernel as _load
+from tensorfuse.nn._linear import irrep_offsets
 from tensorfuse.nn._tensor_product import _is_batched
+from tensorfuse.o3 import Irreps
 
 
 def load_kernel():
@@ -32,10 +34,9 @@ def kernel_plan(basis_module) -> dict:
     pb = basis_module
     plan = pb._plan
     dtype = torch.float64
-    a_offsets: dict = {}
-    for a, (ir, sl) in enumerate(zip(plan.a_irreps, _slices(plan.a_irreps))):
-        a_offsets.setdefault(ir, []).append(sl)
-    a_start = [sl for sl in _slices(plan.a_irreps)]
+    a_irreps = Irreps([(1, ir) for ir in plan.a_irreps])
+    a_start = [sl.start for sl in a_irreps.slices()]
+    a_offsets = irrep_offsets(a_irreps)
     offsets = [a_offsets]  # per level: irrep -> column offset of each copy
     level_dims = [sum(ir.dim for ir in plan.a_irreps)]
     out_offsets, start = {}, 0
@@ -102,14 +103,6 @@ def kernel_plan(basis_module) -> dict:
         "final_coef": (torch.cat(final_coefs) if final_coefs else torch.zeros(0, dtype=dtype)).contiguous(),
         "n_s": s,
     }
-
-
-def _slices(irreps) -> list[int]:
-    starts, start = [], 0
-    for ir in irreps:
-        starts.append(start)
-        start += ir.dim
-    return starts
 
 
 class FusedProductBasis(torch.autograd.Function):
