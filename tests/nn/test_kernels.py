@@ -65,6 +65,29 @@ def test_fused_second_derivatives_equal_the_tensor_path():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)  # values reach 1e5
 
 
+@pytest.mark.parametrize("irreps_a, irreps_out, correlation, variant, basis", CASES)
+def test_fused_second_derivatives_in_every_input(irreps_a, irreps_out, correlation, variant, basis):
+    """The kernel's backward of its backward (forward-over-reverse): a loss on both first derivatives,
+    with a cotangent that itself depends on A, W and another parameter."""
+    _kernel()
+    torch.manual_seed(5)
+    pb = ProductBasis(irreps_a, irreps_out, 3, correlation, 2, variant=variant, basis=basis, dtype=torch.float64)
+    A = torch.randn(4, 3, pb.irreps_a.dim, dtype=torch.float64, requires_grad=True)
+    scale = torch.randn(3, pb.irreps_out.dim, dtype=torch.float64, requires_grad=True)
+    species = torch.tensor([0, 1, 1, 0])
+    probe = torch.randn(pb.weights.shape, dtype=torch.float64)
+
+    def call():
+        energy = (pb(A, species).pow(2) * scale).sum()
+        grad_A, grad_W = torch.autograd.grad(energy, (A, pb.weights), create_graph=True)
+        loss = grad_A.pow(2).sum() + (grad_W * probe).sum()
+        return torch.autograd.grad(loss, (A, pb.weights, scale))
+
+    fused, tensor = _both(pb, fn=call)
+    for a, b in zip(fused, tensor):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * b.abs().max().item())
+
+
 def test_fused_batched_cotangents_equal_the_tensor_path():
     """Multi-state models take per-state derivatives with a batch of cotangents (vmap)."""
     _kernel()
@@ -135,6 +158,24 @@ def test_fused_message_passing_second_derivatives_and_float32():
     tp32 = tp.to(torch.float32)  # after a float64 call: its kernel tables follow the conversion
     out32 = tp32.aggregate(h.float(), x2.float(), w.float(), sender, receiver, 6)
     torch.testing.assert_close(out32.double(), reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("basis", ["spherical", "cartesian"])
+def test_fused_message_passing_second_derivatives_in_every_input(basis):
+    """A loss on all three first derivatives (h, x2, w): every term of the kernel's second derivative."""
+    _kernel("message")
+    tp, h, x2, w, sender, receiver = _message_case(basis, torch.float64, seed=2)
+    probe = [torch.randn(t.shape, dtype=torch.float64) for t in (h, x2, w)]
+
+    def call():
+        energy = tp.aggregate(h, x2, w, sender, receiver, 6).pow(2).sum()
+        grads = torch.autograd.grad(energy, (h, x2, w), create_graph=True)
+        loss = sum((g * p).sum() for g, p in zip(grads, probe))
+        return torch.autograd.grad(loss, (h, x2, w))
+
+    fused, tensor = _both(tp, fn=call)
+    for a, b in zip(fused, tensor):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * b.abs().max().item())
 
 
 def test_fused_kernels_with_two_threads_equal_one_thread():

@@ -11,7 +11,8 @@
 //   final:         B[out]   += coef * S[s] * A[a]
 //
 // with W the species' path weights (already scaled). The backward recomputes the forward buffers
-// of the atom and runs the entries in reverse; it gives dB/dA and (optionally) dB/dW.
+// of the atom and runs the entries in reverse; it gives dB/dA and (optionally) dB/dW. The backward
+// of the backward (training on forces) runs the same atom-level code on dual numbers.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -31,35 +32,72 @@ struct Plan {
   int64_t n_s;
 };
 
-template <typename T>
+// Rows of C values; with D (dual numbers, for second derivatives) each row is followed by the C
+// tangents of its values: x + eps x'. The same atom-level code then gives a derivative of itself.
+template <bool D>
+inline int64_t stride(int64_t C) { return D ? 2 * C : C; }
+
+template <typename T, bool D>
 struct Buffers {
-  std::vector<std::vector<T>> levels;  // [dim][C] each
-  std::vector<T> S;                    // [n_s][C]
+  std::vector<std::vector<T>> levels;  // [dim][R] each
+  std::vector<T> S;                    // [n_s][R]
   Buffers(const Plan& p) {
-    for (auto d : p.level_dims) levels.emplace_back(d * p.C);
-    S.resize(p.n_s * p.C);
+    for (auto d : p.level_dims) levels.emplace_back(d * stride<D>(p.C));
+    S.resize(p.n_s * stride<D>(p.C));
+  }
+  void zero() {
+    for (auto& level : levels) std::fill(level.begin(), level.end(), T(0));
+    std::fill(S.begin(), S.end(), T(0));
   }
 };
 
-template <typename T>
+// out += coef x y
+template <typename T, bool D>
 inline void axpy_product(T* out, const T* x, const T* y, T coef, int64_t C) {
 #pragma omp simd
   for (int64_t c = 0; c < C; ++c) out[c] += coef * x[c] * y[c];
+  if constexpr (D) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) out[C + c] += coef * (x[C + c] * y[c] + x[c] * y[C + c]);
+  }
 }
 
-template <typename T>
+// out += w x
+template <typename T, bool D>
 inline void axpy_weighted(T* out, const T* w, const T* x, int64_t C) {
 #pragma omp simd
   for (int64_t c = 0; c < C; ++c) out[c] += w[c] * x[c];
+  if constexpr (D) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) out[C + c] += w[C + c] * x[c] + w[c] * x[C + c];
+  }
 }
 
-// forward buffers of one atom: levels (A transposed to [D][C] first) and Horner sums
-template <typename T>
-void atom_forward(const Plan& p, const T* A, const T* W, Buffers<T>& b) {
-  const int64_t C = p.C;
-  T* P0 = b.levels[0].data();
+// rows [dim][R] from an atom's [C, dim] values (and tangents, or zeros)
+template <typename T, bool D>
+inline void load_rows(T* rows, const T* x, const T* tangent, int64_t C, int64_t dim) {
+  const int64_t R = stride<D>(C);
   for (int64_t c = 0; c < C; ++c)
-    for (int64_t d = 0; d < p.D; ++d) P0[d * C + c] = A[c * p.D + d];
+    for (int64_t d = 0; d < dim; ++d) {
+      rows[d * R + c] = x[c * dim + d];
+      if constexpr (D) rows[d * R + C + c] = tangent ? tangent[c * dim + d] : T(0);
+    }
+}
+
+// an atom's [C, dim] from rows (part 0: values, 1: tangents)
+template <typename T, bool D>
+inline void store_rows(T* x, const T* rows, int64_t C, int64_t dim, int part) {
+  const int64_t R = stride<D>(C);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t d = 0; d < dim; ++d) x[c * dim + d] = rows[d * R + part * C + c];
+}
+
+// forward buffers of one atom: levels (P_0 = A) and Horner sums; Wz: the species' weights, [P][R]
+template <typename T, bool D>
+void atom_forward(const Plan& p, const T* A, const T* A_tangent, const T* Wz, Buffers<T, D>& b) {
+  const int64_t C = p.C, R = stride<D>(C);
+  T* P0 = b.levels[0].data();
+  load_rows<T, D>(P0, A, A_tangent, C, p.D);
   for (size_t s = 1; s < b.levels.size(); ++s) {
     T* out = b.levels[s].data();
     std::fill(b.levels[s].begin(), b.levels[s].end(), T(0));
@@ -67,13 +105,72 @@ void atom_forward(const Plan& p, const T* A, const T* W, Buffers<T>& b) {
     const int32_t* idx = p.level_index[s - 1];
     const double* coef = p.level_coef[s - 1];
     for (int64_t e = 0; e < p.level_count[s - 1]; ++e)
-      axpy_product(out + idx[3 * e + 2] * C, prev + idx[3 * e] * C, P0 + idx[3 * e + 1] * C, T(coef[e]), C);
+      axpy_product<T, D>(out + idx[3 * e + 2] * R, prev + idx[3 * e] * R, P0 + idx[3 * e + 1] * R, T(coef[e]), C);
   }
   std::fill(b.S.begin(), b.S.end(), T(0));
   const T* last = b.levels.back().data();
   for (int64_t e = 0; e < p.n_horner; ++e) {
     const int32_t* h = p.horner + 3 * e;
-    axpy_weighted(b.S.data() + h[0] * C, W + h[1] * C, last + h[2] * C, C);
+    axpy_weighted<T, D>(b.S.data() + h[0] * R, Wz + h[1] * R, last + h[2] * R, C);
+  }
+}
+
+// B rows [dout][R] of one atom from its forward buffers
+template <typename T, bool D>
+void atom_output(const Plan& p, const T* Wz, const Buffers<T, D>& b, T* B) {
+  const int64_t C = p.C, R = stride<D>(C);
+  std::fill(B, B + p.dout * R, T(0));
+  for (int64_t e = 0; e < p.n_collapse; ++e) {
+    const int32_t* q = p.collapse + 4 * e;
+    axpy_weighted<T, D>(B + q[2] * R, Wz + q[3] * R, b.levels[q[0]].data() + q[1] * R, C);
+  }
+  const T* P0 = b.levels[0].data();
+  for (int64_t e = 0; e < p.n_final; ++e) {
+    const int32_t* f = p.final_index + 3 * e;
+    axpy_product<T, D>(B + f[2] * R, b.S.data() + f[0] * R, P0 + f[1] * R, T(p.final_coef[e]), C);
+  }
+}
+
+// reverse pass of one atom: d.levels[0] = d<g, B>/dA, dWz += d<g, B>/dW (when given); d is zeroed here
+template <typename T, bool D>
+void atom_backward(const Plan& p, const T* Wz, const Buffers<T, D>& b, const T* g, Buffers<T, D>& d, T* dWz) {
+  const int64_t C = p.C, R = stride<D>(C);
+  d.zero();
+  const T* P0 = b.levels[0].data();
+  T* dP0 = d.levels[0].data();
+  // final: B[out] += coef S[s] A[a]
+  for (int64_t e = 0; e < p.n_final; ++e) {
+    const int32_t* f = p.final_index + 3 * e;
+    const T coef = T(p.final_coef[e]);
+    axpy_product<T, D>(d.S.data() + f[0] * R, g + f[2] * R, P0 + f[1] * R, coef, C);
+    axpy_product<T, D>(dP0 + f[1] * R, g + f[2] * R, b.S.data() + f[0] * R, coef, C);
+  }
+  // Horner sums: S[s] += W[k] P_last[col]
+  T* dlast = d.levels.back().data();
+  const T* last = b.levels.back().data();
+  for (int64_t e = 0; e < p.n_horner; ++e) {
+    const int32_t* h = p.horner + 3 * e;
+    axpy_weighted<T, D>(dlast + h[2] * R, Wz + h[1] * R, d.S.data() + h[0] * R, C);
+    if (dWz) axpy_weighted<T, D>(dWz + h[1] * R, d.S.data() + h[0] * R, last + h[2] * R, C);
+  }
+  // collapse: B[out] += W[k] P_level[col]
+  for (int64_t e = 0; e < p.n_collapse; ++e) {
+    const int32_t* q = p.collapse + 4 * e;
+    axpy_weighted<T, D>(d.levels[q[0]].data() + q[1] * R, Wz + q[3] * R, g + q[2] * R, C);
+    if (dWz) axpy_weighted<T, D>(dWz + q[3] * R, g + q[2] * R, b.levels[q[0]].data() + q[1] * R, C);
+  }
+  // levels, last first: P_s[out] += coef P_(s-1)[x] A[a]
+  for (size_t s = b.levels.size() - 1; s >= 1; --s) {
+    const T* prev = b.levels[s - 1].data();
+    T* dprev = d.levels[s - 1].data();
+    const T* dout = d.levels[s].data();
+    const int32_t* idx = p.level_index[s - 1];
+    const double* coef = p.level_coef[s - 1];
+    for (int64_t e = 0; e < p.level_count[s - 1]; ++e) {
+      const T cf = T(coef[e]);
+      axpy_product<T, D>(dprev + idx[3 * e] * R, dout + idx[3 * e + 2] * R, P0 + idx[3 * e + 1] * R, cf, C);
+      axpy_product<T, D>(dP0 + idx[3 * e + 1] * R, dout + idx[3 * e + 2] * R, prev + idx[3 * e] * R, cf, C);
+    }
   }
 }
 
@@ -81,97 +178,93 @@ template <typename T>
 void forward_impl(const Plan& p, const T* A, const T* W, const int64_t* species, T* out, int64_t N) {
   const int64_t C = p.C;
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    Buffers<T> b(p);
+    Buffers<T, false> b(p);
     std::vector<T> B(p.dout * C);
     for (int64_t n = begin; n < end; ++n) {
       const T* Wz = W + species[n] * p.P * C;
-      atom_forward(p, A + n * C * p.D, Wz, b);
-      std::fill(B.begin(), B.end(), T(0));
-      for (int64_t e = 0; e < p.n_collapse; ++e) {
-        const int32_t* q = p.collapse + 4 * e;
-        axpy_weighted(B.data() + q[2] * C, Wz + q[3] * C, b.levels[q[0]].data() + q[1] * C, C);
-      }
-      const T* P0 = b.levels[0].data();
-      for (int64_t e = 0; e < p.n_final; ++e) {
-        const int32_t* f = p.final_index + 3 * e;
-        axpy_product(B.data() + f[2] * C, b.S.data() + f[0] * C, P0 + f[1] * C, T(p.final_coef[e]), C);
-      }
-      T* o = out + n * C * p.dout;
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t d = 0; d < p.dout; ++d) o[c * p.dout + d] = B[d * C + c];
+      atom_forward<T, false>(p, A + n * C * p.D, nullptr, Wz, b);
+      atom_output<T, false>(p, Wz, b, B.data());
+      store_rows<T, false>(out + n * C * p.dout, B.data(), C, p.dout, 0);
     }
   });
 }
+
+// per-thread accumulators of the weight gradient, summed at the end (no atomics in the hot loop)
+template <typename T>
+struct WeightGrads {
+  std::vector<std::vector<T>> parts;
+  int64_t size;
+  WeightGrads(bool need, int64_t size) : parts(need ? at::get_num_threads() : 0), size(size) {}
+  T* mine() {
+    if (parts.empty()) return nullptr;
+    auto& part = parts[at::get_thread_num()];
+    if (part.empty()) part.assign(size, T(0));
+    return part.data();
+  }
+};
 
 template <typename T>
 void backward_impl(const Plan& p, const T* A, const T* W, const int64_t* species, const T* grad, T* grad_A,
                    T* grad_W, int64_t N, int64_t num_species) {
   const int64_t C = p.C;
-  const int64_t threads = at::get_num_threads();
-  // per-thread weight gradients, summed at the end (no atomics in the hot loop)
-  std::vector<std::vector<T>> dW_parts(grad_W ? threads : 0, std::vector<T>());
+  WeightGrads<T> dW(grad_W != nullptr, num_species * p.P * C);
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    Buffers<T> b(p), d(p);
+    Buffers<T, false> b(p), d(p);
     std::vector<T> g(p.dout * C);
-    std::vector<T>* dW = nullptr;
-    if (grad_W) {
-      dW = &dW_parts[at::get_thread_num()];
-      if (dW->empty()) dW->assign(num_species * p.P * C, T(0));
-    }
+    T* dW_here = dW.mine();
     for (int64_t n = begin; n < end; ++n) {
       const T* Wz = W + species[n] * p.P * C;
-      T* dWz = dW ? dW->data() + species[n] * p.P * C : nullptr;
-      atom_forward(p, A + n * C * p.D, Wz, b);
-      const T* gn = grad + n * C * p.dout;
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t o = 0; o < p.dout; ++o) g[o * C + c] = gn[c * p.dout + o];
-      for (auto& level : d.levels) std::fill(level.begin(), level.end(), T(0));
-      std::fill(d.S.begin(), d.S.end(), T(0));
-      const T* P0 = b.levels[0].data();
-      T* dP0 = d.levels[0].data();
-      // final: B[out] += coef S[s] A[a]
-      for (int64_t e = 0; e < p.n_final; ++e) {
-        const int32_t* f = p.final_index + 3 * e;
-        const T coef = T(p.final_coef[e]);
-        axpy_product(d.S.data() + f[0] * C, g.data() + f[2] * C, P0 + f[1] * C, coef, C);
-        axpy_product(dP0 + f[1] * C, g.data() + f[2] * C, b.S.data() + f[0] * C, coef, C);
-      }
-      // Horner sums: S[s] += W[k] P_last[col]
-      T* dlast = d.levels.back().data();
-      const T* last = b.levels.back().data();
-      for (int64_t e = 0; e < p.n_horner; ++e) {
-        const int32_t* h = p.horner + 3 * e;
-        axpy_weighted(dlast + h[2] * C, Wz + h[1] * C, d.S.data() + h[0] * C, C);
-        if (dWz) axpy_weighted(dWz + h[1] * C, d.S.data() + h[0] * C, last + h[2] * C, C);
-      }
-      // collapse: B[out] += W[k] P_level[col]
-      for (int64_t e = 0; e < p.n_collapse; ++e) {
-        const int32_t* q = p.collapse + 4 * e;
-        axpy_weighted(d.levels[q[0]].data() + q[1] * C, Wz + q[3] * C, g.data() + q[2] * C, C);
-        if (dWz) axpy_weighted(dWz + q[3] * C, g.data() + q[2] * C, b.levels[q[0]].data() + q[1] * C, C);
-      }
-      // levels, last first: P_s[out] += coef P_(s-1)[x] A[a]
-      for (size_t s = b.levels.size() - 1; s >= 1; --s) {
-        const T* prev = b.levels[s - 1].data();
-        T* dprev = d.levels[s - 1].data();
-        const T* dout = d.levels[s].data();
-        const int32_t* idx = p.level_index[s - 1];
-        const double* coef = p.level_coef[s - 1];
-        for (int64_t e = 0; e < p.level_count[s - 1]; ++e) {
-          const T cf = T(coef[e]);
-          axpy_product(dprev + idx[3 * e] * C, dout + idx[3 * e + 2] * C, P0 + idx[3 * e + 1] * C, cf, C);
-          axpy_product(dP0 + idx[3 * e + 1] * C, dout + idx[3 * e + 2] * C, prev + idx[3 * e] * C, cf, C);
-        }
-      }
-      T* ga = grad_A + n * C * p.D;
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t k = 0; k < p.D; ++k) ga[c * p.D + k] = dP0[k * C + c];
+      atom_forward<T, false>(p, A + n * C * p.D, nullptr, Wz, b);
+      load_rows<T, false>(g.data(), grad + n * C * p.dout, nullptr, C, p.dout);
+      atom_backward<T, false>(p, Wz, b, g.data(), d, dW_here ? dW_here + species[n] * p.P * C : nullptr);
+      store_rows<T, false>(grad_A + n * C * p.D, d.levels[0].data(), C, p.D, 0);
     }
   });
-  if (grad_W) {
-    for (auto& part : dW_parts) {
+  for (auto& part : dW.parts)
+    if (!part.empty())
+      for (int64_t i = 0; i < dW.size; ++i) grad_W[i] += part[i];
+}
+
+// Backward of the backward (grad_A, grad_W) = d<G, B>/d(A, W) with upstream gradients (u, v) of
+// (grad_A, grad_W): forward-over-reverse. With A + eps u and W + eps v, the eps parts of B,
+// grad_A and grad_W are the derivatives wanted: d/dG = J (u, v), d/dA and d/dW (the Hessian of
+// <G, B> is symmetric, and B is linear in W).
+template <typename T>
+void double_backward_impl(const Plan& p, const T* A, const T* W, const int64_t* species, const T* grad, const T* u,
+                          const T* v, T* d_grad, T* d_A, T* d_W, int64_t N, int64_t num_species) {
+  const int64_t C = p.C, R = 2 * C, PC = p.P * C;
+  std::vector<T> Wdual(num_species * p.P * R);  // [Z][P][R]: weights and their tangents
+  for (int64_t z = 0; z < num_species; ++z)
+    for (int64_t k = 0; k < p.P; ++k)
+      for (int64_t c = 0; c < C; ++c) {
+        Wdual[(z * p.P + k) * R + c] = W[z * PC + k * C + c];
+        Wdual[(z * p.P + k) * R + C + c] = v ? v[z * PC + k * C + c] : T(0);
+      }
+  WeightGrads<T> dW(d_W != nullptr, num_species * p.P * R);
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    Buffers<T, true> b(p), d(p);
+    std::vector<T> g(p.dout * R), B(d_grad ? p.dout * R : 0);
+    T* dW_here = dW.mine();
+    for (int64_t n = begin; n < end; ++n) {
+      const T* Wz = Wdual.data() + species[n] * p.P * R;
+      atom_forward<T, true>(p, A + n * C * p.D, u ? u + n * C * p.D : nullptr, Wz, b);
+      if (d_grad) {
+        atom_output<T, true>(p, Wz, b, B.data());
+        store_rows<T, true>(d_grad + n * C * p.dout, B.data(), C, p.dout, 1);
+      }
+      if (d_A || d_W) {
+        load_rows<T, true>(g.data(), grad + n * C * p.dout, nullptr, C, p.dout);
+        atom_backward<T, true>(p, Wz, b, g.data(), d, dW_here ? dW_here + species[n] * p.P * R : nullptr);
+        if (d_A) store_rows<T, true>(d_A + n * C * p.D, d.levels[0].data(), C, p.D, 1);
+      }
+    }
+  });
+  if (d_W) {
+    std::fill(d_W, d_W + num_species * PC, T(0));
+    for (auto& part : dW.parts) {
       if (part.empty()) continue;
-      for (int64_t i = 0; i < num_species * p.P * C; ++i) grad_W[i] += part[i];
+      for (int64_t zk = 0; zk < num_species * p.P; ++zk)
+        for (int64_t c = 0; c < C; ++c) d_W[zk * C + c] += part[zk * R + C + c];
     }
   }
 }
@@ -243,7 +336,41 @@ std::vector<torch::Tensor> product_backward(torch::Tensor grad, torch::Tensor A,
   return {grad_A, need_W ? grad_W : torch::empty({0}, A.options())};
 }
 
+// upstream gradients u (of dB/dA, or empty) and v (of dB/dW, or empty) -> (d grad, d A, d W), empty where
+// not needed
+std::vector<torch::Tensor> product_double_backward(torch::Tensor grad, torch::Tensor A, torch::Tensor W,
+                                                   torch::Tensor species, torch::Tensor u, torch::Tensor v,
+                                                   bool need_grad, bool need_A, bool need_W, int64_t dout,
+                                                   std::vector<int64_t> level_dims,
+                                                   std::vector<torch::Tensor> level_index,
+                                                   std::vector<torch::Tensor> level_coef, torch::Tensor collapse,
+                                                   torch::Tensor horner, torch::Tensor final_index,
+                                                   torch::Tensor final_coef, int64_t n_s) {
+  A = A.contiguous();
+  W = W.contiguous();
+  grad = grad.contiguous();
+  species = species.contiguous();
+  const bool has_u = u.numel() > 0, has_v = v.numel() > 0;
+  if (has_u) u = u.contiguous();
+  if (has_v) v = v.contiguous();
+  Plan p = make_plan(A, W, dout, level_dims, level_index, level_coef, collapse, horner, final_index, final_coef, n_s);
+  auto empty = torch::empty({0}, A.options());
+  auto d_grad = need_grad ? torch::empty_like(grad) : empty;
+  auto d_A = need_A ? torch::empty_like(A) : empty;
+  auto d_W = need_W ? torch::empty_like(W) : empty;
+  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "product_double_backward", [&] {
+    double_backward_impl<scalar_t>(p, A.data_ptr<scalar_t>(), W.data_ptr<scalar_t>(), species.data_ptr<int64_t>(),
+                                   grad.data_ptr<scalar_t>(), has_u ? u.data_ptr<scalar_t>() : nullptr,
+                                   has_v ? v.data_ptr<scalar_t>() : nullptr,
+                                   need_grad ? d_grad.data_ptr<scalar_t>() : nullptr,
+                                   need_A ? d_A.data_ptr<scalar_t>() : nullptr,
+                                   need_W ? d_W.data_ptr<scalar_t>() : nullptr, A.size(0), W.size(0));
+  });
+  return {d_grad, d_A, d_W};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &product_forward, "product basis, forward");
   m.def("backward", &product_backward, "product basis, backward");
+  m.def("double_backward", &product_double_backward, "product basis, backward of the backward");
 }

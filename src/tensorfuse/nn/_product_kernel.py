@@ -9,7 +9,7 @@ per-thread buffer, vectorized over channels.
 The maths is not re-derived here: :func:`kernel_plan` lists the same paths, copies, weights and
 coupling blocks as the tensor path (``ProductBasis._plan``) as sparse entries, so both paths give
 the same numbers (tests to 1e-12). Building: :mod:`tensorfuse.nn._kernels`. For CUDA, tracing
-(compile/export), the latent variant or a second derivative, the tensor path runs instead.
+(compile/export) or the latent variant, the tensor path runs instead.
 """
 
 from __future__ import annotations
@@ -108,9 +108,10 @@ def kernel_plan(basis_module) -> dict:
 class FusedProductBasis(torch.autograd.Function):
     """``B = ProductBasis(A)`` by the kernel; ``W`` are the scaled weights ``[Z, C, P]``.
 
-    First derivatives (forces; weight gradients) come from the kernel. A graph of the backward
-    (training on forces) is built by re-running the tensor path inside the backward, so second
-    derivatives are exact too, at the tensor path's cost.
+    First derivatives (forces; weight gradients) come from the kernel. Where a graph of the
+    backward is built (training on forces) the backward is :class:`_FusedProductBasisBackward`,
+    whose own backward is the kernel's forward-over-reverse pass. A batch of cotangents (vmap)
+    re-runs the tensor path inside the backward instead.
     """
 
     @staticmethod
@@ -123,17 +124,53 @@ class FusedProductBasis(torch.autograd.Function):
     def backward(ctx, grad):
         A, W, species = ctx.saved_tensors
         need_A, need_W = ctx.needs_input_grad[:2]
-        graph = torch.is_grad_enabled()
-        if graph or _is_batched(grad):
-            # a graph of this backward is wanted, or a batch of cotangents (vmap): the tensor path
+        if _is_batched(grad):
+            # a batch of cotangents (vmap): the tensor path, which vmap can batch
             with torch.enable_grad():
                 out = ctx.module._tensor_forward(A, species, W)
                 inputs = [t for t, need in ((A, need_A), (W, need_W)) if need]
-                grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=graph))
+                grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=torch.is_grad_enabled()))
             return (next(grads) if need_A else None, next(grads) if need_W else None, None, None, None, None)
+        if torch.is_grad_enabled():  # a graph of this backward is wanted (forces in a training loss)
+            grad_A, grad_W = _FusedProductBasisBackward.apply(grad, A, W, species, ctx.module, ctx.plan, ctx.kernel,
+                                                             need_W)
+            return (grad_A if need_A else None, grad_W, None, None, None, None)
         grad_A, grad_Wt = ctx.kernel.backward(grad, A, W.transpose(1, 2), species, need_W,
                                                ctx.module.irreps_out.dim, *_args(ctx.plan))
         return (grad_A if need_A else None, grad_Wt.transpose(1, 2) if need_W else None, None, None, None, None)
+
+
+class _FusedProductBasisBackward(torch.autograd.Function):
+    """``(dB/dA, dB/dW)`` contracted with ``grad``, as an operation with a kernel backward.
+
+    Its backward (upstream gradients ``u`` of ``grad_A``, ``v`` of ``grad_W``) is forward-over-reverse
+    in the kernel: the backward pass run on dual numbers ``A + eps u``, ``W + eps v``. Third
+    derivatives are not supported (nothing in training needs them).
+    """
+
+    @staticmethod
+    def forward(ctx, grad, A, W, species, module, plan, kernel, need_W):
+        ctx.save_for_backward(grad, A, W, species)
+        ctx.module, ctx.plan, ctx.kernel = module, plan, kernel
+        ctx.set_materialize_grads(False)
+        grad_A, grad_Wt = kernel.backward(grad, A, W.transpose(1, 2), species, need_W, module.irreps_out.dim,
+                                          *_args(plan))
+        return grad_A, (grad_Wt.transpose(1, 2) if need_W else None)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, u, v):
+        grad, A, W, species = ctx.saved_tensors
+        need_grad, need_A, need_W = ctx.needs_input_grad[:3]
+        if u is None and v is None:
+            return (None,) * 8
+        empty = A.new_empty(0)
+        d_grad, d_A, d_Wt = ctx.kernel.double_backward(
+            grad, A, W.transpose(1, 2), species, empty if u is None else u,
+            empty if v is None else v.transpose(1, 2), need_grad, need_A, need_W, ctx.module.irreps_out.dim,
+            *_args(ctx.plan))
+        return (d_grad if need_grad else None, d_A if need_A else None, d_Wt.transpose(1, 2) if need_W else None,
+                None, None, None, None, None)
 
 
 def _args(plan: dict) -> tuple:

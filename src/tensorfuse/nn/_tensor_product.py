@@ -90,15 +90,11 @@ class _FusedMessagePassing(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, x2, w, sender, receiver, coupling, expand, num_nodes, chunk, kernel=None):
+    def forward(ctx, h, x2, w, sender, receiver, coupling, expand, num_nodes, chunk):
         ctx.save_for_backward(h, x2, w, sender, receiver, coupling, expand)
-        ctx.chunk, ctx.kernel = chunk, kernel
+        ctx.chunk = chunk
         channels, d1 = h.shape[1], h.shape[2]
         d_out = coupling.shape[1] // d1
-        if kernel is not None and h.shape[0] == num_nodes:
-            module, U, pairs, path = kernel  # U: the couplings of the used pairs, [d2, pairs]
-            A = module.forward(h.transpose(1, 2), x2 @ U, w, sender, receiver, pairs, path, d_out)
-            return A.transpose(1, 2).contiguous()
         A = h.new_zeros(num_nodes, channels, d_out)
         for sl in _chunks(x2.shape[0], chunk):
             M = (x2[sl] @ coupling).view(-1, d1, d_out)
@@ -115,15 +111,9 @@ class _FusedMessagePassing(torch.autograd.Function):
             # itself a fused, differentiable operation
             grads = _FusedMessagePassingBackward.apply(grad_A, h, x2, w, sender, receiver, coupling, expand,
                                                        ctx.chunk, need)
-        elif ctx.kernel is not None and not _is_batched(grad_A):
-            module, U, pairs, path = ctx.kernel
-            grad_h, grad_M, grad_w = module.backward(grad_A.transpose(1, 2), h.transpose(1, 2), x2 @ U, w, sender,
-                                                     receiver, pairs, path, grad_A.shape[2], *need)
-            grads = (grad_h.transpose(1, 2) if need[0] else None, grad_M @ U.T if need[1] else None,
-                     grad_w if need[2] else None)
         else:
             grads = _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, ctx.chunk, need)
-        return (*grads, None, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None)
 
 
 def _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need):
@@ -254,6 +244,104 @@ class _FusedMessagePassingBackward(torch.autograd.Function):
         return d_gA, d_h, d_x2, d_w, None, None, None, None, None, None
 
 
+class _KernelMessagePassing(torch.autograd.Function):
+    """:class:`_FusedMessagePassing` by the C++ kernel (``_message_kernel.cpp``), from ``M = x2 @ U``
+    (``[E, pairs]``, only the (i, o) pairs the coupling can fill; computed outside, so its derivative
+    is an ordinary matrix product). Node tensors are transposed to the kernel's ``[N, D, C]``.
+
+    The function is trilinear in ``(h, M, w)``, so every derivative of it, the second ones of
+    training on forces included (:class:`_KernelMessagePassingBackward`), is again a sum of the
+    kernel's forward and backward with some arguments replaced by upstream gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, h, M, w, sender, receiver, tables):
+        ctx.save_for_backward(h, M, w, sender, receiver)
+        ctx.tables = tables
+        return _kernel_forward(tables, h, M, w, sender, receiver)
+
+    @staticmethod
+    def backward(ctx, grad_A):
+        h, M, w, sender, receiver = ctx.saved_tensors
+        need = ctx.needs_input_grad[:3]
+        if _is_batched(grad_A):  # a batch of cotangents (vmap): the tensor path, with U = the pair selection
+            module, _, pairs, path, d_out = ctx.tables
+            select = torch.zeros(pairs.shape[0], h.shape[2] * d_out, dtype=M.dtype)
+            select[torch.arange(pairs.shape[0]), pairs[:, 0].long() * d_out + pairs[:, 1].long()] = 1.0
+            expand = torch.zeros(w.shape[2], d_out, dtype=w.dtype)
+            expand[path.long(), torch.arange(d_out)] = 1.0
+            grads = _message_passing_vjp_out_of_place(grad_A, h, M, w, sender, receiver, select, expand,
+                                                      max(16, M.shape[0]), need)
+        elif torch.is_grad_enabled():  # a graph of the backward (forces in a training loss)
+            grads = _KernelMessagePassingBackward.apply(grad_A, h, M, w, sender, receiver, ctx.tables, need)
+        else:
+            grads = _kernel_backward(ctx.tables, grad_A, h, M, w, sender, receiver, need)
+        return (*grads, None, None, None)
+
+
+class _KernelMessagePassingBackward(torch.autograd.Function):
+    """``(grad_h, grad_M, grad_w)`` of :class:`_KernelMessagePassing`, with a kernel backward.
+
+    With ``f(h, M, w)`` the trilinear forward and upstream gradients ``a`` (of grad_h), ``c`` (of
+    grad_M), ``b`` (of grad_w), the scalar being differentiated is
+    ``<G, f(a, M, w) + f(h, c, w) + f(h, M, b)>``, so
+
+        d G = f(a, M, w) + f(h, c, w) + f(h, M, b),
+        d h = f_h'(G; c, w) + f_h'(G; M, b),   d M = f_M'(G; a, w) + f_M'(G; h, b),
+        d w = f_w'(G; a, M) + f_w'(G; h, c),
+
+    where ``f_x'(G; ...)`` is the kernel's backward for ``x``: three forward and three backward
+    kernel calls. Third derivatives are not supported (nothing in training needs them).
+    """
+
+    @staticmethod
+    def forward(ctx, grad_A, h, M, w, sender, receiver, tables, need):
+        ctx.save_for_backward(grad_A, h, M, w, sender, receiver)
+        ctx.tables = tables
+        ctx.set_materialize_grads(False)
+        return _kernel_backward(tables, grad_A, h, M, w, sender, receiver, need)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, a, c, b):
+        G, h, M, w, sender, receiver = ctx.saved_tensors
+        need_G, need_h, need_M, need_w = ctx.needs_input_grad[:4]
+        tables = ctx.tables
+        d_G = d_h = d_M = d_w = None
+
+        def add(total, part):
+            return part if total is None else total + part
+
+        if need_G:
+            for args in ((a, M, w), (h, c, w), (h, M, b)):
+                if all(x is not None for x in args):
+                    d_G = add(d_G, _kernel_forward(tables, *args, sender, receiver))
+        if c is not None and (need_h or need_w):
+            gh, _, gw = _kernel_backward(tables, G, h, c, w, sender, receiver, (need_h, False, need_w))
+            d_h, d_w = add(d_h, gh), add(d_w, gw)
+        if a is not None and (need_M or need_w):
+            _, gM, gw = _kernel_backward(tables, G, a, M, w, sender, receiver, (False, need_M, need_w))
+            d_M, d_w = add(d_M, gM), add(d_w, gw)
+        if b is not None and (need_h or need_M):
+            gh, gM, _ = _kernel_backward(tables, G, h, M, b, sender, receiver, (need_h, need_M, False))
+            d_h, d_M = add(d_h, gh), add(d_M, gM)
+        return d_G, d_h, d_M, d_w, None, None, None, None
+
+
+def _kernel_forward(tables, h, M, w, sender, receiver):
+    module, _, pairs, path, d_out = tables
+    A = module.forward(h.transpose(1, 2), M, w, sender, receiver, pairs, path, d_out)
+    return A.transpose(1, 2).contiguous()
+
+
+def _kernel_backward(tables, grad_A, h, M, w, sender, receiver, need):
+    module, _, pairs, path, d_out = tables
+    grad_h, grad_M, grad_w = module.backward(grad_A.transpose(1, 2), h.transpose(1, 2), M, w, sender, receiver,
+                                             pairs, path, d_out, *need)
+    return (grad_h.transpose(1, 2) if need[0] else None, grad_M if need[1] else None,
+            grad_w if need[2] else None)
+
+
 def _message_passing_reference(h, x2, w, sender, receiver, coupling, expand, num_nodes):
     """The same function as :class:`_FusedMessagePassing` with plain differentiable operations."""
     d1 = h.shape[2]
@@ -381,9 +469,13 @@ class ChannelwiseTensorProduct(torch.nn.Module):
                 return message_passing(h, x2, weights, sender, receiver, *tables, d_out)
             return _message_passing_reference(h, x2, weights, sender, receiver, self.coupling,
                                               self.path_expansion, num_nodes)
+        kernel = self._kernel(h) if h.shape[0] == num_nodes else None
+        if kernel is not None:
+            module, U, pairs, path = kernel  # U: the couplings of the used pairs, [d2, pairs]
+            return _KernelMessagePassing.apply(h, x2 @ U, weights, sender, receiver, (module, U, pairs, path, d_out))
         chunk = max(16, (1 << 19) // (self.channels * d_out))  # about 4 MB of float64 messages per chunk
         return _FusedMessagePassing.apply(
-            h, x2, weights, sender, receiver, self.coupling, self.path_expansion, num_nodes, chunk, self._kernel(h)
+            h, x2, weights, sender, receiver, self.coupling, self.path_expansion, num_nodes, chunk
         )
 
     def _kernel(self, h: torch.Tensor):
