@@ -1,5 +1,5 @@
 """Cost of the many-body product against hidden l_max and correlation order: tensorfuse's product
-bases (symmetric in both bases, latent, MACE's contraction variant) and MACE itself.
+bases (symmetric in both bases, latent, reduced, MACE's contraction variant) and MACE itself.
 
 ICTP's claim is that Cartesian products stay cheap where spherical ones do not. Per case (a fresh
 process): the time to build the model, its parameter count, the median time of an energy+forces
@@ -7,6 +7,8 @@ call on one ethanol molecule (rMD17 frame 0) and the process's peak resident mem
 calls together, above the memory after the imports). Every model has 2 layers, 64 channels, edge
 harmonics up to max(3, l_max), r_max 5 Å, 8 Bessel functions, radial MLP 64-64-64, float64, elements
 H, C, O, Si; only the hidden l_max (L), the correlation order and the product basis change.
+The reduced variant keeps ``--level-copies`` copies of each irrep after every product and caps
+intermediate degrees at L (``l_internal = L``; the other variants use their default, max(3, L)).
 
 A case that runs longer than ``--timeout`` seconds or above ``--memory-limit`` GB is stopped and
 reported as such (MACE at L = 2, correlation >= 4 builds for minutes with tens of GB on this machine,
@@ -30,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from model_speed import SPECIES, without_unavailable_mace  # noqa: E402
 
-IMPLEMENTATIONS = ("cartesian-symmetric", "spherical-symmetric", "cartesian-latent", "cartesian-contraction", "mace")
+IMPLEMENTATIONS = ("cartesian-symmetric", "spherical-symmetric", "cartesian-latent", "cartesian-reduced",
+                   "spherical-reduced", "cartesian-contraction", "mace")
 
 
 def _rss_mb(field: str = "VmRSS", pid: str = "self") -> float:
@@ -56,6 +59,8 @@ def _build(case: dict, avg: float):
     mace = {"correlation": case["correlation"], "product_basis": product}
     if product == "latent":
         mace["latent_channels"] = case["latent_channels"]
+    if product == "reduced":
+        mace.update(level_copies=case["level_copies"], l_internal=L)
     return build_tensorfuse(basis, L, avg, torch.float64, mace=mace, l_max_edge=max(3, L))[0]
 
 
@@ -163,6 +168,7 @@ def main() -> None:
     parser.add_argument("--correlations", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
     parser.add_argument("--latent-channels", type=int, default=8, help="latent channels of cartesian-latent")
+    parser.add_argument("--level-copies", type=int, default=2, help="copies per irrep and level of *-reduced")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case")
     parser.add_argument("--memory-limit", type=float, default=12.0, help="GB per case")
@@ -189,7 +195,7 @@ def main() -> None:
             stopped = None
             for nu in args.correlations:
                 case = dict(impl=impl, lmax=L, correlation=nu, threads=args.threads,
-                            latent_channels=args.latent_channels)
+                            latent_channels=args.latent_channels, level_copies=args.level_copies)
                 if impl == "cartesian-contraction" and nu > 3:
                     continue  # MACE's contraction variant is built for correlation <= 3
                 # a higher order after a stop would only be stopped again: report it without running

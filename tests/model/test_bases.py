@@ -31,7 +31,7 @@ def assert_same_function(spherical, cartesian):
         assert float((a[key] - b[key]).detach().abs().max()) < 1e-8 * scale, key
 
 
-@pytest.mark.parametrize("variant", ["symmetric", "full", "latent", "contraction"])
+@pytest.mark.parametrize("variant", ["symmetric", "full", "latent", "reduced", "contraction"])
 @pytest.mark.parametrize("parity", ["natural", "all"])
 def test_cartesian_and_spherical_models_compute_the_same_function(variant, parity):
     if variant == "contraction" and parity == "all":

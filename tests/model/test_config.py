@@ -1,7 +1,7 @@
+import re
+
 import pytest
 import torch
-
-import re
 
 from tensorfuse import ModelConfig, Statistics, build_model
 from tensorfuse.model import CormorantOptions, MaceOptions
@@ -33,6 +33,8 @@ from tensorfuse.model import CormorantOptions, MaceOptions
         ("channels", "64", "channels='64': expected int"),
         ("r_max", True, "r_max=True: expected float"),
         ("mace", {"product_basis": "latent", "latent_channels": 1.5}, "latent_channels=1.5: expected int or null"),
+        ("mace", {"level_copies": 2}, "level_copies=2: applies only with product_basis='reduced'"),
+        ("mace", {"product_basis": "reduced", "level_copies": 0}, "level_copies=0: must be >= 1"),
     ],
 )
 def test_bad_configuration_names_field_and_value(field, value, match):

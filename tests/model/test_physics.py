@@ -33,6 +33,14 @@ class TestSphericalLatent(PotentialTests):
     config = ModelConfig(basis="spherical", mace=dict(product_basis="latent", latent_channels=2), **SMALL)
 
 
+class TestCartesianReduced(PotentialTests):
+    config = ModelConfig(basis="cartesian", mace=dict(product_basis="reduced", correlation=4, level_copies=1), **SMALL)
+
+
+class TestSphericalReduced(PotentialTests):
+    config = ModelConfig(basis="spherical", mace=dict(product_basis="reduced", correlation=4), **SMALL)
+
+
 class TestCartesianContraction(PotentialTests):
     config = ModelConfig(basis="cartesian", mace=dict(product_basis="contraction"), **SMALL)
 

@@ -13,6 +13,8 @@ CASES = [  # (A irreps, output irreps, correlation, variant, basis)
     ("1x0e+1x1o", "1x0e", 1, "symmetric", "spherical"),
     ("2x0e+1x1o+1x2e", "1x0e+1x1o", 4, "full", "spherical"),
     ("1x0e+1x1o+1x2e", "1x0e", 5, "symmetric", "cartesian"),
+    ("1x0e+1x1o+1x2e+1x3o", "1x0e+1x1o+1x2e", 4, "reduced", "cartesian"),
+    ("2x0e+1x1o+1x2e", "1x0e+1x1o", 5, "reduced", "spherical"),
 ]
 
 
@@ -41,7 +43,7 @@ def test_fused_equals_tensor_path_with_first_derivatives(irreps_a, irreps_out, c
 
     def call():
         out = pb(A, species)
-        return (out, *torch.autograd.grad(out, (A, pb.weights), cotangent))
+        return (out, *torch.autograd.grad(out, (A, *pb.parameters()), cotangent))  # reduced: mixing too
 
     fused, tensor = _both(pb, fn=call)
     for a, b in zip(fused, tensor):
@@ -81,7 +83,7 @@ def test_fused_second_derivatives_in_every_input(irreps_a, irreps_out, correlati
         energy = (pb(A, species).pow(2) * scale).sum()
         grad_A, grad_W = torch.autograd.grad(energy, (A, pb.weights), create_graph=True)
         loss = grad_A.pow(2).sum() + (grad_W * probe).sum()
-        return torch.autograd.grad(loss, (A, pb.weights, scale))
+        return torch.autograd.grad(loss, (A, *pb.parameters(), scale))
 
     fused, tensor = _both(pb, fn=call)
     for a, b in zip(fused, tensor):

@@ -14,7 +14,7 @@ from tensorfuse.o3 import SHAPES as FUSION_SHAPES
 from tensorfuse.utils._dataclasses import check_field_types
 
 ARCHITECTURES = ("mace", "cormorant")
-PRODUCT_BASES = ("symmetric", "full", "latent", "contraction", "fusion")  # of the MACE-style model
+PRODUCT_BASES = ("symmetric", "full", "latent", "reduced", "contraction", "fusion")  # of the MACE-style model
 SECOND_MESSAGES = ("shared", "distinct")  # of the Cormorant-style fusion block
 PARITIES = ("natural", "all")
 CONTRACTION_MAX_CORRELATION = 3
@@ -67,10 +67,13 @@ class MaceOptions:
     Attributes
     ----------
     product_basis : ``"symmetric"`` (default), ``"full"``, ``"latent"`` (ICTP's variants, any
-        correlation), ``"contraction"`` (MACE's symmetric contraction, correlation <= 3) or
-        ``"fusion"`` (fusion trees, see ``fusion_leaves``).
+        correlation), ``"reduced"`` (symmetric, with each level's copies mixed down to
+        ``level_copies``: cost and parameters linear in the correlation order), ``"contraction"``
+        (MACE's symmetric contraction, correlation <= 3) or ``"fusion"`` (fusion trees, see
+        ``fusion_leaves``).
     correlation : body order minus one of the product basis (1 = two-body messages only).
     latent_channels : channels of the latent product space (``"latent"`` only; default channels/4).
+    level_copies : copies of each irrep kept after every product (``"reduced"`` only; default 2).
     l_internal : cap on intermediate degrees of the product basis (default ``l_max_edge``; not for
         ``"contraction"``).
     fusion_leaves : leaves of the fusion trees (``"fusion"`` only): ``"density"`` (every leaf the
@@ -82,6 +85,7 @@ class MaceOptions:
     product_basis: str = "symmetric"
     correlation: int = 3
     latent_channels: int | None = None
+    level_copies: int | None = None
     l_internal: int | None = None
     fusion_leaves: str = "density"
     fusion_shape: str = "caterpillar"
@@ -99,11 +103,14 @@ class MaceOptions:
                      f"{CONTRACTION_MAX_CORRELATION}; use product_basis='symmetric', 'full' or 'latent' for more")
         if self.latent_channels is not None and self.latent_channels < 1:
             _fail_in("mace", "latent_channels", self.latent_channels, "must be >= 1")
+        if self.level_copies is not None and self.level_copies < 1:
+            _fail_in("mace", "level_copies", self.level_copies, "must be >= 1")
         if self.fusion_leaves not in FUSION_MODES:
             _fail_in("mace", "fusion_leaves", self.fusion_leaves, f"expected one of {FUSION_MODES}")
         if self.fusion_shape not in FUSION_SHAPES:
             _fail_in("mace", "fusion_shape", self.fusion_shape, f"expected one of {FUSION_SHAPES}")
         _only_with(self, "latent_channels", self.product_basis == "latent", "product_basis='latent'")
+        _only_with(self, "level_copies", self.product_basis == "reduced", "product_basis='reduced'")
         _only_with(self, "l_internal", self.product_basis != "contraction", "a product basis other than 'contraction'")
         for name in ("fusion_leaves", "fusion_shape"):
             _only_with(self, name, self.product_basis == "fusion", "product_basis='fusion'")

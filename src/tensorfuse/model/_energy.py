@@ -139,7 +139,8 @@ class EnergyLayer(torch.nn.Module):
         else:
             self.product = ProductBasis(
                 irreps_a, irreps_out, c, mace.correlation, num_species, mace.product_basis, basis,
-                l_internal=mace.l_internal, latent_channels=mace.latent_channels, dtype=dtype,
+                l_internal=mace.l_internal, latent_channels=mace.latent_channels, level_copies=mace.level_copies,
+                dtype=dtype,
             )
         self.linear = IrrepsLinear(irreps_out, irreps_out, c, c, dtype=dtype)
         # MACE's first layer has no residual: its input is the bare species embedding

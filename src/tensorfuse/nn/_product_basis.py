@@ -10,7 +10,12 @@ Zaverkin et al. 2024):
 * ``"symmetric"``: as full, but the first product ``A ⊗ A`` keeps one of each pair of swapped
   paths and drops those that vanish for identical factors (odd couplings of an irrep with itself);
 * ``"latent"``: symmetric products in a smaller latent channel space (``A`` projected down), then
-  weights that couple latent channels, paths and species to the output channels.
+  weights that couple latent channels, paths and species to the output channels;
+* ``"reduced"``: as symmetric, but after each product the copies of every irrep (one per path) are
+  mixed, channel by channel with learned weights, down to ``level_copies`` copies, so every level
+  has the same width: parameters and cost grow linearly with the correlation order instead of
+  geometrically (a low-rank form of the symmetric basis, which it equals in span only when
+  ``level_copies`` reaches the number of paths).
 
 Intermediate degrees are pruned only where they cannot reach an output (or above ``l_internal``
 when given), so the span is that of all caterpillar trees. The last product is evaluated
@@ -37,7 +42,7 @@ from tensorfuse.nn._product_kernel import FusedProductBasis, kernel_plan, load_k
 from tensorfuse.nn._tensor_product import _is_batched
 from tensorfuse.o3 import MAX_L, Irrep, Irreps, get_basis
 
-VARIANTS = ("full", "symmetric", "latent")
+VARIANTS = ("full", "symmetric", "latent", "reduced")
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,12 @@ class _ProductPlan:
     """Which paths each ``P_nu`` has, and how they are grouped (pure bookkeeping)."""
 
     def __init__(self, irreps_a: Irreps, irreps_out: Irreps, correlation: int, symmetric: bool,
-                 l_internal: int | None):
+                 l_internal: int | None, level_copies: int | None = None):
         self.a_irreps = _a_irreps(irreps_a)
+        # reduced variant: the products of each step ("raw", one copy per path) are mixed down to
+        # level_copies copies per irrep before the next step; raw_layers[k] lists them (None: unmixed)
+        self.level_copies = level_copies
+        self.raw_layers: list[list[Irrep] | None] = [None]
         out_types = [ir for _, ir in irreps_out]
         l_a = max(ir.l for ir in self.a_irreps)
         l_out = max(ir.l for ir in out_types)
@@ -110,7 +119,13 @@ class _ProductPlan:
                     bundles.append(_Bundle(ir_q, tuple(groups)))
             self.steps.append(bundles)
             if not last:
-                self.layers.append([g.ir_out for b in bundles for g in b.groups for _ in g.q_copies])
+                raw = [g.ir_out for b in bundles for g in b.groups for _ in g.q_copies]
+                if level_copies is None:
+                    self.raw_layers.append(None)
+                    self.layers.append(raw)
+                else:
+                    self.raw_layers.append(raw)
+                    self.layers.append([ir for ir in dict.fromkeys(raw) for _ in range(level_copies)])
         self.final = self.steps[-1] if correlation >= 2 else []
 
     def final_groups(self) -> list[_Group]:
@@ -136,6 +151,7 @@ class ProductBasis(torch.nn.Module):
         basis="spherical",
         l_internal: int | None = None,
         latent_channels: int | None = None,
+        level_copies: int | None = None,
         dtype: torch.dtype | None = None,
     ):
         super().__init__()
@@ -151,7 +167,11 @@ class ProductBasis(torch.nn.Module):
         self.channels, self.num_species = channels, num_species
         self.latent = variant == "latent"
         self.work_channels = (latent_channels or max(channels // 4, 1)) if self.latent else channels
-        plan = _ProductPlan(self.irreps_a, self.irreps_out, correlation, variant != "full", l_internal)
+        if level_copies is not None and (variant != "reduced" or level_copies < 1):
+            raise ValueError(f"level_copies must be >= 1 and needs variant='reduced', got {level_copies} ({variant})")
+        self.level_copies = (level_copies or 2) if variant == "reduced" else None
+        plan = _ProductPlan(self.irreps_a, self.irreps_out, correlation, variant != "full", l_internal,
+                            self.level_copies)
         self._plan = plan
         out_types = [ir for _, ir in self.irreps_out]
         missing = [ir for ir in out_types if not (any(ir in layer for layer in plan.layers)
@@ -219,6 +239,17 @@ class ProductBasis(torch.nn.Module):
         self._weight_chunks = chunks
         self.weights = torch.nn.Parameter(torch.randn(num_species, channels, self.num_paths, dtype=dtype))
         self.register_buffer("path_scale", torch.tensor(scale, dtype=dtype), persistent=False)
+        # reduced variant: mixing weights per step and irrep, [C, copies_out * copies_in] each (shared
+        # by the species), scaled so that mixed copies keep unit variance
+        self._mix_chunks: list[tuple[int, Irrep, int]] = []
+        for step, raw in enumerate(plan.raw_layers):
+            if raw is not None:
+                self._mix_chunks += [(step, ir, raw.count(ir)) for ir in dict.fromkeys(raw)]
+        if self._mix_chunks:
+            K = self.level_copies
+            self.mixing = torch.nn.Parameter(torch.randn(channels, sum(K * j for *_, j in self._mix_chunks), dtype=dtype))
+            mix_scale = [1 / math.sqrt(j) for *_, j in self._mix_chunks for _ in range(K * j)]
+            self.register_buffer("mixing_scale", torch.tensor(mix_scale, dtype=dtype), persistent=False)
 
     # -- execution -----------------------------------------------------------------------------
     # Products are kept as {irrep type: [N, C, copies, d]} and inputs are split once rather than
@@ -238,8 +269,12 @@ class ProductBasis(torch.nn.Module):
             return x
         return x.index_select(2, torch.tensor(copies, device=x.device))
 
-    def _products(self, A: torch.Tensor, A_blocks: list[torch.Tensor]) -> list[dict[Irrep, torch.Tensor]]:
-        """The materialized products ``P_1 = A, ..., P_(nu-1)`` as {irrep: [N, C, copies, d]}."""
+    def _products(self, A: torch.Tensor, A_blocks: list[torch.Tensor],
+                  mixing: torch.Tensor | None = None) -> list[dict[Irrep, torch.Tensor]]:
+        """The materialized products ``P_1 = A, ..., P_(nu-1)`` as {irrep: [N, C, copies, d]}; with
+        ``mixing`` (``[C, ...]``, scaled; the reduced variant) each step's copies are mixed down."""
+        mixes = iter(mixing.split([self.level_copies * j for *_, j in self._mix_chunks], dim=-1)) \
+            if mixing is not None else None
         first: dict[Irrep, list[torch.Tensor]] = {}
         for ir, block in zip(self._plan.a_irreps, A_blocks):
             first.setdefault(ir, []).append(block.unsqueeze(2))
@@ -250,7 +285,12 @@ class ProductBasis(torch.nn.Module):
                 outputs = self._bundle_products(layers[-1][bundle.ir_q], A, step, k, bundle)
                 for g, y in zip(bundle.groups, outputs):
                     grown.setdefault(g.ir_out, []).append(y)
-            layers.append({ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in grown.items()})
+            layer = {ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in grown.items()}
+            if mixes is not None and self._plan.raw_layers[step] is not None:
+                c = A.shape[1]
+                layer = {ir: torch.matmul(next(mixes).view(c, self.level_copies, x.shape[2]), x)
+                         for ir, x in layer.items()}
+            layers.append(layer)
         return layers
 
     def _bundle_products(self, x: torch.Tensor, A: torch.Tensor, step: int, k: int, bundle: _Bundle):
@@ -284,6 +324,9 @@ class ProductBasis(torch.nn.Module):
             A = self.down(A)
             return self._latent_forward(A, self._products(A, list(A.split(self._a_dims, dim=-1))), species)
         W = self.weights * self.path_scale
+        if self._mix_chunks:  # the reduced variant's mixing weights ride along as columns of every species
+            mixing = (self.mixing * self.mixing_scale).expand(W.shape[0], -1, -1)
+            W = torch.cat([W, mixing], dim=-1)
         if torch.compiler.is_compiling():  # the kernel as an operator of the graph, where it is ready
             plan = self._kernel_plan
             if self.fused and plan is not None and is_loaded("product") and A.device.type == "cpu":
@@ -307,9 +350,12 @@ class ProductBasis(torch.nn.Module):
         return load_kernel()
 
     def _tensor_forward(self, A: torch.Tensor, species: torch.Tensor, W_scaled: torch.Tensor) -> torch.Tensor:
-        """The product basis with tensor operations; ``W_scaled`` = weights times path scales ``[Z, C, P]``."""
+        """The product basis with tensor operations; ``W_scaled`` = weights times path scales ``[Z, C, P]``
+        (then the mixing weights, the same for every species, in the reduced variant)."""
         A_blocks = list(A.split(self._a_dims, dim=-1))
-        layers = self._products(A, A_blocks)
+        mixing = W_scaled[0, :, self.num_paths:] if self._mix_chunks else None
+        W_scaled = W_scaled[..., : self.num_paths]
+        layers = self._products(A, A_blocks, mixing)
         n, c = A.shape[:2]
         W = species_rows(W_scaled, species)
         W_chunks = iter(W.split(self._weight_chunks, dim=-1))
@@ -350,6 +396,7 @@ class ProductBasis(torch.nn.Module):
         return (
             f"A={self.channels}x({self.irreps_a}) -> {self.irreps_out}, correlation={self.correlation}, "
             f"variant={self.variant}, basis={self.basis.name}"
+            + (f", level_copies={self.level_copies}" if self.level_copies else "")
         )
 
 

@@ -6,6 +6,8 @@
 // Python (_product_kernel.py) from the same plan and coupling blocks as the tensor path:
 //
 //   level s >= 1:  P_s[out] += coef * P_(s-1)[x] * A[a]             (P_0 = A)
+//     or, a level given without coefficients (a "mixing" level of the reduced variant):
+//                  P_s[out] += W[k] * P_(s-1)[x]                    (index rows (x, k, out))
 //   collapse:      B[out]   += W[k] * P_level[col]
 //   Horner sums:   S[s]     += W[k] * P_last[col]
 //   final:         B[out]   += coef * S[s] * A[a]
@@ -104,6 +106,11 @@ void atom_forward(const Plan& p, const T* A, const T* A_tangent, const T* Wz, Bu
     const T* prev = b.levels[s - 1].data();
     const int32_t* idx = p.level_index[s - 1];
     const double* coef = p.level_coef[s - 1];
+    if (coef == nullptr) {  // mixing level
+      for (int64_t e = 0; e < p.level_count[s - 1]; ++e)
+        axpy_weighted<T, D>(out + idx[3 * e + 2] * R, Wz + idx[3 * e + 1] * R, prev + idx[3 * e] * R, C);
+      continue;
+    }
     for (int64_t e = 0; e < p.level_count[s - 1]; ++e)
       axpy_product<T, D>(out + idx[3 * e + 2] * R, prev + idx[3 * e] * R, P0 + idx[3 * e + 1] * R, T(coef[e]), C);
   }
@@ -166,6 +173,14 @@ void atom_backward(const Plan& p, const T* Wz, const Buffers<T, D>& b, const T* 
     const T* dout = d.levels[s].data();
     const int32_t* idx = p.level_index[s - 1];
     const double* coef = p.level_coef[s - 1];
+    if (coef == nullptr) {  // mixing level: P_s[out] += W[k] P_(s-1)[x]
+      for (int64_t e = 0; e < p.level_count[s - 1]; ++e) {
+        const int32_t* q = idx + 3 * e;
+        axpy_weighted<T, D>(dprev + q[0] * R, Wz + q[1] * R, dout + q[2] * R, C);
+        if (dWz) axpy_weighted<T, D>(dWz + q[1] * R, dout + q[2] * R, prev + q[0] * R, C);
+      }
+      continue;
+    }
     for (int64_t e = 0; e < p.level_count[s - 1]; ++e) {
       const T cf = T(coef[e]);
       axpy_product<T, D>(dprev + idx[3 * e] * R, dout + idx[3 * e + 2] * R, P0 + idx[3 * e + 1] * R, cf, C);
@@ -281,7 +296,8 @@ Plan make_plan(const torch::Tensor& A, const torch::Tensor& W, int64_t dout, con
   p.level_dims = level_dims;
   for (size_t i = 0; i < level_index.size(); ++i) {
     p.level_index.push_back(level_index[i].data_ptr<int32_t>());
-    p.level_coef.push_back(level_coef[i].data_ptr<double>());
+    // no coefficients: a mixing level (weights instead)
+    p.level_coef.push_back(level_coef[i].numel() > 0 ? level_coef[i].data_ptr<double>() : nullptr);
     p.level_count.push_back(level_index[i].size(0));
   }
   p.collapse = collapse.data_ptr<int32_t>();

@@ -52,6 +52,8 @@ def kernel_plan(basis_module) -> dict:
         return i, j, o, b[i, j, o]
 
     level_index, level_coef = [], []
+    kernel_level = [0]  # kernel level of each of the plan's layers (mixing adds levels)
+    mix_column = pb.num_paths  # the mixing weights follow the path weights in W
     for s in range(1, len(plan.layers)):
         here: dict = {}
         column = 0
@@ -65,17 +67,32 @@ def kernel_plan(basis_module) -> dict:
                     rows.append(torch.stack([x + i, a_start[g.a] + j, column + o], dim=1))
                     coefs.append(c)
                     column += g.ir_out.dim
-        offsets.append(here)
         level_dims.append(column)
         level_index.append(torch.cat(rows).to(torch.int32).contiguous())
         level_coef.append(torch.cat(coefs).contiguous())
+        if plan.raw_layers[s] is not None:  # a mixing level: level_copies copies of each irrep
+            mixed: dict = {}
+            column, rows = 0, []
+            for ir, positions in here.items():
+                for k in range(pb.level_copies):
+                    mixed.setdefault(ir, []).append(column)
+                    for position in positions:
+                        rows += [(position + o, mix_column, column + o) for o in range(ir.dim)]
+                        mix_column += 1
+                    column += ir.dim
+            here = mixed
+            level_dims.append(column)
+            level_index.append(torch.tensor(rows, dtype=torch.int32).reshape(-1, 3))
+            level_coef.append(torch.zeros(0, dtype=dtype))  # no coefficients: weights (see the .cpp)
+        offsets.append(here)
+        kernel_level.append(len(level_dims) - 1)
 
     collapse, k = [], 0
     for level, entries in enumerate(pb._collapse):
         for ir, count in entries:
             for copy in range(count):
                 for o in range(ir.dim):
-                    collapse.append((level, offsets[level][ir][copy] + o, out_offsets[ir] + o, k))
+                    collapse.append((kernel_level[level], offsets[level][ir][copy] + o, out_offsets[ir] + o, k))
                 k += 1
     last = len(plan.layers) - 1
     horner, final_rows, final_coefs, s = [], [], [], 0
@@ -90,7 +107,7 @@ def kernel_plan(basis_module) -> dict:
             final_coefs.append(c)
             s += g.ir_q.dim
         k += len(copies) * len(bundle.groups)
-    if k != pb.num_paths:
+    if k != pb.num_paths or mix_column != pb.num_paths + (pb.mixing.shape[1] if pb._mix_chunks else 0):
         raise RuntimeError(f"kernel plan covers {k} of {pb.num_paths} paths")
 
     def table(rows, width):
