@@ -19,7 +19,17 @@ via its ASE calculator).
 fitted to each model's training-set residuals (see ``shift_refit_errors``), the same fit for every
 code. ``--rescore`` tests the models of an earlier run again without training.
 
-    python benchmarks/accuracy.py [--molecules aspirin ethanol] [--budget 60] [--impls ...] [--rescore]
+Whole epochs leave MACE part of the budget unused, so two more tables read each code's validation
+curve (force RMSE on the 50 validation frames after every epoch, EMA weights, as both codes log
+it): at the same minutes of training (the last validation at or before each minute; minutes from
+the start of training, validation included, for both) and at the same epochs (speed is where an
+equal-time advantage comes from; this table shows what an epoch buys).
+
+``tensorfuse-<basis>-reduced5`` is the reduced product basis at correlation 5 (two copies per irrep
+and level, intermediate degrees capped at the hidden l_max), beside correlation 3 at equal cost.
+``--lmax`` sets the hidden l_max of every model (MACE's ``--max_L``).
+
+    python benchmarks/accuracy.py [--molecules aspirin ethanol] [--budget 60] [--impls ...] [--lmax 1] [--rescore]
 """
 
 from __future__ import annotations
@@ -38,7 +48,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from systems import RMD17  # noqa: E402
 
 KCAL = 0.0433641043
-IMPLEMENTATIONS = ("tensorfuse-cartesian", "tensorfuse-spherical", "mace")
+IMPLEMENTATIONS = ("tensorfuse-cartesian", "tensorfuse-spherical", "tensorfuse-cartesian-reduced5",
+                   "tensorfuse-spherical-reduced5", "mace")
+
+
+def tensorfuse_model(impl: str, lmax: int) -> dict:
+    """The model settings of a ``tensorfuse-<basis>[-reduced5]`` implementation (on top of MODEL)."""
+    parts = impl.split("-")
+    model = {"basis": parts[1], "l_max": lmax}
+    if parts[2:] == ["reduced5"]:
+        model["mace"] = {"product_basis": "reduced", "correlation": 5, "level_copies": 2, "l_internal": lmax}
+    return model
 
 
 def write_splits(molecule: str, folder: Path) -> dict:
@@ -93,12 +113,62 @@ def run_tensorfuse(model: dict, paths: dict, budget: float, output: Path) -> dic
             "params": params, **test_errors(predict, paths["test"]), **shift_refit_errors(predict, paths)}
 
 
-def _mace_command(paths: dict, output: Path, epochs: int) -> list[str]:
+def tensorfuse_curve(output: Path) -> list[tuple[float, int, float]]:
+    """``(minutes since the start of training, epoch, validation force RMSE in meV/Å)`` per epoch."""
+    points, minutes = [], 0.0
+    with open(output / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            minutes += float(row["time_s"]) / 60
+            points.append((minutes, int(row["epoch"]), float(row["valid_f_rmse"])))
+    return points
+
+
+def mace_curve(run_dir: Path) -> list[tuple[float, int, float]]:
+    """The same curve from a mace_run_train log (its epochs count from 0; here from 1)."""
+    import re
+    from datetime import datetime
+
+    def stamp(line: str) -> datetime:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+
+    lines = open(next((run_dir / "logs").glob("*[0-9].log"))).read().splitlines()
+    start = stamp(next(line for line in lines if "Started training" in line))
+    points = []
+    for line in lines:
+        match = re.search(r" INFO: Epoch (\d+):.*RMSE_F=\s*([0-9.]+) meV / A", line)
+        if match:
+            points.append(((stamp(line) - start).total_seconds() / 60, int(match[1]) + 1, float(match[2])))
+    return points
+
+
+def curve_tables(molecule: str, curves: dict, budget: float) -> list[str]:
+    """Markdown rows: validation force RMSE at matched minutes and at matched epochs."""
+    impls = list(curves)
+    minutes = [budget * k / 6 for k in range(1, 7)]
+    rows = [f"| {molecule} | minute | " + " | ".join(impls) + " |", "|" + "---|" * (2 + len(impls))]
+    for m in minutes:
+        cells = []
+        for impl in impls:
+            done = [p for p in curves[impl] if p[0] <= m + 1e-9]
+            cells.append(f"{done[-1][2]:.1f} (epoch {done[-1][1]})" if done else "-")
+        rows.append(f"| | {m:.1f} | " + " | ".join(cells) + " |")
+    epochs = sorted({e for impl in impls for _, e, _ in curves[impl]})
+    common = [e for e in epochs if all(any(p[1] == e for p in curves[impl]) for impl in impls)]
+    shown = sorted({e for e in common if e & (e - 1) == 0} | set(common[-1:]))  # powers of two and the last
+    rows += ["", f"| {molecule} | epoch | " + " | ".join(impls) + " |", "|" + "---|" * (2 + len(impls))]
+    for e in shown:
+        at = [next(p for p in curves[impl] if p[1] == e) for impl in impls]
+        cells = [f"{p[2]:.1f} ({p[0]:.1f} min)" for p in at]
+        rows.append(f"| | {e} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _mace_command(paths: dict, output: Path, epochs: int, lmax: int = 1) -> list[str]:
     return [
         str(Path(sys.executable).parent / "mace_run_train"), "--name=mace", "--seed=0", f"--work_dir={output}",
         f"--train_file={paths['train']}", f"--valid_file={paths['valid']}",
         "--energy_key=REF_energy", "--forces_key=REF_forces", "--E0s=average",
-        "--model=MACE", "--num_channels=64", "--max_L=1", "--num_interactions=2", "--correlation=3",
+        "--model=MACE", "--num_channels=64", f"--max_L={lmax}", "--num_interactions=2", "--correlation=3",
         "--max_ell=3", "--r_max=5.0", "--num_radial_basis=8", "--num_cutoff_basis=5",
         "--batch_size=5", "--valid_batch_size=10", "--lr=0.01", f"--max_num_epochs={epochs}",
         "--ema", "--ema_decay=0.99", "--amsgrad", "--default_dtype=float64", "--device=cpu",
@@ -119,16 +189,16 @@ def _mace_training_minutes(run_dir: Path) -> float:
     return (last - start).total_seconds() / 60
 
 
-def run_mace(paths: dict, budget: float, output: Path) -> dict:
+def run_mace(paths: dict, budget: float, output: Path, lmax: int = 1) -> dict:
     import os
 
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
     pilot_dir = output.parent / (output.name + "_pilot")
-    subprocess.run(_mace_command(paths, pilot_dir, 1), check=True, capture_output=True, env=env)
+    subprocess.run(_mace_command(paths, pilot_dir, 1, lmax), check=True, capture_output=True, env=env)
     epoch_minutes = _mace_training_minutes(pilot_dir)
     epochs = max(1, int(budget // epoch_minutes))
     start = time.perf_counter()
-    subprocess.run(_mace_command(paths, output, epochs), check=True, capture_output=True, env=env)
+    subprocess.run(_mace_command(paths, output, epochs, lmax), check=True, capture_output=True, env=env)
     wall = time.perf_counter() - start
     predict, params = mace_predictor(output)
     return {"wall_min": wall / 60, "train_min": _mace_training_minutes(output), "epochs": epochs,
@@ -203,16 +273,20 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0, help="minutes of training per model")
     parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
     parser.add_argument("--work", default="runs/accuracy", help="folder for data, runs and results")
+    parser.add_argument("--lmax", type=int, default=1, help="hidden l_max of every model")
     parser.add_argument("--rescore", action="store_true",
                         help="train nothing: test the models already in --work again (latest results.jsonl "
                              "record of each) and print the table")
     args = parser.parse_args()
+    import torch
+
     from tensorfuse.utils import tune_malloc
 
     tune_malloc()
     work = Path(args.work)
     budget = "the budget of each run" if args.rescore else f"budget {args.budget:g} min of training per model"
-    print(f"# rMD17, 950 train / 50 valid (train_01), tested on the 1000 frames of test_01; {budget}, 2 CPU threads")
+    print(f"# rMD17, 950 train / 50 valid (train_01), tested on the 1000 frames of test_01; {budget}, "
+          f"{torch.get_num_threads()} CPU thread(s), hidden l_max {args.lmax}")
     print("| molecule | model | params | epochs | train min | E MAE meV | F MAE meV/Å | E RMSE | F RMSE "
           "| E MAE, shift refit | F MAE vs MACE |")
     print("|" + "---|" * 11)
@@ -235,9 +309,9 @@ def main() -> None:
                                      **test_errors(predict, paths["test"]), **shift_refit_errors(predict, paths)}
                     continue
                 if impl == "mace":
-                    results[impl] = run_mace(paths, args.budget, out)
+                    results[impl] = run_mace(paths, args.budget, out, args.lmax)
                 else:
-                    results[impl] = run_tensorfuse({"basis": impl.split("-")[1]}, paths, args.budget, out)
+                    results[impl] = run_tensorfuse(tensorfuse_model(impl, args.lmax), paths, args.budget, out)
             except Exception as error:  # report and continue with the other models
                 print(f"# {impl} on {molecule} failed: {error}", file=sys.stderr)
                 continue
@@ -249,6 +323,17 @@ def main() -> None:
             print(f"| {molecule} | {impl} | {r['params']:,} | {r['epochs']} | {r['train_min']:.1f} | "
                   f"{r['e_mae_mev']:.1f} | {r['f_mae_mev']:.1f} | {r['e_rmse_mev']:.1f} | {r['f_rmse_mev']:.1f} | "
                   f"{r['e_mae_refit_mev']:.1f} | {ratio} |", flush=True)
+        curves = {}
+        for impl in results:
+            try:
+                out = work / molecule / impl
+                curves[impl] = mace_curve(out) if impl == "mace" else tensorfuse_curve(out)
+            except (OSError, StopIteration, KeyError, ValueError) as error:
+                print(f"# no validation curve for {impl} on {molecule}: {error}", file=sys.stderr)
+        if curves:
+            print(f"\n# validation force RMSE (meV/Å) along training, {molecule}: at matched minutes, then at "
+                  "matched epochs")
+            print("\n".join(curve_tables(molecule, curves, args.budget)), flush=True)
 
 
 if __name__ == "__main__":
