@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from tensorfuse.data import AtomicGraph, batch_graphs
-from tensorfuse.nn._kernels import tensor_paths
 
 
 class Potential(torch.nn.Module):
@@ -109,7 +108,7 @@ class Potential(torch.nn.Module):
         if create_graph:
             # training on forces: energy and derivatives traced into one graph (autograd.grad inside
             # it), so that the loss's backward is a first-order backward of that compiled graph
-            with torch._dynamo.config.patch(trace_autograd_ops=True), tensor_paths(self.energy_model):
+            with torch._dynamo.config.patch(trace_autograd_ops=True):
                 return self._compiled_derivatives(graph, forces, stress)
         # one backward pass per state retains the graph, which a backward compiled with donated
         # (freed while it runs) buffers refuses: every compiled call runs without them, so that

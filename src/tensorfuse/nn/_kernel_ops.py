@@ -4,8 +4,9 @@ Eager code calls the kernels through ``autograd.Function`` s (``_product_kernel`
 ``_tensor_product``), whose backward can build a graph (training on forces) by the tensor path.
 A compiled graph needs registered operators instead: ``tensorfuse::product_basis`` and
 ``tensorfuse::message_passing``, each with a fake (shape-only) version and a backward operator.
-Their backward has no backward of its own, so compiled graphs that differentiate twice (compiled
-training on forces) use the tensor paths; ``Potential`` switches the modules over for those.
+The backward operators have backward operators of their own (the kernels' second derivatives, as
+in eager mode), so compiled training on forces keeps the kernels too; third derivatives are not
+supported.
 """
 
 from __future__ import annotations
@@ -63,6 +64,43 @@ def _product_backward(ctx, grad):
 product_basis.register_autograd(_product_backward, setup_context=_product_setup)
 
 
+@torch.library.custom_op("tensorfuse::product_basis_double_backward", mutates_args=())
+def product_basis_double_backward(grad: Tensor, A: Tensor, W: Tensor, species: Tensor, u: Tensor, v: Tensor,
+                                  dout: int, level_dims: list[int], level_index: list[Tensor],
+                                  level_coef: list[Tensor], collapse: Tensor, horner: Tensor, final_index: Tensor,
+                                  final_coef: Tensor, n_s: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(d grad, d A, d W)`` from upstream gradients ``u`` (of grad_A) and ``v`` (of grad_W)."""
+    d_grad, d_A, d_Wt = load_kernel("product").double_backward(
+        grad, A, W.transpose(1, 2), species, u, v.transpose(1, 2), True, True, True, dout, level_dims,
+        level_index, level_coef, collapse, horner, final_index, final_coef, n_s)
+    return d_grad, d_A, d_Wt.transpose(1, 2).contiguous()
+
+
+@product_basis_double_backward.register_fake
+def _(grad, A, W, *rest):
+    return torch.empty_like(grad), torch.empty_like(A), torch.empty_like(W)
+
+
+def _product_backward_setup(ctx, inputs, output):
+    grad, A, W, species = inputs[:4]
+    ctx.save_for_backward(grad, A, W, species)
+    ctx.rest = inputs[5:]  # dout and the plan (need_W is inputs[4])
+
+
+def _product_double_backward(ctx, u, v):
+    grad, A, W, species = ctx.saved_tensors
+    u = torch.zeros_like(A) if u is None else u
+    v = torch.zeros_like(W) if v is None else v
+    d_grad, d_A, d_W = product_basis_double_backward(grad, A, W, species, u, v, *ctx.rest)
+    need = ctx.needs_input_grad
+    nothing = tuple([None] * len(x) if isinstance(x, list) and all(isinstance(t, Tensor) for t in x) else None
+                    for x in ctx.rest)
+    return (d_grad if need[0] else None, d_A if need[1] else None, d_W if need[2] else None, None, None) + nothing
+
+
+product_basis_backward.register_autograd(_product_double_backward, setup_context=_product_backward_setup)
+
+
 @torch.library.custom_op("tensorfuse::message_passing", mutates_args=())
 def message_passing(h: Tensor, x2: Tensor, w: Tensor, sender: Tensor, receiver: Tensor, U: Tensor, pairs: Tensor,
                     path: Tensor, dout: int) -> Tensor:
@@ -103,3 +141,43 @@ def _message_backward(ctx, grad):
 
 
 message_passing.register_autograd(_message_backward, setup_context=_message_setup)
+
+
+@torch.library.custom_op("tensorfuse::message_passing_double_backward", mutates_args=())
+def message_passing_double_backward(grad: Tensor, h: Tensor, x2: Tensor, w: Tensor, sender: Tensor, receiver: Tensor,
+                                    U: Tensor, pairs: Tensor, path: Tensor, a: Tensor, c: Tensor,
+                                    b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(d grad, d h, d x2, d w)`` from upstream gradients ``a``, ``c``, ``b`` of (grad_h, grad_x2,
+    grad_w): the trilinear identities of ``_tensor_product._KernelMessagePassingBackward``."""
+    from tensorfuse.nn._tensor_product import _kernel_backward, _kernel_forward
+
+    tables = (load_kernel("message"), U, pairs, path, grad.shape[2])
+    M, cM = x2 @ U, c @ U
+    d_grad = (_kernel_forward(tables, a, M, w, sender, receiver) + _kernel_forward(tables, h, cM, w, sender, receiver)
+              + _kernel_forward(tables, h, M, b, sender, receiver))
+    gh1, _, gw1 = _kernel_backward(tables, grad, h, cM, w, sender, receiver, (True, False, True))
+    _, gM2, gw2 = _kernel_backward(tables, grad, a, M, w, sender, receiver, (False, True, True))
+    gh3, gM3, _ = _kernel_backward(tables, grad, h, M, b, sender, receiver, (True, True, False))
+    return d_grad, (gh1 + gh3).contiguous(), (gM2 + gM3) @ U.T, gw1 + gw2
+
+
+@message_passing_double_backward.register_fake
+def _(grad, h, x2, w, *rest):
+    return torch.empty_like(grad), torch.empty_like(h), torch.empty_like(x2), torch.empty_like(w)
+
+
+def _message_backward_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:9])
+
+
+def _message_double_backward(ctx, a, c, b):
+    grad, h, x2, w, sender, receiver, U, pairs, path = ctx.saved_tensors
+    a = torch.zeros_like(h) if a is None else a
+    c = torch.zeros_like(x2) if c is None else c
+    b = torch.zeros_like(w) if b is None else b
+    grads = message_passing_double_backward(grad, h, x2, w, sender, receiver, U, pairs, path, a, c, b)
+    need = ctx.needs_input_grad[:4]
+    return tuple(g if n else None for g, n in zip(grads, need)) + (None,) * 8
+
+
+message_passing_backward.register_autograd(_message_double_backward, setup_context=_message_backward_setup)
