@@ -630,6 +630,33 @@ def _(ws):
     return ["export", "junk.pt", "junk.pt2"], ["junk.pt is not a tensorfuse model file"]
 
 
+# -- bench ----------------------------------------------------------------------------------------
+@case("bench: a missing structure file")
+def _(ws):
+    return ["bench", "run/model.pt", "absent.xyz"], ["absent.xyz does not exist"]
+
+
+@case("bench: a missing model file")
+def _(ws):
+    return ["bench", "absent.pt", "start.xyz"], ["absent.pt does not exist"]
+
+
+@case("bench: elements the model does not know")
+def _(ws):
+    write(ws / "iron.xyz", Atoms("Fe2", positions=[[0, 0, 0], [2.3, 0, 0]]))
+    return ["bench", "run/model.pt", "iron.xyz"], ["[26]", "not in the model's species"]
+
+
+@case("bench: a frame the file does not have")
+def _(ws):
+    return ["bench", "run/model.pt", "start.xyz", "--frame", "3"], ["start.xyz has 1 frame(s)", "no frame 3"]
+
+
+@case("bench: zero repeats")
+def _(ws):
+    return ["bench", "run/model.pt", "start.xyz", "--repeats", "0"], ["repeats and threads must be >= 1"]
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_input(name, workspace, tmp_path, monkeypatch, capsys):
     setup, code = CASES[name]
@@ -649,6 +676,18 @@ def test_hostile_input(name, workspace, tmp_path, monkeypatch, capsys):
     after = _hashes(ws)
     changed = [path for path, digest in before.items() if after.get(path) != digest]
     assert not changed, f"changed or removed: {changed}"
+
+
+def test_bench_prints_both_dtypes_on_the_users_structure(workspace, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    assert cli(["bench", "run/model.pt", "start.xyz", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| float")]
+    assert [r[1].strip() for r in rows] == ["float32", "float64"], out
+    for r in rows:
+        ms, rate = float(r[2]), float(r[3].replace(",", ""))
+        assert ms > 0 and rate > 0
+        assert abs(rate - 9 * 1000 / ms) < 0.02 * rate  # 9 atoms (ethanol): atom-steps/s = atoms / (s per call)
 
 
 def test_the_catalogue_is_large():

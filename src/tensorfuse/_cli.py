@@ -5,6 +5,7 @@
     tensorfuse eval MODEL DATA [--output DIR]
     tensorfuse md MODEL STRUCTURE [--steps N] ...
     tensorfuse export MODEL OUT.pt2
+    tensorfuse bench MODEL STRUCTURE [--dtypes float32 float64] [--repeats N] [--threads N]
     tensorfuse selfcheck [--lmax L]
 """
 
@@ -248,6 +249,17 @@ def _export(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace, extra: list[str]) -> int:
+    from tensorfuse.bench import benchmark, format_results
+
+    if extra:
+        raise ValueError(f"unknown argument(s) {extra}")
+    atoms = _read_structure(args.structure, args.frame)
+    results = benchmark(args.model, atoms, args.dtypes, args.repeats, args.threads, args.device)
+    print(format_results(results, f"{args.model} on {args.structure} (frame {args.frame})"))
+    return 0
+
+
 def _selfcheck(args: argparse.Namespace, extra: list[str]) -> int:
     from tensorfuse._selfcheck import algebra_selfcheck, format_selfcheck
 
@@ -363,6 +375,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("output", help="output file, e.g. model.pt2")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     ex.set_defaults(run=_export)
+
+    bench = sub.add_parser("bench", help="ms per energy+forces call, atom-steps/s and peak memory on a structure")
+    bench.add_argument("model", help="model file (model.pt)")
+    bench.add_argument("structure", help="structure file ASE can read (first frame unless --frame)")
+    bench.add_argument("--frame", type=int, default=0, help="which frame of the structure file (default 0)")
+    bench.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], default=["float32", "float64"])
+    bench.add_argument("--repeats", type=int, default=20, help="timed calls per dtype (default 20; median)")
+    bench.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    bench.add_argument("--device", default="cpu")
+    bench.set_defaults(run=_bench)
 
     check = sub.add_parser("selfcheck", help="check the O(3) algebra in both bases and print a table")
     check.add_argument("--lmax", type=int, default=4, help="largest degree to check (default 4, at most 8)")
