@@ -33,6 +33,7 @@ TRAIN_FLAGS = {
     "seed": "training.seed",
     "dtype": "training.dtype",
     "compile": "training.compile",
+    "init_model": "training.init_model",
     "output": "output",
 }
 
@@ -297,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dtype", choices=["float32", "float64"])
     train.add_argument("--compile", action="store_true", default=None,
                        help="torch.compile energy and forces into one graph (minutes of compiling first)")
+    train.add_argument("--init-model", help="fine-tune: start from this trained model's weights (its architecture; "
+                                            "E0s fitted to the new data; --training.freeze '[embedding, layers.0]')")
     train.add_argument("--output", help="output folder (model.pt, checkpoints, metrics.csv)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in the output folder with its stored configuration")

@@ -151,9 +151,16 @@ class OptimConfig:
     seed: int = 0
     dtype: str = "float64"
     compile: bool = False  # torch.compile energy and forces as one graph (compiles minutes at the start)
+    # fine-tuning: start from a trained model's weights (its architecture, normalization and the E0s
+    # of elements the new data lack; E0s of the data's elements fitted anew), optionally with some
+    # parts frozen, named as in the model ("embedding", "layers.0", "layers.1.product", "readouts")
+    init_model: str | None = None
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self):
         check_field_types(self, functools.partial(_fail, "training"))
+        if self.freeze and self.init_model is None:
+            _fail("training", "freeze", list(self.freeze), "applies only with training.init_model (fine-tuning)")
         for name in ("max_epochs", "batch_size", "valid_batch_size"):
             if getattr(self, name) < 1:
                 _fail("training", name, getattr(self, name), "must be >= 1")

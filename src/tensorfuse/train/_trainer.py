@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -76,12 +77,16 @@ class Trainer:
         self.data = load_training_data(config.data, self.options.seed)
         for report in self.data.reports:
             self.log("read " + report.row())
-        provisional = config.model_config(self.data.species, Statistics())
+        self.pretrained = self._pretrained()
+        provisional = (self.pretrained.config if self.pretrained is not None
+                       else config.model_config(self.data.species, Statistics()))
         validate_training_data(self.data, config.data, provisional.species, provisional.r_max)
         self.datasets = self._datasets(provisional.r_max)
         self.model_config = self._model_config(provisional, checkpoint)
         self.objective = objective_for(self.model_config, self.options)
         self.model = build_model(self.model_config, dtype=self.dtype, seed=self.options.seed).to(self.dist.device)
+        if self.pretrained is not None:
+            self._start_from_pretrained(checkpoint is None)
         if self.options.compile:
             if self.dist.world_size > 1:
                 raise ValueError("training.compile runs in one process; several processes train eagerly (untested)")
@@ -113,6 +118,48 @@ class Trainer:
             print(message, flush=True)
 
     # -- set-up ---------------------------------------------------------------------------------
+    def _pretrained(self):
+        """The model of ``training.init_model`` (fine-tuning), checked against the data, or ``None``."""
+        path = self.options.init_model
+        if path is None:
+            return None
+        if dict(self.config.model) != {"preset": "small"}:
+            raise ValueError(f"training.init_model: the architecture comes from {path}; remove the model settings "
+                             f"{sorted(self.config.model)}")
+        from tensorfuse.model._serialization import load_model
+
+        pretrained = load_model(path, dtype=self.dtype)
+        if not hasattr(pretrained, "config"):
+            raise ValueError(f"training.init_model: {path} is an exported program; fine-tuning needs a model file (.pt)")
+        new = sorted(set(self.data.species) - set(pretrained.config.species))
+        if new:
+            raise ValueError(f"training.init_model: element(s) {new} of the training data are not in the species "
+                             f"{list(pretrained.config.species)} of {path}; fine-tuning to new elements is not "
+                             "supported")
+        if pretrained.config.num_states != max(1, len(self.config.data.states)):
+            raise ValueError(f"training.init_model: {path} has {pretrained.config.num_states} state(s), the data "
+                             f"{max(1, len(self.config.data.states))}")
+        return pretrained
+
+    def _start_from_pretrained(self, load_weights: bool) -> None:
+        """Weights of the pretrained model (not on resume: the checkpoint has them), then the frozen parts."""
+        if load_weights:
+            # E0s, shifts and scale are non-persistent buffers: the state dict carries weights only,
+            # so the new E0s of this run's statistics stay
+            self.model.energy_model.load_state_dict(self.pretrained.energy_model.state_dict())
+        names = dict(self.model.energy_model.named_parameters())
+        for prefix in self.options.freeze:
+            matched = [n for n in names if n == prefix or n.startswith(prefix + ".")]
+            if not matched:
+                parts = sorted({".".join(n.split(".")[:2]) for n in names})
+                raise ValueError(f"training.freeze: {prefix!r} names no part of the model; parts: {parts}")
+            for n in matched:
+                names[n].requires_grad_(False)
+        if self.options.freeze:
+            frozen = sum(p.numel() for p in names.values() if not p.requires_grad)
+            self.log(f"fine-tuning {self.options.init_model}: {frozen:,} of "
+                     f"{sum(p.numel() for p in names.values()):,} parameters frozen ({', '.join(self.options.freeze)})")
+
     def _model_config(self, provisional: ModelConfig, checkpoint: dict | None) -> ModelConfig:
         """Species from the data, statistics (E0s, scale, neighbours) from the training split; on
         resume the checkpoint's, which must describe the same model and data."""
@@ -120,7 +167,16 @@ class Trainer:
         e0, how = atomic_energies(data.train, data.isolated, provisional.species, config.data.e0s)
         neighbours = self.datasets["train"].average_num_neighbors()
         statistics = compute_statistics(data.train, neighbours, e0, config.data.state_keys())
-        model_config = config.model_config(data.species, statistics)
+        if self.pretrained is not None:
+            # the pretrained network's normalization (scale, neighbours) is part of what it learned;
+            # E0s (and shifts) of the data's elements are this data set's
+            old = self.pretrained.config.statistics
+            energies = {**old.atomic_energies, **{z: e0[z] for z in data.species}}
+            shifts = {z: v for z, v in old.energy_shift.items() if z not in data.species}
+            model_config = dataclasses.replace(self.pretrained.config, statistics=dataclasses.replace(
+                old, atomic_energies=energies, energy_shift=shifts))
+        else:
+            model_config = config.model_config(data.species, statistics)
         if model_config.couplings is not None and not data.has_couplings:
             raise ValueError(f"the model predicts {model_config.couplings} couplings but no training frame has "
                              f"couplings ({config.data.coupling_key!r}): set data.coupling_key or model.couplings: null")
