@@ -630,6 +630,25 @@ def _(ws):
     return ["export", "junk.pt", "junk.pt2"], ["junk.pt is not a tensorfuse model file"]
 
 
+# -- fine-tuning ----------------------------------------------------------------------------------
+@case("train: --init-model names a missing file")
+def _(ws):
+    return ["train", "--train-file", "train.xyz", *KEYS, "--init-model", "absent.pt", "--output", "ft"], \
+        ["absent.pt does not exist"]
+
+
+@case("train: --init-model with model settings beside it")
+def _(ws):
+    return ["train", "--train-file", "train.xyz", *KEYS, "--init-model", "run/model.pt", "--basis", "cartesian",
+            "--output", "ft"], ["the architecture comes from run/model.pt"]
+
+
+@case("train: --training.freeze without --init-model")
+def _(ws):
+    return ["train", "--train-file", "train.xyz", *KEYS, "--training.freeze", "[embedding]", "--output", "ft"], \
+        ["training.freeze", "applies only with training.init_model"]
+
+
 # -- bench ----------------------------------------------------------------------------------------
 @case("bench: a missing structure file")
 def _(ws):
