@@ -52,6 +52,8 @@ def test_fine_tuning_refuses_model_settings_unknown_parts_and_missing_files(pret
         train(config(tmp_path / "c", init_model=str(tmp_path / "absent.pt")))
     with pytest.raises(ValueError, match="applies only with training.init_model"):
         config(tmp_path / "d", freeze=["embedding"])
+    with pytest.raises(ValueError, match=r"training.freeze='nan': expected a list of model parts"):
+        config(tmp_path / "e", init_model=str(pretrained), freeze="nan")  # a bare string, not a list
 
 
 def test_fine_tuning_refuses_data_with_elements_the_model_lacks(pretrained, tmp_path):

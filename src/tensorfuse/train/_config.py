@@ -159,6 +159,9 @@ class OptimConfig:
 
     def __post_init__(self):
         check_field_types(self, functools.partial(_fail, "training"))
+        if isinstance(self.freeze, str) or not all(isinstance(n, str) and n.strip() for n in self.freeze):
+            _fail("training", "freeze", self.freeze, "expected a list of model parts, e.g. [embedding, layers.0]")
+        object.__setattr__(self, "freeze", tuple(self.freeze))
         if self.freeze and self.init_model is None:
             _fail("training", "freeze", list(self.freeze), "applies only with training.init_model (fine-tuning)")
         for name in ("max_epochs", "batch_size", "valid_batch_size"):
