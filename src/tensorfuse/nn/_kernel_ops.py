@@ -148,17 +148,13 @@ def message_passing_double_backward(grad: Tensor, h: Tensor, x2: Tensor, w: Tens
                                     U: Tensor, pairs: Tensor, path: Tensor, a: Tensor, c: Tensor,
                                     b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(d grad, d h, d x2, d w)`` from upstream gradients ``a``, ``c``, ``b`` of (grad_h, grad_x2,
-    grad_w): the trilinear identities of ``_tensor_product._KernelMessagePassingBackward``."""
-    from tensorfuse.nn._tensor_product import _kernel_backward, _kernel_forward
+    grad_w): the eager kernels' second derivatives, with ``M = x2 @ U``."""
+    from tensorfuse.nn._tensor_product import _kernel_second_derivatives
 
     tables = (load_kernel("message"), U, pairs, path, grad.shape[2])
-    M, cM = x2 @ U, c @ U
-    d_grad = (_kernel_forward(tables, a, M, w, sender, receiver) + _kernel_forward(tables, h, cM, w, sender, receiver)
-              + _kernel_forward(tables, h, M, b, sender, receiver))
-    gh1, _, gw1 = _kernel_backward(tables, grad, h, cM, w, sender, receiver, (True, False, True))
-    _, gM2, gw2 = _kernel_backward(tables, grad, a, M, w, sender, receiver, (False, True, True))
-    gh3, gM3, _ = _kernel_backward(tables, grad, h, M, b, sender, receiver, (True, True, False))
-    return d_grad, (gh1 + gh3).contiguous(), (gM2 + gM3) @ U.T, gw1 + gw2
+    d_grad, d_h, d_M, d_w = _kernel_second_derivatives(tables, grad, h, x2 @ U, w, sender, receiver, a, c @ U, b,
+                                                       (True, True, True, True))
+    return d_grad, d_h.contiguous(), d_M @ U.T, d_w
 
 
 @message_passing_double_backward.register_fake

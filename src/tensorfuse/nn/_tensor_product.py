@@ -305,27 +305,34 @@ class _KernelMessagePassingBackward(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, a, c, b):
         G, h, M, w, sender, receiver = ctx.saved_tensors
-        need_G, need_h, need_M, need_w = ctx.needs_input_grad[:4]
-        tables = ctx.tables
-        d_G = d_h = d_M = d_w = None
+        grads = _kernel_second_derivatives(ctx.tables, G, h, M, w, sender, receiver, a, c, b,
+                                           ctx.needs_input_grad[:4])
+        return (*grads, None, None, None, None)
 
-        def add(total, part):
-            return part if total is None else total + part
 
-        if need_G:
-            for args in ((a, M, w), (h, c, w), (h, M, b)):
-                if all(x is not None for x in args):
-                    d_G = add(d_G, _kernel_forward(tables, *args, sender, receiver))
-        if c is not None and (need_h or need_w):
-            gh, _, gw = _kernel_backward(tables, G, h, c, w, sender, receiver, (need_h, False, need_w))
-            d_h, d_w = add(d_h, gh), add(d_w, gw)
-        if a is not None and (need_M or need_w):
-            _, gM, gw = _kernel_backward(tables, G, a, M, w, sender, receiver, (False, need_M, need_w))
-            d_M, d_w = add(d_M, gM), add(d_w, gw)
-        if b is not None and (need_h or need_M):
-            gh, gM, _ = _kernel_backward(tables, G, h, M, b, sender, receiver, (need_h, need_M, False))
-            d_h, d_M = add(d_h, gh), add(d_M, gM)
-        return d_G, d_h, d_M, d_w, None, None, None, None
+def _kernel_second_derivatives(tables, G, h, M, w, sender, receiver, a, c, b, need):
+    """``(d G, d h, d M, d w)`` of ``<a, grad_h> + <c, grad_M> + <b, grad_w>`` (the identities of
+    :class:`_KernelMessagePassingBackward`); ``None`` where not needed or nothing flows in."""
+    need_G, need_h, need_M, need_w = need
+    d_G = d_h = d_M = d_w = None
+
+    def add(total, part):
+        return part if total is None else total + part
+
+    if need_G:
+        for args in ((a, M, w), (h, c, w), (h, M, b)):
+            if all(x is not None for x in args):
+                d_G = add(d_G, _kernel_forward(tables, *args, sender, receiver))
+    if c is not None and (need_h or need_w):
+        gh, _, gw = _kernel_backward(tables, G, h, c, w, sender, receiver, (need_h, False, need_w))
+        d_h, d_w = add(d_h, gh), add(d_w, gw)
+    if a is not None and (need_M or need_w):
+        _, gM, gw = _kernel_backward(tables, G, a, M, w, sender, receiver, (False, need_M, need_w))
+        d_M, d_w = add(d_M, gM), add(d_w, gw)
+    if b is not None and (need_h or need_M):
+        gh, gM, _ = _kernel_backward(tables, G, h, M, b, sender, receiver, (need_h, need_M, False))
+        d_h, d_M = add(d_h, gh), add(d_M, gM)
+    return d_G, d_h, d_M, d_w
 
 
 def _kernel_forward(tables, h, M, w, sender, receiver):
