@@ -7,13 +7,14 @@ that stops itself because the structure explodes, keeps everything written so fa
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from ase import units
+
+from tensorfuse.utils._progress import progress_bar
 
 ENSEMBLES = ("nve", "nvt", "npt")
 
@@ -58,11 +59,12 @@ def run_md(
     either way nothing is written before the arguments, the structure and the first energy have
     been checked. Raises :class:`MDExplosion` when two atoms come closer than ``min_distance`` Å,
     the energy, positions or velocities are not finite, or the temperature exceeds
-    ``max_temperature`` (default: 5 x the target plus 1000 K).
+    ``max_temperature`` (default: 5 x the target plus 1000 K). ``progress``: a progress bar on stderr
+    at a terminal (see :func:`tensorfuse.utils.progress_bar`).
     """
+    from ase.md import velocitydistribution as velocities
     from ase.md.langevin import Langevin
     from ase.md.nose_hoover_chain import IsotropicMTKNPT
-    from ase.md import velocitydistribution as velocities
     from ase.md.verlet import VelocityVerlet
 
     _check_arguments(ensemble, steps, interval, timestep, temperature, pressure, friction, atoms)
@@ -112,20 +114,15 @@ def run_md(
 
         first_energy = last_energy = record(0)
         start = time.perf_counter()
-        bar = progress and sys.stderr.isatty()
         done = 0
-        for chunk_start in range(0, steps, interval):
-            count = min(interval, steps - chunk_start)
-            dynamics.run(count)
-            done += count
-            last_energy = record(done)
-            if bar:
-                rate = done / max(time.perf_counter() - start, 1e-9)
-                sys.stderr.write(f"\rMD {ensemble} [{'#' * int(30 * done / steps):<30}] {done}/{steps} "
-                                 f"steps ({rate:.1f} steps/s)")
-                sys.stderr.flush()
-        if bar:
-            sys.stderr.write("\n")
+        # advanced by whole intervals (the recorded steps): no work of its own between them
+        with progress_bar(f"MD {ensemble}", total=steps, enabled=progress, unit="step") as bar:
+            for chunk_start in range(0, steps, interval):
+                count = min(interval, steps - chunk_start)
+                dynamics.run(count)
+                done += count
+                last_energy = record(done)
+                bar.update(count)
     elapsed = time.perf_counter() - start
     return MDResult(steps, output, log, 1e3 * elapsed / steps, (last_energy - first_energy) / len(atoms))
 

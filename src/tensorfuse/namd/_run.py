@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from tensorfuse.namd._initial import hessian, minimize, normal_modes, wigner_sam
 from tensorfuse.namd._model_surface import ModelSurface
 from tensorfuse.namd._surfaces import BOHR, FS, HARTREE
 from tensorfuse.utils._files import atomic_write
+from tensorfuse.utils._progress import progress_bar
 
 SAMPLINGS = ("wigner", "file")
 OUTPUTS = ("trajectories", "populations.csv", "populations.png", "hops.csv", "summary.json", "initial_conditions.xyz",
@@ -240,16 +240,22 @@ def _propagate(settings: NamdSettings, surface, names, criteria, output: Path, p
         atomic_write(output / "checkpoint.pt", lambda f: torch.save(snapshot, f))
 
     done = int(resume["step"]) if resume is not None else 0
-    bar = _ProgressBar(settings.steps, settings.trajectories, done) if progress and sys.stderr.isatty() else None
     start = time.perf_counter()
     surface.reset()
-    ensemble = engine.run(x, v, settings.initial_state, settings.steps, record_every=settings.interval,
-                          stop=_explosion_check(len(surface.numbers), settings.min_distance),
-                          callback=bar.update if bar else None, checkpoint=checkpoint,
-                          checkpoint_every=settings.checkpoint_every, resume=resume)
+    # one bar for the whole ensemble: its trajectories advance together, one batched step at a time
+    with progress_bar(f"NAMD {settings.method}", total=settings.steps, initial=done, enabled=progress,
+                      unit="step") as bar:
+
+        def show(step: int, running: torch.Tensor) -> None:
+            if step % 10 == 0 or step == settings.steps:  # counting the running ones only now and then
+                bar.set_postfix_str(f"{int(running.sum())}/{settings.trajectories} running", refresh=False)
+            bar.update(step - bar.n)
+
+        ensemble = engine.run(x, v, settings.initial_state, settings.steps, record_every=settings.interval,
+                              stop=_explosion_check(len(surface.numbers), settings.min_distance),
+                              callback=None if bar.disable else show, checkpoint=checkpoint,
+                              checkpoint_every=settings.checkpoint_every, resume=resume)
     elapsed = time.perf_counter() - start
-    if bar:
-        bar.close()
     result = _summarise(ensemble, names, settings, criteria, (settings.steps - done) / max(elapsed, 1e-9), output)
     _write_outputs(result, ensemble, surface.numbers, names, criteria)
     return result
@@ -445,19 +451,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
-
-
-class _ProgressBar:
-    def __init__(self, steps: int, trajectories: int, done: int = 0):
-        self.steps, self.trajectories, self.done, self.start = steps, trajectories, done, time.perf_counter()
-
-    def update(self, step: int, running: torch.Tensor) -> None:
-        if step % 10 and step != self.steps:
-            return
-        rate = (step - self.done) / max(time.perf_counter() - self.start, 1e-9)
-        sys.stderr.write(f"\rNAMD [{'#' * int(30 * step / self.steps):<30}] {step}/{self.steps} steps, "
-                         f"{int(running.sum())}/{self.trajectories} running ({rate:.1f} steps/s)")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")

@@ -7,7 +7,7 @@ import math
 import torch
 
 from tensorfuse.train._distributed import Distributed
-from tensorfuse.train._report import ProgressBar
+from tensorfuse.utils._progress import progress_bar
 
 
 def _zero_sums(objective) -> dict:
@@ -37,14 +37,14 @@ class EpochRunner:
         n = len(self.dataset)
         order = torch.randperm(n, generator=generator).tolist()
         batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
-        bar = ProgressBar(len(batches), label, self.dist.is_main)
         sums = _zero_sums(self.objective)
-        for k, batch in enumerate(batches):
-            loss = self._step(model, optimizer, batch, sums)
-            if ema is not None:
-                ema.update(model)
-            bar.update(k + 1, loss)
-        bar.close()
+        with progress_bar(label, iterable=batches, enabled=self.dist.is_main, unit="batch") as bar:
+            for batch in bar:
+                loss = self._step(model, optimizer, batch, sums)
+                if ema is not None:
+                    ema.update(model)
+                if not bar.disable:  # the loss is a float already: showing it costs no synchronisation
+                    bar.set_postfix_str(f"loss {loss:.4g}", refresh=False)
         return self.objective.metrics(_reduce(sums, self.dist)), sums["loss"] / max(len(batches), 1)
 
     def _step(self, model, optimizer, global_batch: list[int], sums: dict) -> float:
@@ -73,23 +73,25 @@ class EpochRunner:
         return total
 
 
-def evaluate_dataset(model, dataset, batch_size, objective, stress, dist: Distributed | None = None):
-    """Metrics (MAE/RMSE, meV units) and the mean loss of ``model`` on a dataset."""
+def evaluate_dataset(model, dataset, batch_size, objective, stress, dist: Distributed | None = None,
+                     label: str = "evaluating"):
+    """Metrics (MAE/RMSE, meV units) and the mean loss of ``model`` on a dataset (``label``: the progress bar's)."""
     dist = dist or Distributed()
     model.eval()
     sums = _zero_sums(objective)
     batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
-    for global_batch in batches:
-        graph_all, targets_all = dataset.collate(global_batch)
-        counts = objective.counts(graph_all, targets_all)
-        local = dist.shard(global_batch)
-        if not local:
-            continue
-        graph, targets = dataset.collate(local) if dist.enabled else (graph_all, targets_all)
-        graph, targets = graph.to(dist.device), targets.to(dist.device)
-        out = model(graph, forces=True, stress=stress)
-        sums["loss"] += float(objective.loss(out, graph, targets, counts).detach())
-        for key, value in objective.error_sums(out, graph, targets).items():
-            sums[key] += value
+    with progress_bar(label, iterable=batches, enabled=dist.is_main, unit="batch") as bar:
+        for global_batch in bar:
+            graph_all, targets_all = dataset.collate(global_batch)
+            counts = objective.counts(graph_all, targets_all)
+            local = dist.shard(global_batch)
+            if not local:
+                continue
+            graph, targets = dataset.collate(local) if dist.enabled else (graph_all, targets_all)
+            graph, targets = graph.to(dist.device), targets.to(dist.device)
+            out = model(graph, forces=True, stress=stress)
+            sums["loss"] += float(objective.loss(out, graph, targets, counts).detach())
+            for key, value in objective.error_sums(out, graph, targets).items():
+                sums[key] += value
     sums = _reduce(sums, dist)
     return objective.metrics(sums), (sums["loss"] / len(batches) if batches else math.nan)

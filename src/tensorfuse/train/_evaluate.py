@@ -14,6 +14,7 @@ from tensorfuse.model._serialization import load_model
 from tensorfuse.train._config import DataConfig, OptimConfig
 from tensorfuse.train._data import read_labelled
 from tensorfuse.train._objective import objective_for
+from tensorfuse.utils._progress import progress_bar
 
 
 @dataclass
@@ -25,11 +26,13 @@ class Evaluation:
 
 
 def evaluate(model_path, data_path, output_dir=None, data: DataConfig | None = None,
-             batch_size: int = 10) -> Evaluation:
+             batch_size: int = 10, progress: bool = True) -> Evaluation:
     """Errors of the model in ``model_path`` (``.pt`` or an exported ``.pt2``) on ``data_path``,
     read with ``data``'s label keys and energy unit; writes a parity plot (PNG) and the per-frame
     predictions (extxyz) to ``output_dir`` (default: next to the model). A multi-state model reads
-    its own states' labels (unless ``data.states`` says otherwise) and gets a plot per state."""
+    its own states' labels (unless ``data.states`` says otherwise) and gets a plot per state.
+    ``progress``: a progress bar over the frames on stderr at a terminal (see
+    :func:`tensorfuse.utils.progress_bar`)."""
     data = data or DataConfig()
     model = load_model(model_path)
     names = model.config.states if model.config.num_states > 1 else ()
@@ -45,27 +48,29 @@ def evaluate(model_path, data_path, output_dir=None, data: DataConfig | None = N
     stress = not names and any(f.stress is not None or f.virial is not None for f in frames)
     objective = objective_for(model.config, OptimConfig())
     sums, predictions = {}, []
-    for start in range(0, len(dataset), batch_size):
-        indices = list(range(start, min(start + batch_size, len(dataset))))
-        graph, targets = dataset.collate(indices)
-        out = model(graph, forces=True, stress=stress)
-        for k, v in objective.error_sums(out, graph, targets).items():
-            sums[k] = sums.get(k, 0.0) + v
-        counts = graph.atoms_per_graph().tolist()
-        split = {key: out[key].detach().split(counts) for key in ("forces", "couplings") if key in out}
-        for b, i in enumerate(indices):
-            energy = out["energy"][b].detach()
-            if names:  # one energy and force array per state, one coupling array per pair
-                p = {f"energy_{n}": float(energy[k]) for k, n in enumerate(names)}
-                p.update({f"forces_{n}": split["forces"][b][:, k].numpy() for k, n in enumerate(names)})
-                if "couplings" in split:
-                    p.update({f"coupling_{names[i]}_{names[j]}": split["couplings"][b][:, k].numpy()
-                              for k, (i, j) in enumerate(model.config.state_pairs)})
-            else:
-                p = {"energy": float(energy), "forces": split["forces"][b].numpy()}
-            if stress:
-                p["stress"] = out["stress"][b].detach().numpy()
-            predictions.append(p)
+    with progress_bar("evaluating", total=len(dataset), enabled=progress, unit="frame") as bar:
+        for start in range(0, len(dataset), batch_size):
+            indices = list(range(start, min(start + batch_size, len(dataset))))
+            graph, targets = dataset.collate(indices)
+            out = model(graph, forces=True, stress=stress)
+            for k, v in objective.error_sums(out, graph, targets).items():
+                sums[k] = sums.get(k, 0.0) + v
+            counts = graph.atoms_per_graph().tolist()
+            split = {key: out[key].detach().split(counts) for key in ("forces", "couplings") if key in out}
+            for b, i in enumerate(indices):
+                energy = out["energy"][b].detach()
+                if names:  # one energy and force array per state, one coupling array per pair
+                    p = {f"energy_{n}": float(energy[k]) for k, n in enumerate(names)}
+                    p.update({f"forces_{n}": split["forces"][b][:, k].numpy() for k, n in enumerate(names)})
+                    if "couplings" in split:
+                        p.update({f"coupling_{names[i]}_{names[j]}": split["couplings"][b][:, k].numpy()
+                                  for k, (i, j) in enumerate(model.config.state_pairs)})
+                else:
+                    p = {"energy": float(energy), "forces": split["forces"][b].numpy()}
+                if stress:
+                    p["stress"] = out["stress"][b].detach().numpy()
+                predictions.append(p)
+            bar.update(len(indices))
     metrics = objective.metrics(sums)
     output_dir = Path(output_dir) if output_dir is not None else Path(model_path).resolve().parent
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -1,34 +1,10 @@
-"""What a training run prints and logs: a progress bar, a line per epoch, error tables, TensorBoard."""
+"""What a training run prints and logs: a line per epoch, error tables, TensorBoard (its progress bars:
+:mod:`tensorfuse.utils._progress`)."""
 
 from __future__ import annotations
 
 import math
-import sys
-import time
 from pathlib import Path
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal (silent otherwise, e.g. in CI logs)."""
-
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.total, self.label, self.enabled = total, label, enabled and sys.stderr.isatty()
-        self.start = time.perf_counter()
-
-    def update(self, done: int, loss: float) -> None:
-        if not self.enabled:
-            return
-        width = 30
-        filled = int(width * done / max(self.total, 1))
-        rate = done / max(time.perf_counter() - self.start, 1e-9)
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-                         f"loss {loss:.4g} ({rate:.1f} batches/s)")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r" + " " * 100 + "\r")
-            sys.stderr.flush()
 
 
 def epoch_line(row: dict, valid: dict) -> str:

@@ -272,7 +272,8 @@ class Trainer:
         evaluation = self.ema.copy_to(self.model) if self.ema is not None else self.model
         valid = self.datasets["valid"]
         valid_metrics, valid_loss = ({}, math.nan) if valid is None else evaluate_dataset(
-            evaluation, valid, self.options.valid_batch_size, self.objective, self.stress, self.dist)
+            evaluation, valid, self.options.valid_batch_size, self.objective, self.stress, self.dist,
+            f"epoch {epoch} valid")
         monitored = valid_loss if valid is not None else train_loss
         self.scheduler.step(monitored)
         row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
@@ -311,7 +312,7 @@ class Trainer:
         for split, dataset in self.datasets.items():
             if dataset is not None:
                 metrics[split], _ = evaluate_dataset(best, dataset, opt.valid_batch_size, self.objective, self.stress,
-                                                     self.dist)
+                                                     self.dist, f"testing on {split}")
         self.log(format_metrics(metrics, f"best epoch {state.best_epoch} (EMA weights)"))
         return TrainResult(best, metrics, state.history, self.folder.path)
 
