@@ -215,3 +215,26 @@ def test_split_at_first_run_skips_continued_lines(lammps):
     head, tail = lammps.split_at_first_run(script)
     assert head == "units metal\nvariable a string &\n  run\n# run 5\n"
     assert tail == "run 10\nrun 20\n"
+
+
+def test_the_command_line_runs_an_input_script_with_the_model(lammps, model, tmp_path, monkeypatch, capfd):
+    """``tensorfuse lammps MODEL IN --elements ...``: the model is attached before the first run;
+    the script's own variables, -var overrides and read_data work as in LAMMPS."""
+    from ase.io import write
+
+    from tensorfuse._cli import main as cli
+
+    save_model(model, tmp_path / "model.pt")
+    atoms = ethanol_in_box(periodic=True)
+    write(tmp_path / "ethanol.data", atoms, format="lammps-data", specorder=["C", "H", "O"], masses=True)
+    (tmp_path / "in.test").write_text(
+        "variable steps index 50\nunits metal\natom_style atomic\nread_data ethanol.data\n"
+        "timestep 0.0002\nfix integrate all nve\nthermo_style custom step pe etotal\nthermo 1\nrun 0\n"
+        "variable pe equal pe\nprint \"START_PE ${pe}\"\nrun ${steps}\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli(["lammps", "model.pt", "in.test", "--elements", "C", "H", "O", "--var", "steps", "3"]) == 0
+    out = capfd.readouterr().out  # LAMMPS writes to the process's stdout, not Python's
+    atoms.calc = Calculator(model)
+    start = float(next(line.split()[1] for line in out.splitlines() if line.startswith("START_PE")))
+    assert start == pytest.approx(atoms.get_potential_energy(), abs=1e-6)  # (print's 6+ digits)
+    assert "Loop time of" in out and "for 3 steps with 9 atoms" in out
