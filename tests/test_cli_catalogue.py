@@ -649,6 +649,15 @@ def _(ws):
         ["training.freeze", "applies only with training.init_model"]
 
 
+@case("train: --init-model, data with a new element (N) and a frozen part that holds its rows")
+def _(ws):
+    frames = read(ws / "train.xyz", ":")
+    frames[0].numbers[frames[0].numbers == 8] = 7  # new elements are fine; freezing their rows is not
+    write(ws / "with_n.xyz", frames)
+    return ["train", "--train-file", "with_n.xyz", *KEYS, "--init-model", "run/model.pt", "--training.freeze",
+            "[embedding]", "--output", "ft"], ["training.freeze: 'embedding' holds per-element weights", "[7]"]
+
+
 # -- bench ----------------------------------------------------------------------------------------
 @case("bench: a missing structure file")
 def _(ws):

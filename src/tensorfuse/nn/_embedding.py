@@ -16,6 +16,10 @@ class SpeciesEmbedding(torch.nn.Module):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.randn(num_species, channels, dtype=dtype))
 
+    def species_axes(self) -> dict[str, int]:
+        """Species-indexed tensors (name -> species axis): see :mod:`tensorfuse.model._transfer`."""
+        return {"weight": 0}
+
     def forward(self, species: torch.Tensor) -> torch.Tensor:
         return self.weight[species].unsqueeze(-1)
 

@@ -179,6 +179,10 @@ class FusionBlock(torch.nn.Module):
         self.weights = torch.nn.Parameter(torch.randn(*shape, dtype=dtype))
         self.register_buffer("path_scale", torch.tensor(scale, dtype=dtype), persistent=False)
 
+    def species_axes(self) -> dict[str, int]:
+        """Species-indexed tensors (name -> species axis): see :mod:`tensorfuse.model._transfer`."""
+        return {"weights": 0} if self.num_species else {}
+
     # -- execution -------------------------------------------------------------------------------
     def _leaf(self, slot: _Slot, x: torch.Tensor) -> dict[Irrep, torch.Tensor]:
         k = slot.shape

@@ -82,6 +82,10 @@ class IrrepsLinear(torch.nn.Module):
             self._out_order.append((type_index[ir], seen.get(ir, 0)))
             seen[ir] = seen.get(ir, 0) + 1
 
+    def species_axes(self) -> dict[str, int]:
+        """Species-indexed tensors (name -> species axis): see :mod:`tensorfuse.model._transfer`."""
+        return {f"weights.{k}": 0 for k in range(len(self.weights))} if self.num_species else {}
+
     def forward(self, x: torch.Tensor, species: torch.Tensor | None = None) -> torch.Tensor:
         n, c_in, c_out = x.shape[0], self.channels_in, self.channels_out
         if x.dim() != 3 or x.shape[1:] != (c_in, self.irreps_in.dim):

@@ -251,6 +251,11 @@ class ProductBasis(torch.nn.Module):
             mix_scale = [1 / math.sqrt(j) for *_, j in self._mix_chunks for _ in range(K * j)]
             self.register_buffer("mixing_scale", torch.tensor(mix_scale, dtype=dtype), persistent=False)
 
+    def species_axes(self) -> dict[str, int]:
+        """Species-indexed tensors (name -> species axis): see :mod:`tensorfuse.model._transfer`. The
+        latent variant has none of its own (its species-dependent map ``mix`` declares its weights)."""
+        return {} if self.latent else {"weights": 0}
+
     # -- execution -----------------------------------------------------------------------------
     # Products are kept as {irrep type: [N, C, copies, d]} and inputs are split once rather than
     # sliced per path: the backward of every slice fills a zero tensor of the full size.

@@ -94,6 +94,10 @@ class SymmetricContraction(torch.nn.Module):
                                  f"with correlation {correlation}")
             self._plan.append((ir.dim, ks))
 
+    def species_axes(self) -> dict[str, int]:
+        """Species-indexed tensors (name -> species axis): see :mod:`tensorfuse.model._transfer`."""
+        return {f"weights.{k}": 0 for k in range(len(self.weights))}
+
     def forward(self, A: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         n, c, D = A.shape
         if (c, D) != (self.channels, self.irreps_a.dim):

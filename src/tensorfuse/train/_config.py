@@ -152,8 +152,9 @@ class OptimConfig:
     dtype: str = "float64"
     compile: bool = False  # torch.compile energy and forces as one graph (compiles minutes at the start)
     # fine-tuning: start from a trained model's weights (its architecture, normalization and the E0s
-    # of elements the new data lack; E0s of the data's elements fitted anew), optionally with some
-    # parts frozen, named as in the model ("embedding", "layers.0", "layers.1.product", "readouts")
+    # of elements the new data lack; E0s of the data's elements fitted anew; elements new to it get
+    # fresh per-element rows), optionally with some parts frozen, named as in the model ("embedding",
+    # "layers.0", "layers.1.product", "readouts")
     init_model: str | None = None
     freeze: tuple[str, ...] = ()
 

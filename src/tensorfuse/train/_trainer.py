@@ -20,6 +20,7 @@ from tensorfuse.data._dataset import GraphDataset
 from tensorfuse.model._build import build_model
 from tensorfuse.model._config import ModelConfig, Statistics
 from tensorfuse.model._serialization import model_from_dict, model_to_dict, without_priors
+from tensorfuse.model._transfer import species_axes, transfer_weights
 from tensorfuse.train._config import TrainConfig
 from tensorfuse.train._data import TrainingData, load_training_data, validate_training_data
 from tensorfuse.train._distributed import Distributed
@@ -78,7 +79,7 @@ class Trainer:
         for report in self.data.reports:
             self.log("read " + report.row())
         self.pretrained = self._pretrained()
-        provisional = (self.pretrained.config if self.pretrained is not None
+        provisional = (self._fine_tuning_config() if self.pretrained is not None
                        else config.model_config(self.data.species, Statistics()))
         validate_training_data(self.data, config.data, provisional.species, provisional.r_max)
         self.datasets = self._datasets(provisional.r_max)
@@ -131,28 +132,43 @@ class Trainer:
         pretrained = load_model(path, dtype=self.dtype)
         if not hasattr(pretrained, "config"):
             raise ValueError(f"training.init_model: {path} is an exported program; fine-tuning needs a model file (.pt)")
-        new = sorted(set(self.data.species) - set(pretrained.config.species))
-        if new:
-            raise ValueError(f"training.init_model: element(s) {new} of the training data are not in the species "
-                             f"{list(pretrained.config.species)} of {path}; fine-tuning to new elements is not "
-                             "supported")
         if pretrained.config.num_states != max(1, len(self.config.data.states)):
             raise ValueError(f"training.init_model: {path} has {pretrained.config.num_states} state(s), the data "
                              f"{max(1, len(self.config.data.states))}")
         return pretrained
 
+    def _fine_tuning_config(self) -> ModelConfig:
+        """The pretrained architecture; on the union of its elements and the data's (sorted, as the
+        data's are) when the data bring new ones."""
+        old = self.pretrained.config
+        new = set(self.data.species) - set(old.species)
+        return old.replace(species=tuple(sorted({*old.species, *new}))) if new else old
+
     def _start_from_pretrained(self, load_weights: bool) -> None:
         """Weights of the pretrained model (not on resume: the checkpoint has them), then the frozen parts."""
+        model, old_species = self.model.energy_model, self.pretrained.config.species
+        new = [z for z in model.config.species if z not in old_species]
         if load_weights:
             # E0s, shifts and scale are non-persistent buffers: the state dict carries weights only,
-            # so the new E0s of this run's statistics stay
-            self.model.energy_model.load_state_dict(self.pretrained.energy_model.state_dict())
-        names = dict(self.model.energy_model.named_parameters())
+            # so the new E0s of this run's statistics stay; new elements' rows keep their fresh values
+            transfer_weights(self.pretrained.energy_model, model)
+        if new:
+            self.log(f"fine-tuning {self.options.init_model}: new element(s) {new}, their per-element weights "
+                     "start fresh")
+        names = dict(model.named_parameters())
+        per_element = species_axes(model)
         for prefix in self.options.freeze:
             matched = [n for n in names if n == prefix or n.startswith(prefix + ".")]
             if not matched:
                 parts = sorted({".".join(n.split(".")[:2]) for n in names})
                 raise ValueError(f"training.freeze: {prefix!r} names no part of the model; parts: {parts}")
+            held = [n for n in matched if n in per_element]
+            if new and held:
+                # frozen, the new elements' rows would stay random: refused rather than half-frozen
+                raise ValueError(f"training.freeze: {prefix!r} holds per-element weights ({held[0]}) and the data "
+                                 f"bring element(s) {new} new to {self.options.init_model}, whose rows would stay "
+                                 "untrained; freeze parts without per-element weights (e.g. layers.0.interaction, "
+                                 "readouts)")
             for n in matched:
                 names[n].requires_grad_(False)
         if self.options.freeze:
@@ -173,7 +189,7 @@ class Trainer:
             old = self.pretrained.config.statistics
             energies = {**old.atomic_energies, **{z: e0[z] for z in data.species}}
             shifts = {z: v for z, v in old.energy_shift.items() if z not in data.species}
-            model_config = dataclasses.replace(self.pretrained.config, statistics=dataclasses.replace(
+            model_config = dataclasses.replace(provisional, statistics=dataclasses.replace(
                 old, atomic_energies=energies, energy_shift=shifts))
         else:
             model_config = config.model_config(data.species, statistics)
