@@ -173,3 +173,29 @@ def test_wrong_numbers_of_state_weights_and_couplings_without_data_are_errors(tm
                           model={"channels": 4, "l_max_edge": 1, "radial_mlp": [8], "couplings": "vector"},
                           training={"max_epochs": 1}, output=str(tmp_path / "run2")))
     assert not (tmp_path / "run" / "config.yaml").exists()  # nothing was started
+
+
+def test_fine_tuning_a_multi_state_model_fits_the_state_shifts_on_the_new_data(tmp_path):
+    """The per-state energy shifts are the new data's (as E0s), not dropped and not the old ones."""
+    from tensorfuse.train._statistics import compute_statistics
+    from tensorfuse.train._trainer import Trainer
+
+    path = _dataset(tmp_path)
+    data = {"train_file": path, "states": list(KEYS.names), "valid_fraction": 0.25}
+    model = {"channels": 4, "l_max_edge": 1, "radial_mlp": [8], "couplings": "vector", "readout_hidden": 4}
+    train(TrainConfig(data=data, model=model, training={"max_epochs": 1, "batch_size": 4},
+                      output=str(tmp_path / "run")))
+    other = tmp_path / "other.xyz"
+    frames = [water(k + 100) for k in range(24)]
+    for atoms in frames:  # an offset of the excited states: new shifts
+        atoms.info[KEYS.energy_key(1)] += 0.5
+        atoms.info[KEYS.energy_key(2)] += 1.0
+    write(other, frames)
+    trainer = Trainer(TrainConfig(data={**data, "train_file": str(other)},
+                                  training={"max_epochs": 1, "batch_size": 4,
+                                            "init_model": str(tmp_path / "run" / "model.pt")},
+                                  output=str(tmp_path / "tuned")))
+    fresh = compute_statistics(trainer.data.train, 1.0, trainer.model.config.statistics.atomic_energies,
+                               trainer.config.data.state_keys()).energy_shift
+    shifts = trainer.model.config.statistics.energy_shift
+    assert set(shifts) == {1, 8} and shifts == fresh

@@ -188,7 +188,9 @@ class Trainer:
             # E0s (and shifts) of the data's elements are this data set's
             old = self.pretrained.config.statistics
             energies = {**old.atomic_energies, **{z: e0[z] for z in data.species}}
-            shifts = {z: v for z, v in old.energy_shift.items() if z not in data.species}
+            # (a multi-state model's per-state shifts are fitted on the new data like E0s)
+            shifts = {**{z: v for z, v in old.energy_shift.items() if z not in data.species},
+                      **statistics.energy_shift}
             model_config = dataclasses.replace(provisional, statistics=dataclasses.replace(
                 old, atomic_energies=energies, energy_shift=shifts))
         else:
