@@ -6,6 +6,7 @@
     tensorfuse md MODEL STRUCTURE [--steps N] ...
     tensorfuse export MODEL OUT.pt2
     tensorfuse bench MODEL STRUCTURE [--dtypes float32 float64] [--repeats N] [--threads N]
+    tensorfuse lammps MODEL IN.lammps --elements Si [--var NAME VALUE] [--state N]
     tensorfuse selfcheck [--lmax L]
 """
 
@@ -261,6 +262,41 @@ def _bench(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _lammps(args: argparse.Namespace, extra: list[str]) -> int:
+    from pathlib import Path
+
+    from tensorfuse.lammps import run_input
+
+    if extra:
+        raise ValueError(f"unknown argument(s) {extra}")
+    if not Path(args.model).is_file():
+        raise ValueError(f"{args.model} does not exist")
+    variables = dict(args.var or [])
+    lmp = run_input(args.model, args.input, args.elements, variables, state=args.state, dtype=args.dtype,
+                    device=args.device, quiet=args.quiet)
+    lmp.close()
+    return 0
+
+
+def _preprocess(args: argparse.Namespace, extra: list[str]) -> int:
+    from tensorfuse.data._io import ENERGY_UNITS, DataKeys
+    from tensorfuse.data._preprocess import preprocess
+
+    if extra:
+        raise ValueError(f"unknown argument(s) {extra}")
+    if args.energy_unit is not None and args.energy_unit not in ENERGY_UNITS:
+        raise ValueError(f"--energy-unit {args.energy_unit!r}: expected one of {sorted(ENERGY_UNITS)}")
+    named = {"energy": args.energy_key, "forces": args.forces_key, "stress": args.stress_key,
+             "virial": args.virial_key}
+    keys = DataKeys(**{label: key for label, key in named.items() if key is not None})
+    result = preprocess(args.input, args.output, keys, args.energy_unit,
+                        {label: key for label, key in named.items() if key is not None}, args.overwrite)
+    print("read " + result.report.row())
+    print(f"wrote {result.path}: {result.report.frames} frames, {result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s "
+          f"(train with --train-file {result.path})")
+    return 0
+
+
 def _selfcheck(args: argparse.Namespace, extra: list[str]) -> int:
     from tensorfuse._selfcheck import algebra_selfcheck, format_selfcheck
 
@@ -388,6 +424,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     bench.add_argument("--device", default="cpu")
     bench.set_defaults(run=_bench)
+
+    lmp = sub.add_parser("lammps", help="run a LAMMPS input script with the model as its potential (fix external)",
+                         description="Run a LAMMPS input (units metal; no pair_style for the model): the model is "
+                                     "attached before the first run or minimize. Under MPI: mpiexec -n 4 "
+                                     "tensorfuse lammps ... (domain decomposition).")
+    lmp.add_argument("model", help="model file (model.pt)")
+    lmp.add_argument("input", help="LAMMPS input script")
+    lmp.add_argument("--elements", nargs="+", required=True, help="element of each atom type, in type order")
+    lmp.add_argument("--var", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a LAMMPS index variable")
+    lmp.add_argument("--state", type=int, default=0, help="electronic state of a multi-state model (default 0)")
+    lmp.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the model's")
+    lmp.add_argument("--device", default="cpu")
+    lmp.add_argument("--quiet", action="store_true", help="no LAMMPS screen output (the log file is still written)")
+    lmp.set_defaults(run=_lammps)
 
     check = sub.add_parser("selfcheck", help="check the O(3) algebra in both bases and print a table")
     check.add_argument("--lmax", type=int, default=4, help="largest degree to check (default 4, at most 8)")
