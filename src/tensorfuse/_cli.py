@@ -6,6 +6,7 @@
     tensorfuse md MODEL STRUCTURE [--steps N] ...
     tensorfuse export MODEL OUT.pt2
     tensorfuse bench MODEL STRUCTURE [--dtypes float32 float64] [--repeats N] [--threads N]
+    tensorfuse ipi MODEL STRUCTURE --address HOST:PORT | --unix NAME
     tensorfuse lammps MODEL IN.lammps --elements Si [--var NAME VALUE] [--state N]
     tensorfuse selfcheck [--lmax L]
 """
@@ -297,6 +298,32 @@ def _preprocess(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _ipi(args: argparse.Namespace, extra: list[str]) -> int:
+    from tensorfuse import ipi as driver
+
+    if extra:
+        raise ValueError(f"unknown argument(s) {extra}")
+    if (args.address is None) == (args.unix is None):
+        raise ValueError("give i-PI's socket: --address HOST:PORT (<ffsocket mode=\"inet\">) or --unix NAME "
+                         "(<ffsocket mode=\"unix\">)")
+    host, port = driver.parse_address(args.address) if args.address is not None else ("localhost", None)
+    driver.check_socket_settings(args.unix, args.connect_timeout)
+    atoms = _read_structure(args.structure, 0)
+    calculator = driver.make_calculator(args.model, args.device, args.dtype)
+    driver.check_elements(atoms, calculator, args.structure)
+    kind = "periodic" if atoms.pbc.all() else "not periodic: i-PI's cell is ignored" if not atoms.pbc.any() \
+        else f"periodic along {atoms.pbc.tolist()}"
+    print(f"i-PI driver: {args.model} on the {len(atoms)} atoms of {args.structure} ({kind}); connecting to "
+          f"{driver.describe_address(host, port, args.unix)} (for up to {args.connect_timeout:g} s)", flush=True)
+    result = driver.run_driver(calculator, atoms, host, port, args.unix, connect_timeout=args.connect_timeout,
+                               on_connect=lambda: print("connected; serving forces until i-PI ends the run",
+                                                        flush=True),
+                               label=args.structure)
+    print(f"done: i-PI ended the run after {result.calls} force calls in {result.seconds:.1f} s "
+          f"({result.ms_per_call:.1f} ms per call)")
+    return 0
+
+
 def _selfcheck(args: argparse.Namespace, extra: list[str]) -> int:
     from tensorfuse._selfcheck import algebra_selfcheck, format_selfcheck
 
@@ -438,6 +465,17 @@ def build_parser() -> argparse.ArgumentParser:
     lmp.add_argument("--device", default="cpu")
     lmp.add_argument("--quiet", action="store_true", help="no LAMMPS screen output (the log file is still written)")
     lmp.set_defaults(run=_lammps)
+
+    ipi = sub.add_parser("ipi", help="serve a model's forces to i-PI over a socket (path-integral MD and more)")
+    ipi.add_argument("model", help="model file (model.pt)")
+    ipi.add_argument("structure", help="i-PI's initial structure (its elements, atom order and periodicity)")
+    ipi.add_argument("--address", metavar="HOST:PORT", help="i-PI's <ffsocket mode=\"inet\"> address and port")
+    ipi.add_argument("--unix", metavar="NAME", help="i-PI's <ffsocket mode=\"unix\"> address (socket /tmp/ipi_NAME)")
+    ipi.add_argument("--connect-timeout", type=float, default=30.0,
+                     help="seconds to keep trying while i-PI starts (default 30)")
+    ipi.add_argument("--device", default="cpu")
+    ipi.add_argument("--dtype", choices=["float32", "float64"], help="default: the model's")
+    ipi.set_defaults(run=_ipi)
 
     check = sub.add_parser("selfcheck", help="check the O(3) algebra in both bases and print a table")
     check.add_argument("--lmax", type=int, default=4, help="largest degree to check (default 4, at most 8)")

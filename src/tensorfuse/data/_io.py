@@ -329,14 +329,21 @@ def check_frame(frame: Frame, source: str, keys: DataKeys = DataKeys()) -> None:
 
 def _check_energy_scale(path, frames: Sequence[Frame], unit: str) -> None:
     """Warn (with counts) when energies exceed any element's total energy in eV: wrong unit."""
-    implausible = [f for f in frames if f.energy is not None and abs(f.energy) > _energy_bound(f.numbers)]
+    implausible = implausible_energies(frames)
     if implausible:
-        first = implausible[0]
-        warnings.warn(
-            f"{path}: {len(implausible)} of {len(frames)} frames have energies larger in magnitude than any "
+        warnings.warn(energy_scale_message(path, len(implausible), len(frames), implausible[0], unit), stacklevel=3)
+
+
+def implausible_energies(frames: Sequence[Frame]) -> list[Frame]:
+    """The frames whose energy exceeds any total energy in eV of their atoms (see ``_energy_bound``)."""
+    return [f for f in frames if f.energy is not None and abs(f.energy) > _energy_bound(f.numbers)]
+
+
+def energy_scale_message(path, count: int, total: int, first: Frame, unit: str) -> str:
+    return (f"{path}: {count} of {total} frames have energies larger in magnitude than any "
             f"total energy in eV of their atoms (first: {first.source}, {first.energy:.6g} eV for "
             f"{first.num_atoms} atoms after reading the file as {unit}); if the file is in kcal/mol or kJ/mol, "
-            "give the unit (--energy-unit, data.energy_unit)", stacklevel=3)
+            "give the unit (--energy-unit, data.energy_unit)")
 
 
 def _report(path, frames: Sequence[Frame], key_names, unit: str) -> ReadReport:
@@ -387,16 +394,17 @@ def validate_frames(
                                 f"in the model's species {[_symbol(z) for z in sorted(known)]}")
         if f.num_atoms < 2:
             continue
-        distances = _pair_distances(f, max(min_distance, r_max or 0.0))
-        close = [(i, j, d) for i, j, d in distances if d < min_distance]
-        if close:
-            i, j, d = min(close, key=lambda t: t[2])
+        receiver, sender, lengths = _pair_distances(f, max(min_distance, r_max or 0.0))
+        close = lengths < min_distance
+        if close.any():
+            k = int(np.argmin(np.where(close, lengths, np.inf)))  # the first of the closest pairs
+            i, j, d = int(receiver[k]), int(sender[k]), float(lengths[k])
             raise DataError(f"{f.source}: atoms {i} and {j} are {d:.3f} Å apart, closer than {min_distance} Å")
         if r_max is not None:
             has_neighbour = np.zeros(f.num_atoms, dtype=bool)
-            for i, j, d in distances:
-                if d < r_max:
-                    has_neighbour[i] = has_neighbour[j] = True
+            within = lengths < r_max
+            has_neighbour[receiver[within]] = True
+            has_neighbour[sender[within]] = True
             if not has_neighbour.all():
                 lonely_frames.append(f.source)
                 lonely_atoms += int((~has_neighbour).sum())
@@ -415,7 +423,7 @@ def _pair_distances(frame: Frame, cutoff: float):
     vectors = frame.positions[sender] - frame.positions[receiver] + shifts @ frame.cell
     lengths = np.linalg.norm(vectors, axis=1)
     keep = sender > receiver
-    return list(zip(receiver[keep].tolist(), sender[keep].tolist(), lengths[keep].tolist()))
+    return receiver[keep], sender[keep], lengths[keep]  # arrays: validating millions of frames stays fast
 
 
 def isolated_atom_energies(frames: Sequence[Frame]) -> dict[int, float]:

@@ -133,6 +133,8 @@ class OptimConfig:
     max_epochs: int = 100
     time_budget: float | None = None  # minutes of wall clock for the whole run
     batch_size: int = 5
+    # training batches filled up to this many atoms instead of batch_size frames (data of mixed sizes)
+    batch_atoms: int | None = None
     valid_batch_size: int = 10
     lr: float = 0.01
     weight_decay: float = 5e-7
@@ -168,6 +170,8 @@ class OptimConfig:
         for name in ("max_epochs", "batch_size", "valid_batch_size"):
             if getattr(self, name) < 1:
                 _fail("training", name, getattr(self, name), "must be >= 1")
+        if self.batch_atoms is not None and self.batch_atoms < 1:
+            _fail("training", "batch_atoms", self.batch_atoms, "must be >= 1, or null for batch_size frames")
         if self.time_budget is not None and not self.time_budget > 0:
             _fail("training", "time_budget", self.time_budget, "must be a positive number of minutes")
         if not self.lr > 0:

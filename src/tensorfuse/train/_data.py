@@ -5,10 +5,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from tensorfuse.data._io import DataError, Frame, ReadReport, read_frames, validate_frames
+from tensorfuse.data._on_disk import FrameStore, OnDiskFrames, is_hdf5
 from tensorfuse.train._config import DataConfig
 
 
@@ -21,54 +23,89 @@ def bundled_dataset(split: str) -> Path:
 
 @dataclass
 class TrainingData:
-    """Frames per split (isolated atoms apart) and what was read from each file."""
+    """Frames per split (isolated atoms apart) and what was read from each file. A split is a list
+    of frames, or an :class:`~tensorfuse.data._on_disk.OnDiskFrames` for a data set on disk (``.h5``,
+    from ``tensorfuse preprocess``), whose frames are read when needed."""
 
-    train: list[Frame]
-    valid: list[Frame]
-    test: list[Frame]
+    train: Sequence[Frame]
+    valid: Sequence[Frame]
+    test: Sequence[Frame]
     isolated: list[Frame]
     reports: list[ReadReport]
 
     @property
     def species(self) -> list[int]:
-        frames = self.train + self.valid + self.test + self.isolated
-        return sorted({int(z) for f in frames for z in f.numbers})
+        return sorted(set().union(*(_elements(frames) for frames in (self.train, self.valid, self.test, self.isolated))))
 
     @property
     def has_forces(self) -> bool:
-        return any(f.forces is not None for f in self.train)
+        return _has_label(self.train, "forces")
 
     @property
     def has_couplings(self) -> bool:
+        if isinstance(self.train, OnDiskFrames):  # one state on disk
+            return False
         return any(f.states is not None and f.states.has_couplings.any() for f in self.train)
 
     @property
     def has_stress(self) -> bool:
-        return any(f.stress is not None or f.virial is not None for f in self.train)
+        return _has_label(self.train, "stress") or _has_label(self.train, "virial")
 
     def summary(self) -> dict:
         """Frame and atom counts per split: a resumed run checks that its data did not change."""
-        return {split: [len(frames), int(sum(f.num_atoms for f in frames))]
+        return {split: [len(frames), _total_atoms(frames)]
                 for split, frames in (("train", self.train), ("valid", self.valid), ("test", self.test),
                                       ("isolated", self.isolated))}
 
 
+def _elements(frames) -> set[int]:
+    if isinstance(frames, OnDiskFrames):
+        return frames.elements()
+    return {int(z) for f in frames for z in f.numbers}
+
+
+def _has_label(frames, name: str) -> bool:
+    if isinstance(frames, OnDiskFrames):
+        return frames.has_label(name)
+    return any(getattr(f, name) is not None for f in frames)
+
+
+def _total_atoms(frames) -> int:
+    if isinstance(frames, OnDiskFrames):
+        return frames.total_atoms()
+    return int(sum(f.num_atoms for f in frames))
+
+
+def _split_isolated(frames) -> tuple[Sequence[Frame], list[Frame]]:
+    """``(frames, isolated atoms)``: single atoms apart, for the reference energies."""
+    if isinstance(frames, OnDiskFrames):
+        isolated = frames.isolated_mask()
+        return frames[~isolated], list(frames[isolated])
+    return [f for f in frames if not f.is_isolated_atom], [f for f in frames if f.is_isolated_atom]
+
+
+def _take(frames, positions: np.ndarray) -> Sequence[Frame]:
+    if isinstance(frames, OnDiskFrames):
+        return frames[positions]
+    return [frames[i] for i in positions]
+
+
 def load_training_data(data: DataConfig, seed: int) -> TrainingData:
     """Read the training (and validation/test) files, hold out the validation split and check the
-    labels; every problem names the file, the frame and the key."""
+    labels; every problem names the file, the frame and the key. A data set on disk (``.h5``) stays
+    there: its splits are lists of frame indices."""
     keys = data.keys()
     train_path = data.train_file or bundled_dataset("train")
     test_path = data.test_file or (bundled_dataset("test") if data.train_file is None else None)
     frames, report = read_labelled(train_path, data)
     reports = [report]
-    isolated = [f for f in frames if f.is_isolated_atom]
-    frames = [f for f in frames if not f.is_isolated_atom]
-    if not frames:
+    frames, isolated = _split_isolated(frames)
+    if not len(frames):
         raise DataError(f"{train_path}: no training frames besides isolated atoms")
     if data.valid_file:
         valid, r = read_labelled(data.valid_file, data)
         reports.append(r)
-        valid = [f for f in valid if not f.is_isolated_atom]
+        valid = _split_isolated(valid)[0]
     else:
         order = np.random.default_rng(seed).permutation(len(frames))
         n_valid = max(1, int(round(data.valid_fraction * len(frames)))) if data.valid_fraction > 0 else 0
@@ -78,8 +115,8 @@ def load_training_data(data: DataConfig, seed: int) -> TrainingData:
         if data.valid_fraction > 0 and n_valid == 0:
             warnings.warn(f"{train_path}: only {len(frames)} training frame: no validation set is held out "
                           "(give data.valid_file to validate)", stacklevel=2)
-        valid = [frames[i] for i in order[:n_valid]]
-        frames = [frames[i] for i in order[n_valid:]]
+        valid = _take(frames, order[:n_valid])
+        frames = _take(frames, order[n_valid:])
     if data.max_train_frames is not None:
         frames = frames[: data.max_train_frames]
     if data.max_valid_frames is not None:
@@ -88,7 +125,7 @@ def load_training_data(data: DataConfig, seed: int) -> TrainingData:
     if test_path:
         test, r = read_labelled(test_path, data)
         reports.append(r)
-        test = [f for f in test if not f.is_isolated_atom]
+        test = _split_isolated(test)[0]
     result = TrainingData(frames, valid, test, isolated, reports)
     if not result.has_forces and data.states:
         warnings.warn(f"{train_path}: no training frame has forces of the first state: training on energies only",
@@ -99,8 +136,11 @@ def load_training_data(data: DataConfig, seed: int) -> TrainingData:
     return result
 
 
-def read_labelled(path, data: DataConfig) -> tuple[list[Frame], ReadReport]:
-    """``read_frames`` with ``data``'s keys and unit; a key given explicitly must match some frame."""
+def read_labelled(path, data: DataConfig) -> tuple[Sequence[Frame], ReadReport]:
+    """``read_frames`` with ``data``'s keys and unit; a key given explicitly must match some frame.
+    A data set written by ``tensorfuse preprocess`` is opened, not read (:func:`open_labelled`)."""
+    if is_hdf5(path):
+        return open_labelled(path, data)
     states = data.state_keys()
     frames, report = read_frames(path, data.keys(), data.energy_unit, states=states)
     if Path(path).suffix == ".npz":  # rMD17 files have fixed keys
@@ -114,6 +154,28 @@ def read_labelled(path, data: DataConfig) -> tuple[list[Frame], ReadReport]:
             raise DataError(f"{path}: no frame has the key {key!r} given for the {label} "
                             f"({setting}); the file has the keys {seen}")
     return frames, report
+
+
+def open_labelled(path, data: DataConfig) -> tuple[OnDiskFrames, ReadReport]:
+    """The frames of a data set on disk. Its labels were read with the keys and unit given to
+    ``tensorfuse preprocess``: settings of this run that name others are refused, not ignored."""
+    store = FrameStore(path)
+    if data.states:
+        raise DataError(f"{path}: a data set on disk holds the labels of one state (tensorfuse preprocess does not "
+                        f"store several states' labels yet), but data.states={list(data.states)}; train from the "
+                        "extxyz file")
+    given = {f"data.{label}_key": key for label, key in data.explicit_keys().items()
+             if not (label == "energy" and key == DataConfig.energy_key)}  # the default is no choice
+    stored = {f"data.{label}_key": store.keys.get(label) for label in ("energy", "forces", "stress", "virial")}
+    if data.energy_unit is not None:
+        given["data.energy_unit"], stored["data.energy_unit"] = data.energy_unit, store.energy_unit
+    differ = [name for name, value in given.items() if value != stored[name]]
+    if differ:
+        raise DataError(f"{path} was written by tensorfuse preprocess with " + ", ".join(
+            f"{name}={stored[name]!r}" for name in differ) + " (now " + ", ".join(
+            f"{given[name]!r}" for name in differ) + "): its labels are fixed; preprocess the source again "
+            "with these settings, or leave them out")
+    return OnDiskFrames(store), store.report
 
 
 def validate_training_data(data: TrainingData, config: DataConfig, species, r_max: float) -> None:

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from tensorfuse.data._sampler import BatchSampler
 from tensorfuse.train._distributed import Distributed
 from tensorfuse.utils._progress import progress_bar
 
@@ -22,21 +23,36 @@ def _reduce(sums: dict, dist: Distributed) -> dict:
     return dict(zip(keys, tensor.tolist()))
 
 
+def _share(dataset, global_batch, objective, dist: Distributed):
+    """This rank's share of a global batch, read alone (``None, None`` when it has none), and the
+    counts of the whole batch that normalize the loss (so that the ranks' losses add up to the loss
+    of the batch): every rank counts its share, and the counts are summed."""
+    local = dist.shard(global_batch)
+    if not dist.enabled:
+        graph, targets = dataset.collate(local)
+        return graph, targets, objective.counts(graph, targets)
+    graph, targets = dataset.collate(local or global_batch[:1])  # a rank without a share adds zeros
+    counts = objective.counts(graph, targets).to(dist.device)
+    counts = dist.sum_(counts if local else torch.zeros_like(counts))
+    return (graph, targets, counts) if local else (None, None, counts)
+
+
 class EpochRunner:
-    """Trains a model for one epoch over ``dataset`` in shuffled global batches (each split across
-    the ranks), with optional gradient clipping and EMA updates after every step."""
+    """Trains a model for one epoch over ``dataset`` in shuffled global batches of ``batch_size``
+    frames or up to ``batch_atoms`` atoms (each split across the ranks, each rank reading only its
+    share), with optional gradient clipping and EMA updates after every step."""
 
     def __init__(self, dataset, batch_size: int, objective, stress: bool, dist: Distributed,
-                 clip_grad: float | None = None):
+                 clip_grad: float | None = None, batch_atoms: int | None = None):
         self.dataset, self.batch_size, self.objective = dataset, batch_size, objective
         self.stress, self.dist, self.clip_grad = stress, dist, clip_grad
+        self.sampler = BatchSampler(len(dataset), batch_size, batch_atoms,
+                                    dataset.atom_counts() if batch_atoms is not None else None)
 
     def run(self, model, optimizer, ema, generator: torch.Generator, label: str) -> tuple[dict, float]:
         """Returns the epoch's training metrics and its mean loss per batch."""
         model.train()
-        n = len(self.dataset)
-        order = torch.randperm(n, generator=generator).tolist()
-        batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        batches = self.sampler.epoch(generator)
         sums = _zero_sums(self.objective)
         with progress_bar(label, iterable=batches, enabled=self.dist.is_main, unit="batch") as bar:
             for batch in bar:
@@ -50,13 +66,9 @@ class EpochRunner:
     def _step(self, model, optimizer, global_batch: list[int], sums: dict) -> float:
         dist = self.dist
         optimizer.zero_grad(set_to_none=True)
-        # normalize by the counts of the whole global batch, so that the ranks' losses add up to it
-        graph_all, targets_all = self.dataset.collate(global_batch)
-        counts = self.objective.counts(graph_all, targets_all)
-        local = dist.shard(global_batch)
+        graph, targets, counts = _share(self.dataset, global_batch, self.objective, dist)
         loss_value = 0.0
-        if local:
-            graph, targets = self.dataset.collate(local) if dist.enabled else (graph_all, targets_all)
+        if graph is not None:
             graph, targets = graph.to(dist.device), targets.to(dist.device)
             out = model(graph, forces=True, stress=self.stress, create_graph=True)
             loss = self.objective.loss(out, graph, targets, counts)
@@ -79,15 +91,12 @@ def evaluate_dataset(model, dataset, batch_size, objective, stress, dist: Distri
     dist = dist or Distributed()
     model.eval()
     sums = _zero_sums(objective)
-    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+    batches = [range(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
     with progress_bar(label, iterable=batches, enabled=dist.is_main, unit="batch") as bar:
         for global_batch in bar:
-            graph_all, targets_all = dataset.collate(global_batch)
-            counts = objective.counts(graph_all, targets_all)
-            local = dist.shard(global_batch)
-            if not local:
+            graph, targets, counts = _share(dataset, global_batch, objective, dist)
+            if graph is None:
                 continue
-            graph, targets = dataset.collate(local) if dist.enabled else (graph_all, targets_all)
             graph, targets = graph.to(dist.device), targets.to(dist.device)
             out = model(graph, forces=True, stress=stress)
             sums["loss"] += float(objective.loss(out, graph, targets, counts).detach())

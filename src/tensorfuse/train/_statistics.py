@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from tensorfuse.data._io import DataError, Frame, isolated_atom_energies
 from tensorfuse.model._config import Statistics
 
-
+CHUNK = 4096  # frames per step of the statistics' passes
 RIDGE = 1e-8  # per-element fits: compositions that do not tell elements apart get a near minimum-norm split
 
 
@@ -24,15 +24,33 @@ def _per_element_fit(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return np.linalg.solve(gram + RIDGE * np.eye(len(rhs)), rhs)
 
 
-def least_squares_e0s(frames: Sequence[Frame], species: Sequence[int]) -> dict[int, float]:
-    """E0 per element minimizing ``sum_frames (E - sum_Z n_Z E0_Z)^2`` (MACE's ``average``)."""
-    rows = [f for f in frames if f.energy is not None]
-    if not rows:
+def least_squares_e0s(frames: Iterable[Frame], species: Sequence[int]) -> dict[int, float]:
+    """E0 per element minimizing ``sum_frames (E - sum_Z n_Z E0_Z)^2`` (MACE's ``average``); the
+    normal equations add up chunk by chunk, so that frames read from disk are never all in memory."""
+    gram, rhs, labelled = np.zeros((len(species), len(species))), np.zeros(len(species)), 0
+    for chunk in chunked(frames):
+        rows = [f for f in chunk if f.energy is not None]
+        if rows:
+            counts = composition(rows, species)
+            gram += counts.T @ counts
+            rhs += counts.T @ np.array([f.energy for f in rows])
+            labelled += len(rows)
+    if not labelled:
         raise DataError("cannot fit reference energies: no training frame has an energy")
-    counts = composition(rows, species)
-    energies = np.array([f.energy for f in rows])
-    solution = _per_element_fit(counts.T @ counts, counts.T @ energies)
+    solution = _per_element_fit(gram, rhs)
     return {int(z): float(e) for z, e in zip(species, solution)}
+
+
+def chunked(frames: Iterable[Frame], size: int = CHUNK) -> Iterator[list[Frame]]:
+    """Lists of at most ``size`` consecutive frames."""
+    chunk = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def atomic_energies(frames: Sequence[Frame], isolated: Sequence[Frame], species, e0s: Any) -> tuple[dict, str]:
@@ -58,12 +76,19 @@ def compute_statistics(frames: Sequence[Frame], avg_num_neighbors: float, e0: di
     With several ``states`` (:class:`~tensorfuse.data._states.StateKeys`), also one energy shift
     per element and state, fitted to each state's energies above the reference energies (the
     excitation energies are then where training starts)."""
-    forces = [f.forces for f in frames if f.forces is not None]
-    if forces:
-        scale = float(np.sqrt(np.mean(np.concatenate(forces) ** 2)))
+    force_squares, force_components, residuals = 0.0, 0, Moments()
+    for chunk in chunked(frames):  # one pass, chunk by chunk (frames read from disk are never all in memory)
+        forces = [f.forces for f in chunk if f.forces is not None]
+        if forces:
+            forces = np.concatenate(forces)
+            force_squares += np.sum(forces**2)
+            force_components += forces.size
+        residuals.add([(f.energy - sum(e0[int(z)] for z in f.numbers)) / f.num_atoms for f in chunk
+                       if f.energy is not None])
+    if force_components:
+        scale = float(np.sqrt(force_squares / force_components))
     else:
-        residuals = [(f.energy - sum(e0[int(z)] for z in f.numbers)) / f.num_atoms for f in frames if f.energy is not None]
-        scale = float(np.std(residuals)) if len(residuals) > 1 else 1.0
+        scale = residuals.std() if residuals.count > 1 else 1.0
     shift = {}
     if states is not None:
         species = sorted(e0)
@@ -78,6 +103,30 @@ def compute_statistics(frames: Sequence[Frame], avg_num_neighbors: float, e0: di
                       energy_scale=scale if scale > 1e-8 else 1.0, energy_shift=shift)
 
 
+class Moments:
+    """Count, mean and spread of values added in chunks (Chan et al.'s pairwise update); a single
+    chunk gives exactly ``np.std`` of it."""
+
+    def __init__(self):
+        self.count, self.mean, self.squares, self.chunks, self.first = 0, 0.0, 0.0, 0, None
+
+    def add(self, values) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        if not len(values):
+            return
+        mean = float(values.mean())
+        delta, total = mean - self.mean, self.count + len(values)
+        self.squares += float(np.sum((values - mean) ** 2)) + delta**2 * self.count * len(values) / total
+        self.mean += delta * len(values) / total
+        self.count, self.chunks = total, self.chunks + 1
+        self.first = values if self.chunks == 1 else None
+
+    def std(self) -> float:
+        if self.first is not None:
+            return float(np.std(self.first))
+        return float(np.sqrt(self.squares / self.count)) if self.count else 0.0
+
+
 def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, float]:
     """Re-fit the per-element energy shift of ``model`` to ``dataset``'s energies, in place.
 
@@ -85,6 +134,7 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
     slowly; the forces do not depend on it. A least-squares fit of one shift per element to the
     residuals ``E_ref - E_model`` (near minimum norm where compositions do not tell elements apart) fixes
     that exactly, after training, leaving every force unchanged. Returns the new shifts (Z -> eV).
+    The normal equations add up batch by batch: the dataset may be read from disk.
     """
     import torch
 
@@ -92,25 +142,18 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
     statistics = energy_model.config.statistics
     species = energy_model.config.species
     device = next(model.parameters()).device
-    indices = list(range(len(dataset)))
-    local = dist.shard(indices) if dist is not None and dist.enabled else indices
     num_states = energy_model.config.num_states
-    if num_states > 1:  # frames with every state's energy
-        local = [i for i in local if dataset.frames[i].states.has_energy.all()]
-    else:
-        local = [i for i in local if dataset.frames[i].energy is not None]
-    predicted = []
+    positions = np.arange(len(dataset))
+    local = positions[dist.rank :: dist.world_size] if dist is not None and dist.enabled else positions
+    gram, rhs = np.zeros((len(species), len(species))), np.zeros((len(species), num_states))
     with torch.no_grad():
-        for start in range(0, len(local), batch_size):
-            graph, _ = dataset.collate(local[start : start + batch_size])
-            predicted.append(model(graph.to(device), forces=False)["energy"].double().cpu().numpy())
-    counts = composition([dataset.frames[i] for i in local], species)
-    if num_states > 1:
-        energies = np.array([dataset.frames[i].states.energies for i in local]).reshape(-1, num_states)
-    else:
-        energies = np.array([dataset.frames[i].energy for i in local]).reshape(-1, 1)
-    residual = energies - np.concatenate(predicted).reshape(-1, num_states) if predicted else energies
-    gram, rhs = torch.from_numpy(counts.T @ counts), torch.from_numpy(counts.T @ residual)  # rhs [Z, S]
+        for batch, energies in _labelled_batches(dataset, local, batch_size, num_states):
+            graph, _ = dataset.collate(batch)
+            predicted = model(graph.to(device), forces=False)["energy"].double().cpu().numpy()
+            counts = _graph_composition(graph, species)
+            gram += counts.T @ counts
+            rhs += counts.T @ (energies - predicted.reshape(-1, num_states))
+    gram, rhs = torch.from_numpy(gram), torch.from_numpy(rhs)  # rhs [Z, S]
     if dist is not None and dist.enabled:  # on the process group's device (nccl reduces GPU tensors only)
         gram, rhs = (dist.sum_(x.to(dist.device)).cpu() for x in (gram, rhs))
     delta = _per_element_fit(gram.numpy(), rhs.numpy())  # [Z, S]
@@ -121,3 +164,29 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
         shifts = {int(z): statistics.energy_shift.get(int(z), 0.0) + float(delta[k, 0]) for k, z in enumerate(species)}
     energy_model.set_statistics(dataclasses.replace(statistics, energy_shift=shifts))
     return shifts
+
+
+def _labelled_batches(dataset, positions: np.ndarray, batch_size: int, num_states: int):
+    """Batches of ``batch_size`` of the ``positions`` whose frames have every state's energy, with
+    those energies ``[batch, num_states]``."""
+    pending, energies = [], []
+    for start in range(0, len(positions), CHUNK):
+        chunk = positions[start : start + CHUNK]
+        labels = dataset.energy_labels(chunk, num_states)
+        keep = np.isfinite(labels).all(axis=1)
+        pending.extend(chunk[keep].tolist())
+        energies.extend(labels[keep])
+        while len(pending) >= batch_size:
+            yield pending[:batch_size], np.array(energies[:batch_size])
+            del pending[:batch_size], energies[:batch_size]
+    if pending:
+        yield pending, np.array(energies)
+
+
+def _graph_composition(graph, species: Sequence[int]) -> np.ndarray:
+    """``[structures, species]`` atom counts of a batched graph."""
+    lookup = np.full(max(species) + 1, -1)
+    lookup[list(species)] = np.arange(len(species))
+    counts = np.zeros((graph.num_graphs, len(species)))
+    np.add.at(counts, (graph.batch.numpy(), lookup[graph.numbers.numpy()]), 1.0)
+    return counts

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tensorfuse.data._dataset import GraphDataset
+from tensorfuse.data._dataset import GraphDataset, OnDiskGraphDataset, graph_dataset
 from tensorfuse.model._build import build_model
 from tensorfuse.model._config import ModelConfig, Statistics
 from tensorfuse.model._serialization import model_from_dict, model_to_dict, without_priors
@@ -108,7 +108,7 @@ class Trainer:
             self.folder.start(config)
         self.stress = self.data.has_stress and self.model_config.num_states == 1
         self.runner = EpochRunner(self.datasets["train"], self.options.batch_size, self.objective, self.stress,
-                                  self.dist, self.options.clip_grad)
+                                  self.dist, self.options.clip_grad, batch_atoms=self.options.batch_atoms)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -206,9 +206,9 @@ class Trainer:
                  + f"; force RMS scale {s.energy_scale:.4f}; avg neighbours {s.avg_num_neighbors:.2f}")
         return model_config
 
-    def _datasets(self, r_max: float) -> dict[str, GraphDataset | None]:
+    def _datasets(self, r_max: float) -> dict[str, GraphDataset | OnDiskGraphDataset | None]:
         dtype = self.dtype
-        return {split: GraphDataset(frames, r_max, dtype) if frames else None
+        return {split: graph_dataset(frames, r_max, dtype) if frames else None
                 for split, frames in (("train", self.data.train), ("valid", self.data.valid),
                                       ("test", self.data.test))}
 
