@@ -8,6 +8,7 @@
     tensorfuse bench MODEL STRUCTURE [--dtypes float32 float64] [--repeats N] [--threads N]
     tensorfuse ipi MODEL STRUCTURE --address HOST:PORT | --unix NAME
     tensorfuse lammps MODEL IN.lammps --elements Si [--var NAME VALUE] [--state N]
+    tensorfuse preprocess IN.xyz OUT.h5 [--energy-key K] [--forces-key K] [--energy-unit U] [--overwrite]
     tensorfuse selfcheck [--lmax L]
 """
 
@@ -476,6 +477,20 @@ def build_parser() -> argparse.ArgumentParser:
     ipi.add_argument("--device", default="cpu")
     ipi.add_argument("--dtype", choices=["float32", "float64"], help="default: the model's")
     ipi.set_defaults(run=_ipi)
+
+    pre = sub.add_parser("preprocess", help="write labelled structures to an on-disk data set (.h5) for training "
+                                            "on data larger than memory",
+                         description="Read IN (extxyz, any file ASE reads, rMD17 .npz) frame by frame with the checks "
+                                     "of training and write OUT (HDF5) in eV and Å; train with --train-file OUT.h5.")
+    pre.add_argument("input", help="labelled structures (extxyz, ...)")
+    pre.add_argument("output", help="the data set to write (.h5)")
+    pre.add_argument("--energy-key", help="default: 'energy'")
+    pre.add_argument("--forces-key", help="default: 'forces' where frames have it")
+    pre.add_argument("--stress-key", help="default: 'stress' where frames have it")
+    pre.add_argument("--virial-key", help="default: 'virial' where frames have it")
+    pre.add_argument("--energy-unit", help="unit of the file's energies (default eV; kcal/mol for rMD17 .npz)")
+    pre.add_argument("--overwrite", action="store_true", help="replace an existing output (after all is read)")
+    pre.set_defaults(run=_preprocess)
 
     check = sub.add_parser("selfcheck", help="check the O(3) algebra in both bases and print a table")
     check.add_argument("--lmax", type=int, default=4, help="largest degree to check (default 4, at most 8)")
