@@ -686,64 +686,6 @@ def _(ws):
     return ["bench", "run/model.pt", "start.xyz", "--repeats", "0"], ["repeats and threads must be >= 1"]
 
 
-# -- lammps ---------------------------------------------------------------------------------------
-def lammps_input(ws: Path, units: str = "metal", run: str = "run 2", extra: str = "") -> str:
-    """in.lammps: the workspace's start.xyz (C, H, O as types 1-3) in a box, and a short run."""
-    atoms = read(ws / "start.xyz")
-    atoms.cell, atoms.pbc = [15.0, 15.0, 15.0], True
-    atoms.positions += 7.5 - atoms.positions.mean(0)
-    write(ws / "start.data", atoms, format="lammps-data", specorder=["C", "H", "O"], masses=True)
-    (ws / "in.lammps").write_text(f"units {units}\natom_style atomic\nread_data start.data\n{extra}"
-                                  f"fix integrate all nve\n{run}\n")
-    return "in.lammps"
-
-
-@case("lammps: a missing model file")
-def _(ws):
-    return ["lammps", "absent.pt", lammps_input(ws), "--elements", "C", "H", "O"], ["absent.pt does not exist"]
-
-
-@case("lammps: a missing input script")
-def _(ws):
-    return ["lammps", "run/model.pt", "absent.in", "--elements", "C", "H", "O"], ["absent.in: no such LAMMPS input"]
-
-
-@case("lammps: an input without run or minimize")
-def _(ws):
-    return (["lammps", "run/model.pt", lammps_input(ws, run=""), "--elements", "C", "H", "O", "--quiet"],
-            ["in.lammps: no run or minimize command"])
-
-
-@case("lammps: an element the model does not know")
-def _(ws):
-    return (["lammps", "run/model.pt", lammps_input(ws), "--elements", "C", "H", "Fe", "--quiet"],
-            ["['Fe'] are not in the model's species", "'H'"])
-
-
-@case("lammps: fewer elements than atom types")
-def _(ws):
-    return (["lammps", "run/model.pt", lammps_input(ws), "--elements", "C", "H", "--quiet"],
-            ["3 atom type(s) but 2 element(s)", "in type order"])
-
-
-@case("lammps: not an element symbol")
-def _(ws):
-    return (["lammps", "run/model.pt", lammps_input(ws), "--elements", "C", "H", "Ox", "--quiet"],
-            ["unknown element(s) ['Ox']"])
-
-
-@case("lammps: units other than metal")
-def _(ws):
-    return (["lammps", "run/model.pt", lammps_input(ws, units="real"), "--elements", "C", "H", "O", "--quiet"],
-            ["'units real'", "units metal"])
-
-
-@case("lammps: a LAMMPS error in the script (one line, LAMMPS's message)")
-def _(ws):
-    return (["lammps", "run/model.pt", lammps_input(ws, extra="fix oops all nonsense\n"), "--elements", "C", "H",
-             "O", "--quiet"], ["in.lammps: ERROR: Unrecognized fix style 'nonsense'"])
-
-
 # -- ipi ------------------------------------------------------------------------------------------
 def unused_port() -> int:
     import socket
