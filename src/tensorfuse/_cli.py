@@ -6,8 +6,8 @@
     tensorfuse md MODEL STRUCTURE [--steps N] ...
     tensorfuse export MODEL OUT.pt2
     tensorfuse bench MODEL STRUCTURE [--dtypes float32 float64] [--repeats N] [--threads N]
-    tensorfuse ipi MODEL STRUCTURE --address HOST:PORT | --unix NAME
     tensorfuse lammps MODEL IN.lammps --elements Si [--var NAME VALUE] [--state N]
+    tensorfuse ipi MODEL STRUCTURE --address HOST:PORT | --unix NAME
     tensorfuse preprocess IN.xyz OUT.h5 [--energy-key K] [--forces-key K] [--energy-unit U] [--overwrite]
     tensorfuse selfcheck [--lmax L]
 """
@@ -264,6 +264,32 @@ def _bench(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _ipi(args: argparse.Namespace, extra: list[str]) -> int:
+    from tensorfuse import ipi as driver
+
+    if extra:
+        raise ValueError(f"unknown argument(s) {extra}")
+    if (args.address is None) == (args.unix is None):
+        raise ValueError("give i-PI's socket: --address HOST:PORT (<ffsocket mode=\"inet\">) or --unix NAME "
+                         "(<ffsocket mode=\"unix\">)")
+    host, port = driver.parse_address(args.address) if args.address is not None else ("localhost", None)
+    driver.check_socket_settings(args.unix, args.connect_timeout)
+    atoms = _read_structure(args.structure, 0)
+    calculator = driver.make_calculator(args.model, args.device, args.dtype)
+    driver.check_elements(atoms, calculator, args.structure)
+    kind = "periodic" if atoms.pbc.all() else "not periodic: i-PI's cell is ignored" if not atoms.pbc.any() \
+        else f"periodic along {atoms.pbc.tolist()}"
+    print(f"i-PI driver: {args.model} on the {len(atoms)} atoms of {args.structure} ({kind}); connecting to "
+          f"{driver.describe_address(host, port, args.unix)} (for up to {args.connect_timeout:g} s)", flush=True)
+    result = driver.run_driver(calculator, atoms, host, port, args.unix, connect_timeout=args.connect_timeout,
+                               on_connect=lambda: print("connected; serving forces until i-PI ends the run",
+                                                        flush=True),
+                               label=args.structure)
+    print(f"done: i-PI ended the run after {result.calls} force calls in {result.seconds:.1f} s "
+          f"({result.ms_per_call:.1f} ms per call)")
+    return 0
+
+
 def _lammps(args: argparse.Namespace, extra: list[str]) -> int:
     from pathlib import Path
 
@@ -296,32 +322,6 @@ def _preprocess(args: argparse.Namespace, extra: list[str]) -> int:
     print("read " + result.report.row())
     print(f"wrote {result.path}: {result.report.frames} frames, {result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s "
           f"(train with --train-file {result.path})")
-    return 0
-
-
-def _ipi(args: argparse.Namespace, extra: list[str]) -> int:
-    from tensorfuse import ipi as driver
-
-    if extra:
-        raise ValueError(f"unknown argument(s) {extra}")
-    if (args.address is None) == (args.unix is None):
-        raise ValueError("give i-PI's socket: --address HOST:PORT (<ffsocket mode=\"inet\">) or --unix NAME "
-                         "(<ffsocket mode=\"unix\">)")
-    host, port = driver.parse_address(args.address) if args.address is not None else ("localhost", None)
-    driver.check_socket_settings(args.unix, args.connect_timeout)
-    atoms = _read_structure(args.structure, 0)
-    calculator = driver.make_calculator(args.model, args.device, args.dtype)
-    driver.check_elements(atoms, calculator, args.structure)
-    kind = "periodic" if atoms.pbc.all() else "not periodic: i-PI's cell is ignored" if not atoms.pbc.any() \
-        else f"periodic along {atoms.pbc.tolist()}"
-    print(f"i-PI driver: {args.model} on the {len(atoms)} atoms of {args.structure} ({kind}); connecting to "
-          f"{driver.describe_address(host, port, args.unix)} (for up to {args.connect_timeout:g} s)", flush=True)
-    result = driver.run_driver(calculator, atoms, host, port, args.unix, connect_timeout=args.connect_timeout,
-                               on_connect=lambda: print("connected; serving forces until i-PI ends the run",
-                                                        flush=True),
-                               label=args.structure)
-    print(f"done: i-PI ended the run after {result.calls} force calls in {result.seconds:.1f} s "
-          f"({result.ms_per_call:.1f} ms per call)")
     return 0
 
 
