@@ -793,6 +793,87 @@ def _(ws):
              "O", "--quiet"], ["in.lammps: ERROR: Unrecognized fix style 'nonsense'"])
 
 
+# -- preprocess and data sets on disk ---------------------------------------------------------------
+def data_set(ws: Path, name: str = "data.h5") -> str:
+    pytest.importorskip("h5py")
+    assert cli(["preprocess", "train.xyz", name, *KEYS]) == 0
+    return name
+
+
+@case("preprocess: a missing input file")
+def _(ws):
+    return ["preprocess", "absent.xyz", "out.h5"], ["absent.xyz: no such file"]
+
+
+@case("preprocess: an existing output without --overwrite")
+def _(ws):
+    (ws / "old.h5").write_bytes(b"an earlier data set")
+    return ["preprocess", "train.xyz", "old.h5", *KEYS], ["old.h5 already exists", "--overwrite"]
+
+
+@case("preprocess: a key no frame has (a typo)")
+def _(ws):
+    return (["preprocess", "train.xyz", "out.h5", "--energy-key", "REF_energie"],
+            ["train.xyz: no frame has the key 'REF_energie'", "--energy-key", "REF_energy"])
+
+
+@case("preprocess: NaN forces in a frame, with --overwrite: the old data set stays")
+def _(ws):
+    data_set(ws, "old.h5")
+    write_xyz(ws / "bad.xyz", WATER * 2 + WATER.replace("H 0.96 0 0 0 0 0", "H 0.96 0 0 nan 0 0"))
+    return (["preprocess", "bad.xyz", "old.h5", *KEYS, "--overwrite"],
+            ["bad.xyz, frame 2", "'REF_forces'", "NaN"])
+
+
+@case("preprocess: a frame ASE cannot read")
+def _(ws):
+    write_xyz(ws / "broken.xyz", WATER + "3\nProperties=species:S:1:pos:R:3 REF_energy=1\nO 0 0\n")
+    return ["preprocess", "broken.xyz", "out.h5"], ["broken.xyz, frame 1", "cannot be read by ASE"]
+
+
+@case("preprocess: an unknown energy unit")
+def _(ws):
+    return ["preprocess", "train.xyz", "out.h5", "--energy-unit", "kcal"], ["--energy-unit 'kcal'", "kcal/mol"]
+
+
+@case("preprocess: an output name without .h5")
+def _(ws):
+    return ["preprocess", "train.xyz", "out.xyz"], ["out.xyz", ".h5"]
+
+
+@case("preprocess: a data set given as input")
+def _(ws):
+    return ["preprocess", data_set(ws), "again.h5"], ["data.h5 is an HDF5 file already"]
+
+
+@case("train: an HDF5 file that is not a tensorfuse data set")
+def _(ws):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(ws / "other.h5", "w") as handle:
+        handle["numbers"] = np.arange(3)
+    return ["train", "--train-file", "other.h5", "--output", "new", *TINY], \
+        ["other.h5: an HDF5 file but not a tensorfuse data set", "tensorfuse preprocess"]
+
+
+@case("train: a truncated data set")
+def _(ws):
+    path = ws / data_set(ws)
+    path.write_bytes(path.read_bytes()[:4000])
+    return ["train", "--train-file", "data.h5", "--output", "new", *TINY], ["data.h5: cannot be read as HDF5"]
+
+
+@case("train: a data set with another energy key than it was written with")
+def _(ws):
+    return (["train", "--train-file", data_set(ws), "--energy-key", "energy_pbe", "--output", "new", *TINY],
+            ["data.h5 was written by tensorfuse preprocess with data.energy_key='REF_energy'", "'energy_pbe'"])
+
+
+@case("train: a budget of no atoms")
+def _(ws):
+    return (["train", "--train-file", "train.xyz", *KEYS, "--training.batch_atoms", "0", "--output", "new"],
+            ["training.batch_atoms=0", "must be >= 1"])
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_input(name, workspace, tmp_path, monkeypatch, capsys):
     setup, code = CASES[name]

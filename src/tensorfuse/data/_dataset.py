@@ -117,7 +117,10 @@ class OnDiskGraphDataset(torch.utils.data.Dataset):
         return collate_frames(frames, graphs, self.dtype)
 
     def average_num_neighbors(self) -> float:
-        """Edges per atom within ``r_max``, counted in one pass over the file."""
+        """Edges per atom within ``r_max``: as the validation pass counted them, or by a pass of its own."""
+        counted = self.frames.neighbour_counts.get(self.r_max)
+        if counted:
+            return counted["edges"] / max(counted["atoms"], 1)
         edges = atoms = 0
         for f in self.frames:
             edges += len(neighbor_list(f.positions, f.cell, f.pbc, self.r_max)[0])

@@ -367,34 +367,45 @@ def validate_frames(
     require: Sequence[str] = ("energy",),
     keys: DataKeys = DataKeys(),
     allow_missing: bool = False,
+    neighbours: dict | None = None,
 ) -> list[str]:
     """Check frames before training; raise :class:`DataError` or return warnings (with counts).
 
     Errors: a required label missing (unless ``allow_missing``: then a warning with counts), an
     element the model does not know, two atoms closer than ``min_distance`` Å. Warnings: atoms
-    without any neighbour within ``r_max`` in frames of several atoms.
+    without any neighbour within ``r_max`` in frames of several atoms. ``frames`` is iterated once
+    per required label and once for the rest (it may be read from disk). A ``neighbours`` dict gets
+    ``edges`` (directed pairs within ``r_max``, periodic images included) and ``atoms``: the
+    neighbour statistics of the frames, counted by the same pass.
     """
     messages: list[str] = []
     key_of = {"energy": keys.energy, "forces": keys.forces, "stress": keys.stress, "virial": keys.virial}
     for name in require:
-        missing = [f.source for f in frames if getattr(f, name) is None and not (name == "stress" and f.virial is not None)]
+        missing, first = 0, None
+        for f in frames:
+            if getattr(f, name) is None and not (name == "stress" and f.virial is not None):
+                missing, first = missing + 1, first or f.source
         if missing:
-            text = (f"{len(missing)} of {len(frames)} frames have no {key_of[name]!r} label "
-                    f"(first: {missing[0]})")
+            text = (f"{missing} of {len(frames)} frames have no {key_of[name]!r} label "
+                    f"(first: {first})")
             if not allow_missing:
                 raise DataError(text + "; set the right key, or allow missing labels to train without them")
             messages.append(text + ": those frames are trained without it")
     known = set(species) if species is not None else None
-    lonely_frames, lonely_atoms = [], 0
+    lonely_frames, lonely_atoms, first_lonely, edges, atoms = 0, 0, None, 0, 0
     for f in frames:
         if known is not None:
             unknown = sorted(set(f.numbers.tolist()) - known)
             if unknown:
                 raise DataError(f"{f.source}: element(s) {[_symbol(z) for z in unknown]} (Z={unknown}) are not "
                                 f"in the model's species {[_symbol(z) for z in sorted(known)]}")
+        atoms += f.num_atoms
         if f.num_atoms < 2:
+            if neighbours is not None and r_max is not None:  # a periodic atom sees its own images
+                edges += len(_neighbor_list(f, r_max)[0])
             continue
-        receiver, sender, lengths = _pair_distances(f, max(min_distance, r_max or 0.0))
+        receiver, sender, lengths, within_r_max = _pair_distances(f, max(min_distance, r_max or 0.0), r_max)
+        edges += within_r_max
         close = lengths < min_distance
         if close.any():
             k = int(np.argmin(np.where(close, lengths, np.inf)))  # the first of the closest pairs
@@ -406,24 +417,34 @@ def validate_frames(
             has_neighbour[receiver[within]] = True
             has_neighbour[sender[within]] = True
             if not has_neighbour.all():
-                lonely_frames.append(f.source)
+                lonely_frames, first_lonely = lonely_frames + 1, first_lonely or f.source
                 lonely_atoms += int((~has_neighbour).sum())
     if lonely_frames:
-        messages.append(f"{lonely_atoms} atoms in {len(lonely_frames)} frames have no neighbour within "
-                        f"r_max={r_max} Å (first: {lonely_frames[0]})")
+        messages.append(f"{lonely_atoms} atoms in {lonely_frames} frames have no neighbour within "
+                        f"r_max={r_max} Å (first: {first_lonely})")
+    if neighbours is not None:
+        neighbours.update(edges=edges, atoms=atoms)
     for message in messages:
         warnings.warn(message, stacklevel=2)
     return messages
 
 
-def _pair_distances(frame: Frame, cutoff: float):
+def _neighbor_list(frame: Frame, cutoff: float):
     from tensorfuse.data._neighbors import neighbor_list
 
-    sender, receiver, shifts = neighbor_list(frame.positions, frame.cell, frame.pbc, cutoff)
+    return neighbor_list(frame.positions, frame.cell, frame.pbc, cutoff)
+
+
+def _pair_distances(frame: Frame, cutoff: float, r_max: float | None = None):
+    """``(i, j, |r_ij|)`` of the pairs ``i < j`` within ``cutoff`` (arrays: validating millions of
+    frames stays fast), and how many directed edges lie within ``r_max`` (images included)."""
+    sender, receiver, shifts = _neighbor_list(frame, cutoff)
     vectors = frame.positions[sender] - frame.positions[receiver] + shifts @ frame.cell
     lengths = np.linalg.norm(vectors, axis=1)
+    # the same list as the graphs' when the cutoff is r_max (the usual case: r_max > min_distance)
+    within_r_max = 0 if r_max is None else len(sender) if cutoff == r_max else int((lengths < r_max).sum())
     keep = sender > receiver
-    return receiver[keep], sender[keep], lengths[keep]  # arrays: validating millions of frames stays fast
+    return receiver[keep], sender[keep], lengths[keep], within_r_max
 
 
 def isolated_atom_energies(frames: Sequence[Frame]) -> dict[int, float]:

@@ -237,6 +237,7 @@ class OnDiskFrames:
         self.store = store
         self.indices = np.arange(len(store), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
         self._elements: set[int] | None = None
+        self.neighbour_counts: dict[float, dict] = {}  # r_max -> edges and atoms, counted by a validation pass
 
     def __len__(self) -> int:
         return len(self.indices)

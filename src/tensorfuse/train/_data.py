@@ -192,5 +192,8 @@ def validate_training_data(data: TrainingData, config: DataConfig, species, r_ma
                                     f"(first: {missing[0]}); set the right key, or allow missing labels")
     for frames in (data.train, data.valid, data.test):
         if frames:
+            # on disk, this pass also counts the edges: the neighbour statistics then need no pass of their own
+            counted = frames.neighbour_counts.setdefault(r_max, {}) if isinstance(frames, OnDiskFrames) else None
             validate_frames(frames, species=species, r_max=r_max, min_distance=config.min_distance,
-                            require=require, keys=config.keys(), allow_missing=config.allow_missing_labels)
+                            require=require, keys=config.keys(), allow_missing=config.allow_missing_labels,
+                            neighbours=counted)
