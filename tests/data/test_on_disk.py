@@ -47,7 +47,7 @@ def preprocess(source, output, keys=KEYS, **options):
     return run(source, output, keys, explicit=explicit, **options)
 
 
-def test_round_trip_gives_the_frames_of_the_extxyz_reader(tmp_path, h5py):
+def test_round_trip_gives_the_frames_of_the_extxyz_reader(tmp_path, h5py, monkeypatch):
     """Positions, labels, units (kcal/mol here), cells, stress, weights, missing labels and isolated
     atoms come back as the in-memory reader gives them, by index, in batches and in passes."""
     rng = np.random.default_rng(0)
@@ -71,6 +71,10 @@ def test_round_trip_gives_the_frames_of_the_extxyz_reader(tmp_path, h5py):
         assert getattr(result.report, name) == getattr(report, name) == getattr(stored.store.report, name), name
     order = rng.permutation(len(expected))
     batch = stored.load(order)
+    monkeypatch.setattr("tensorfuse.data._on_disk.BLOCK_FRAMES", 4)  # passes of many blocks, some of one frame
+    monkeypatch.setattr("tensorfuse.data._on_disk.BLOCK_ATOMS", 9)
+    sparse = list(stored[order[:9]])  # a split's pass reads the file in its order
+    assert [f.source for f in sparse] == [expected[i].source.replace(".xyz", ".h5") for i in sorted(order[:9])]
     for got in (list(stored), [stored[i] for i in range(len(stored))], [batch[k] for k in np.argsort(order)]):
         assert len(got) == len(expected)
         for a, b in zip(expected, got):
@@ -81,6 +85,17 @@ def test_round_trip_gives_the_frames_of_the_extxyz_reader(tmp_path, h5py):
     assert expected[0].energy == pytest.approx(images[0].info["REF_energy"] * 0.0433641043)
     assert stored.isolated_mask().tolist() == [f.is_isolated_atom for f in expected]
     assert stored.elements() == {1, 6, 8, 14} and stored.has_label("stress") and not stored.has_label("virial")
+    from tensorfuse.data._dataset import GraphDataset, OnDiskGraphDataset
+
+    in_memory = GraphDataset(expected, 4.0).average_num_neighbors()
+    assert OnDiskGraphDataset(stored, 4.0).average_num_neighbors() == in_memory  # a pass of its own
+    from tensorfuse.data._io import validate_frames
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        validate_frames(stored, r_max=4.0, require=(), neighbours=stored.neighbour_counts.setdefault(4.0, {}))
+    assert stored.neighbour_counts[4.0]["atoms"] == report.atoms
+    assert OnDiskGraphDataset(stored, 4.0).average_num_neighbors() == in_memory  # counted by validation
     with h5py.File(tmp_path / "mixed.h5") as handle:  # inspectable: what `h5ls -r` shows
         assert handle.attrs["format"] == "tensorfuse-dataset" and handle.attrs["energy_unit"] == "kcal/mol"
         assert handle["atoms/positions"].shape == (report.atoms, 3) and "frames/virial" not in handle
@@ -232,6 +247,13 @@ def test_bad_files_and_settings_are_one_line_errors(tmp_path, h5py, monkeypatch)
         read_labelled(tmp_path / "data.h5", DataConfig(states=["S0", "S1"]))
     frames, report = read_labelled(tmp_path / "data.h5", DataConfig(energy_key="REF_energy"))
     assert len(frames) == report.frames == 5
+    text = (tmp_path / "data.xyz").read_text()
+    (tmp_path / "bad.xyz").write_text(text + text.replace("REF_energy=", "REF_energy=nan #", 1))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(DataError, match="bad.xyz, frame 5: key 'REF_energy'"):
+        preprocess(tmp_path / "bad.xyz", tmp_path / "data.h5", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no partial file; the old data set is kept
+    assert FrameStore(tmp_path / "data.h5").report.frames == 5
     monkeypatch.setitem(__import__("sys").modules, "h5py", None)  # as if h5py were not installed
     with pytest.raises(DataError, match=r"need h5py: pip install 'tensorfuse\[data\]'"):
         FrameStore(tmp_path / "data.h5")

@@ -4,7 +4,8 @@ Every rank of a data-parallel run draws the same permutation from the run's gene
 every checkpoint holds, so a resumed run draws the epochs it did not finish exactly as the
 uninterrupted run would) and reads only its share of each global batch
 (:meth:`~tensorfuse.train._distributed.Distributed.shard`). The permutation and the batch
-boundaries are arrays (8 bytes per frame); batches are made as they are asked for.
+boundaries are arrays (8 bytes per frame, and 4 for the atom counts of a budget); batches are made
+as they are asked for.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class BatchSampler:
         self.num_frames, self.batch_size, self.batch_atoms = int(num_frames), int(batch_size), batch_atoms
         self.atom_counts = None
         if batch_atoms is not None:
-            self.atom_counts = np.asarray(atom_counts, dtype=np.int64)
+            self.atom_counts = np.asarray(atom_counts, dtype=np.int32)  # 4 bytes per frame of a large data set
             if len(self.atom_counts) != self.num_frames:
                 raise ValueError(f"{len(self.atom_counts)} atom counts for {self.num_frames} frames")
             larger = self.atom_counts > batch_atoms
