@@ -31,8 +31,10 @@ class DataConfig:
 
     ``train_file=None`` uses the small dataset bundled with tensorfuse (rMD17 ethanol). The
     validation set is ``valid_file`` or, without it, a random ``valid_fraction`` of the training
-    file. ``e0s``: ``"auto"`` (isolated-atom frames when the training file has them, else a least-
-    squares fit), ``"isolated"``, ``"average"`` (least squares) or ``{atomic number: eV}``.
+    file. Any of the files may be a data set written by ``tensorfuse preprocess`` (HDF5), read
+    from disk as training goes rather than into memory. ``e0s``: ``"auto"`` (isolated-atom frames
+    when the training file has them, else a least-squares fit), ``"isolated"``, ``"average"``
+    (least squares) or ``{atomic number: eV}``.
 
     Label keys: ``energy_key`` is required in every frame. ``forces_key``, ``stress_key`` and
     ``virial_key`` left unset read ``forces``/``stress``/``virial`` where frames have them (a file
