@@ -120,9 +120,13 @@ class FrameStore:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    @property
-    def atom_counts(self) -> np.ndarray:
-        return np.diff(self.offsets)
+    def atom_counts(self, indices: np.ndarray) -> np.ndarray:
+        """Atoms of the frames ``indices`` (int32), computed a block at a time: no temporary array per frame."""
+        counts = np.empty(len(indices), dtype=np.int32)
+        for start in range(0, len(indices), BLOCK_FRAMES * 16):
+            block = indices[start : start + BLOCK_FRAMES * 16]
+            counts[start : start + len(block)] = self.offsets[block + 1] - self.offsets[block]
+        return counts
 
     def frame(self, index: int) -> Frame:
         return self.frames_at([index])[0]
@@ -154,16 +158,18 @@ class FrameStore:
         """``(indices of the block, atom arrays, frame arrays)`` over ``indices`` (increasing): contiguous
         reads of at most ``BLOCK_FRAMES`` frames and ``BLOCK_ATOMS`` atoms; the arrays cover the
         block's whole range of frames (``indices - block[0]`` picks rows, ``offsets - offsets[block[0]]`` atoms)."""
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = np.asarray(indices)
         names = list(self._frame_arrays() if names is None else names)
-        ends = self.offsets[indices + 1]  # increasing with the indices
         k = 0
         while k < len(indices):
             first = int(indices[k])
-            # the block ends before the frame that would take it past either bound (one frame at least)
-            stop_frames = np.searchsorted(indices, first + BLOCK_FRAMES, side="left")
+            # the block ends before the frame that would take it past either bound (one frame at least);
+            # increasing indices: the frames within BLOCK_FRAMES of the first are among the next BLOCK_FRAMES
+            candidates = indices[k : k + BLOCK_FRAMES]
+            stop_frames = np.searchsorted(candidates, first + BLOCK_FRAMES, side="left")
+            ends = self.offsets[candidates[:stop_frames] + 1]
             stop_atoms = np.searchsorted(ends, self.offsets[first] + BLOCK_ATOMS, side="right")
-            end = max(k + 1, min(stop_frames, stop_atoms))
+            end = k + max(1, min(stop_frames, stop_atoms))
             block = indices[k:end]
             last = int(block[-1])
             rows = {name: self.array(f"frames/{name}")[first : last + 1] for name in names}
@@ -235,7 +241,9 @@ class OnDiskFrames:
 
     def __init__(self, store: FrameStore, indices: np.ndarray | None = None):
         self.store = store
-        self.indices = np.arange(len(store), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+        # frame indices as int32 where they fit: 4 bytes per frame of a split
+        dtype = np.int32 if len(store) < 2**31 else np.int64
+        self.indices = np.arange(len(store), dtype=dtype) if indices is None else np.asarray(indices, dtype)
         self._elements: set[int] | None = None
         self.neighbour_counts: dict[float, dict] = {}  # r_max -> edges and atoms, counted by a validation pass
 
@@ -256,10 +264,14 @@ class OnDiskFrames:
 
     # -- what the split holds, without reading its frames ------------------------------------------
     def atom_counts(self) -> np.ndarray:
-        return self.store.atom_counts[self.indices]
+        return self.store.atom_counts(self.indices)
 
     def total_atoms(self) -> int:
         return int(self.atom_counts().sum())
+
+    def has_isolated_atoms(self) -> bool:
+        """Whether the file has any (preprocess counted them): most have none, and need no mask."""
+        return self.store.report.isolated_atoms > 0
 
     def isolated_mask(self) -> np.ndarray:
         """Single atoms without periodicity (reference energies), as ``Frame.is_isolated_atom``."""
@@ -271,14 +283,15 @@ class OnDiskFrames:
     def elements(self) -> set[int]:
         if self._elements is None:
             found: set[int] = set()
-            counts = self.store.atom_counts
+            offsets = self.store.offsets
             wanted = np.zeros(len(self.store), dtype=bool)
             wanted[self.indices] = True
             for start in range(0, len(self.store), BLOCK_FRAMES * 16):
                 stop = min(start + BLOCK_FRAMES * 16, len(self.store))
                 if wanted[start:stop].any():
-                    numbers = self.store.array("atoms/numbers")[self.store.offsets[start] : self.store.offsets[stop]]
-                    found.update(np.unique(numbers[np.repeat(wanted[start:stop], counts[start:stop])]).tolist())
+                    numbers = self.store.array("atoms/numbers")[offsets[start] : offsets[stop]]
+                    selected = np.repeat(wanted[start:stop], np.diff(offsets[start : stop + 1]))
+                    found.update(np.unique(numbers[selected]).tolist())
             self._elements = {int(z) for z in found}
         return self._elements
 

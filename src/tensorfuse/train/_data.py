@@ -79,6 +79,8 @@ def _total_atoms(frames) -> int:
 def _split_isolated(frames) -> tuple[Sequence[Frame], list[Frame]]:
     """``(frames, isolated atoms)``: single atoms apart, for the reference energies."""
     if isinstance(frames, OnDiskFrames):
+        if not frames.has_isolated_atoms():
+            return frames, []
         isolated = frames.isolated_mask()
         return frames[~isolated], list(frames[isolated])
     return [f for f in frames if not f.is_isolated_atom], [f for f in frames if f.is_isolated_atom]
