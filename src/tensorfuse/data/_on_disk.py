@@ -68,24 +68,24 @@ class FrameStore:
         self.path = Path(path)
         self._file, self._pid, self._arrays = None, None, {}
         handle = self.file
-        attrs = handle.attrs
-        self.keys = json.loads(attrs["keys"])
-        self.energy_unit = str(attrs["energy_unit"])
-        self.source = str(attrs["source"])
-        self.report = ReadReport(str(self.path), frames=int(attrs["frames"]), atoms=int(attrs["atoms"]),
-                                 elements={int(k): int(v) for k, v in json.loads(attrs["elements"]).items()},
-                                 labels=json.loads(attrs["labels"]), isolated_atoms=int(attrs["isolated_atoms"]),
-                                 energy_unit=f"eV (from {self.energy_unit} in {Path(self.source).name})",
-                                 keys_seen=set(json.loads(attrs["keys_seen"])))
         try:
+            attrs = handle.attrs
+            self.keys = json.loads(attrs["keys"])
+            self.energy_unit, self.source = str(attrs["energy_unit"]), str(attrs["source"])
+            self.report = ReadReport(
+                str(self.path), frames=int(attrs["frames"]), atoms=int(attrs["atoms"]),
+                elements={int(k): int(v) for k, v in json.loads(attrs["elements"]).items()},
+                labels=json.loads(attrs["labels"]), isolated_atoms=int(attrs["isolated_atoms"]),
+                energy_unit=f"eV (from {self.energy_unit} in {Path(self.source).name})",
+                keys_seen=set(json.loads(attrs["keys_seen"])))
             self.offsets = np.asarray(handle["frames/atom_offset"][:], dtype=np.int64)
             self.optional = {name for name, (group, _, _) in OPTIONAL.items() if f"{group}/{name}" in handle}
             for name in ("atoms/numbers", "atoms/positions", "frames/energy", "frames/cell", "frames/pbc",
                          "frames/has_forces"):
                 handle[name]
-        except KeyError as error:
-            raise DataError(f"{self.path}: a tensorfuse data set without {error}: the file is damaged; "
-                            "write it again with tensorfuse preprocess") from None
+        except (KeyError, ValueError) as error:  # a missing array or attribute, an attribute that is not JSON
+            raise DataError(f"{self.path}: a damaged tensorfuse data set ({type(error).__name__}: "
+                            f"{' '.join(str(error).split())}); write it again with tensorfuse preprocess") from None
         if len(self.offsets) != self.report.frames + 1 or self.offsets[-1] != self.report.atoms:
             raise DataError(f"{self.path}: holds {len(self.offsets) - 1} frames and {self.offsets[-1]} atoms but says "
                             f"{self.report.frames} and {self.report.atoms}: the file is damaged or incomplete")
