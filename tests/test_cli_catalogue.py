@@ -757,6 +757,12 @@ def _(ws):
     return ["lammps", "run/model.pt", "absent.in", "--elements", "C", "H", "O"], ["absent.in: no such LAMMPS input"]
 
 
+@case("lammps: a binary file as the input script")
+def _(ws):
+    (ws / "junk.in").write_bytes(bytes(range(256)))
+    return ["lammps", "run/model.pt", "junk.in", "--elements", "C", "H", "O"], ["junk.in: not a text file"]
+
+
 @case("lammps: an input without run or minimize")
 def _(ws):
     return (["lammps", "run/model.pt", lammps_input(ws, run=""), "--elements", "C", "H", "O", "--quiet"],

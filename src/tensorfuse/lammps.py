@@ -38,7 +38,7 @@ from tensorfuse.model._serialization import load_model
 from tensorfuse.utils import resolve_device
 
 # commands that make LAMMPS compute forces: the model must be attached before the first of them
-_FORCE_COMMANDS = ("run", "minimize", "rerun", "min_modify", "tad", "prd", "neb", "temper")
+_FORCE_COMMANDS = ("run", "minimize", "rerun", "tad", "prd", "neb", "temper")
 
 
 def load_lammps():
@@ -247,8 +247,8 @@ class LammpsDriver:
         if folded.any():
             offsets = x[sender[folded]] - x[owner[sender[folded]]]
             unit_shifts[folded] = np.rint(offsets @ np.linalg.inv(cell))
-        numbers = self.type_numbers[types[node >= 0][np.argsort(node[node >= 0])]]
-        positions = x[node >= 0][np.argsort(node[node >= 0])]
+        is_node = node >= 0  # (in node order: own atoms first, then the remote ghosts in index order)
+        numbers, positions = self.type_numbers[types[is_node]], x[is_node]
         graph = AtomicGraph(
             positions=torch.tensor(positions, dtype=self.dtype),
             numbers=torch.tensor(numbers, dtype=torch.long),
@@ -351,7 +351,11 @@ def run_input(model: Potential | str | PathLike, script_path: str | PathLike, el
     script_path = Path(script_path)
     if not script_path.is_file():
         raise ValueError(f"{script_path}: no such LAMMPS input file")
-    head, tail = split_at_first_run(script_path.read_text())
+    try:
+        script = script_path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{script_path}: not a text file (a LAMMPS input script is text)") from None
+    head, tail = split_at_first_run(script)
     if not tail:
         raise ValueError(f"{script_path}: no run or minimize command: nothing would use the model")
     args = ["-screen", "none"] if quiet else []
