@@ -170,18 +170,13 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for gigabytes in args.in_memory_gb:
-        path = workdir / "data.xyz"
-        written = write_extxyz(path, gigabytes)
+    cases = ([(gb, "data.xyz", write_extxyz, "extxyz, in memory") for gb in args.in_memory_gb]
+             + [(gb, "data.h5", write_dataset, ".h5, on disk") for gb in args.sizes_gb])
+    for gigabytes, name, write, kind in cases:
+        path = workdir / name
+        written = write(path, gigabytes)
         result = run_child(path, args.steps, workdir / "run")
-        rows.append({**written, **result, "kind": "extxyz, in memory"})
-        print(table(rows, args.steps).splitlines()[-1], flush=True)
-        path.unlink()
-    for gigabytes in args.sizes_gb:
-        path = workdir / "data.h5"
-        written = write_dataset(path, gigabytes)
-        result = run_child(path, args.steps, workdir / "run")
-        rows.append({**written, **result, "kind": ".h5, on disk"})
+        rows.append({**written, **result, "kind": kind})
         print(table(rows, args.steps).splitlines()[-1], flush=True)
         path.unlink()
     shutil.rmtree(workdir / "run", ignore_errors=True)
