@@ -578,7 +578,8 @@ def _(ws):
 
 @case("namd: Wigner sampling where the model has no minimum")
 def _(ws):
-    return ["namd", states_model(ws), "start.xyz", "--steps", "2", "--trajectories", "2", "--output", "nd"], [
+    return ["namd", states_model(ws), "start.xyz", "--no-optimize", "--steps", "2", "--trajectories", "2",
+            "--output", "nd"], [
         "not a minimum", "--sampling file"]
 
 

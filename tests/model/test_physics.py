@@ -2,7 +2,7 @@
 
 import pytest
 
-from tensorfuse import ModelConfig
+from tensorfuse import ModelConfig, Statistics
 from tensorfuse.testing import PotentialTests
 
 SMALL = dict(species=(1, 6, 8), channels=4, l_max=1, l_max_edge=2, r_max=4.0,
@@ -154,4 +154,42 @@ class TestCartesianStatesCormorantFusion(PotentialTests):
 
 class TestSphericalStatesCormorant(PotentialTests):
     config = ModelConfig(architecture="cormorant", basis="spherical", states=("S0", "S1"), couplings="gradient",
+                         **SMALL)
+
+
+# -- how the states are ordered: a diabatic matrix (the default, above), soft gaps, or none ------------
+class TestCartesianStatesDiabaticCouplings(PotentialTests):
+    """Couplings U_i^T ∇H U_j from the eigenvectors of the diabatic matrix (Hellmann–Feynman)."""
+
+    config = ModelConfig(basis="cartesian", states=("S0", "S1", "S2"), couplings="diabatic", **SMALL)
+
+
+class TestSphericalStatesDiabaticCouplingsFusion(PotentialTests):
+    config = ModelConfig(basis="spherical", states=("S0", "S1"), couplings="diabatic",
+                         mace=dict(product_basis="fusion", fusion_leaves="distinct"), **SMALL)
+
+
+class TestCartesianStatesDiabaticCouplingsCormorant(PotentialTests):
+    config = ModelConfig(architecture="cormorant", basis="cartesian", states=("S0", "S1", "S2"), couplings="diabatic",
+                         cormorant=dict(fusion=True), **SMALL)
+
+
+# the gaps' soft ordering is exact (to rounding) for states more than ~2 eV apart, as isolated atoms' are here
+_SEPARATED = Statistics(energy_shift={z: [3.0 * s + 0.1 * k for s in range(3)] for k, z in enumerate(SMALL["species"])})
+
+
+class TestCartesianStatesGaps(PotentialTests):
+    config = ModelConfig(basis="cartesian", states=("S0", "S1", "S2"), state_energies="gaps", couplings="vector",
+                         statistics=_SEPARATED, **SMALL)
+
+
+class TestSphericalStatesGapsCormorant(PotentialTests):
+    config = ModelConfig(architecture="cormorant", basis="spherical", states=("S0", "S1", "S2"),
+                         state_energies="gaps", couplings="gradient", statistics=_SEPARATED, **SMALL)
+
+
+class TestCartesianStatesIndependent(PotentialTests):
+    """tensorfuse 0.1's construction (one readout per state, unordered), kept for its model files."""
+
+    config = ModelConfig(basis="cartesian", states=("S0", "S1"), state_energies="independent", couplings="vector",
                          **SMALL)

@@ -10,6 +10,7 @@ from ase.build import molecule
 from tensorfuse import ModelConfig, Statistics, build_model
 from tensorfuse.calculator import Calculator
 from tensorfuse.data import AtomicGraph
+from tensorfuse.data._states import without_rigid_motion
 from tensorfuse.namd import BOHR, FS, HARTREE, ModelSurface, SurfaceHopping
 
 CONFIG = dict(species=(1, 6, 8), r_max=4.0, channels=4, l_max=1, l_max_edge=2, mace={"correlation": 2}, num_bessel=4,
@@ -19,6 +20,14 @@ CONFIG = dict(species=(1, 6, 8), r_max=4.0, channels=4, l_max=1, l_max_edge=2, m
 @pytest.fixture(scope="module")
 def three_states():
     return build_model(ModelConfig(states=("S0", "S1", "S2"), couplings="vector", **CONFIG), dtype=torch.float64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def diabatic_states():
+    """Three untrained states a few tenths of an eV apart, couplings from the diabatic matrix."""
+    config = {**CONFIG, "statistics": Statistics(energy_scale=0.1)}
+    return build_model(ModelConfig(states=("S0", "S1", "S2"), couplings="diabatic", **config), dtype=torch.float64,
+                       seed=0)
 
 
 def displaced(atoms, count, scale=0.05):
@@ -36,6 +45,8 @@ def test_the_surface_is_the_calculator_in_atomic_units(three_states):
         a.calc = Calculator(three_states)
         energies, forces = a.calc.get_property("state_energies", a), a.calc.get_property("state_forces", a)
         couplings = a.calc.get_property("couplings", a)  # ΔE·d, eV/Å, pairs (0,1), (0,2), (1,2)
+        # the surface's vector-head couplings without their rigid-body part (momentum-conserving hops)
+        couplings = without_rigid_motion(torch.tensor(xs[k:k + 1]), torch.tensor(couplings[None]))[0].numpy()
         assert np.allclose(point.energies[k].numpy() * HARTREE, energies, atol=1e-12, rtol=0)
         assert np.allclose(point.forces[k].numpy().reshape(3, -1, 3) * HARTREE / BOHR, forces, atol=1e-12, rtol=0)
         d = point.couplings[k]
@@ -73,11 +84,11 @@ def test_coupling_signs_stay_continuous_along_a_trajectory(three_states):
     assert torch.allclose(again[0], first[0]) and torch.allclose(again[1], -first[1])
 
 
-def test_fssh_on_a_learned_surface_conserves_energy_at_every_hop(three_states):
+def test_fssh_on_a_learned_surface_conserves_energy_at_every_hop(diabatic_states):
     """Three untrained states close together: hops happen; each accepted one conserves the total
     energy to 1e-8 (relative), populations sum to one, and velocities of frustrated hops stay."""
     atoms = molecule("CH3CH2OH")
-    surface = ModelSurface(three_states, atoms.numbers)
+    surface = ModelSurface(diabatic_states, atoms.numbers)
     t = 12
     x = torch.tensor(displaced(atoms, t, scale=0.02).reshape(t, -1) / BOHR)
     thermal = (9.5e-4 / surface.masses).sqrt()  # 300 K

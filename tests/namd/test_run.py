@@ -16,13 +16,13 @@ from tensorfuse._cli import main as cli
 from tensorfuse.namd import Criterion, fit_lifetime, resume_namd, run_namd
 
 CONFIG = dict(species=(1, 6, 8), r_max=4.0, channels=4, l_max=1, l_max_edge=2, mace={"correlation": 2}, num_bessel=4,
-              radial_mlp=(8, 8), readout_hidden=4, statistics=Statistics(energy_scale=0.01))
+              radial_mlp=(8, 8), readout_hidden=4, statistics=Statistics(energy_scale=0.1))
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "states.pt"
-    save_model(build_model(ModelConfig(states=("S0", "S1", "S2"), couplings="vector", **CONFIG), dtype=torch.float64,
+    save_model(build_model(ModelConfig(states=("S0", "S1", "S2"), couplings="diabatic", **CONFIG), dtype=torch.float64,
                            seed=0), path)
     return path
 

@@ -38,7 +38,7 @@ def water(seed: int, missing: tuple = (), nac_order: str = "01") -> Atoms:
 def test_state_labels_are_read_with_masks_and_couplings_scaled_by_the_gap(tmp_path):
     frames = [water(0), water(1, missing=("forces_S2", "nac_S1_S2")), water(2, nac_order="10")]
     write(tmp_path / "w.xyz", frames)
-    read, report = read_frames(tmp_path / "w.xyz", states=KEYS)
+    read, report = read_frames(tmp_path / "w.xyz", states=StateKeys(KEYS.names, coupling_projection="none"))
     assert report.labels["forces_S2"] == 2 and report.labels["nac_S1_S2"] == 2 and report.labels["energy_S0"] == 3
     labels = read[0].states
     e = labels.energies
@@ -49,6 +49,27 @@ def test_state_labels_are_read_with_masks_and_couplings_scaled_by_the_gap(tmp_pa
     reversed_pair = read[2].states
     d = frames[2].arrays["nac_S1_S0"]  # stored as d_10 = -d_01
     assert np.allclose(reversed_pair.couplings[0], -(reversed_pair.energies[1] - reversed_pair.energies[0]) * d)
+
+
+def test_couplings_are_read_without_their_rigid_translations_and_rotations(tmp_path):
+    """By default: sum_A h_A = 0 and sum_A r_A x h_A = 0 (a hop along them keeps both momenta), and
+    what is removed is a rigid motion (the internal part is the file's)."""
+    frames = [water(k) for k in range(3)]
+    write(tmp_path / "w.xyz", frames)
+    raw = read_frames(tmp_path / "w.xyz", states=StateKeys(KEYS.names, coupling_projection="none"))[0]
+    projected = read_frames(tmp_path / "w.xyz", states=KEYS)[0]
+    for before, after in zip(raw, projected):
+        for p in range(len(KEYS.pairs)):
+            h, h0 = after.states.couplings[p], before.states.couplings[p]
+            assert np.abs(h.sum(0)).max() < 1e-12
+            assert np.abs(np.cross(after.positions, h).sum(0)).max() < 1e-12
+            removed = (h0 - h).ravel()
+            centred = after.positions - after.positions.mean(0)
+            rigid = np.stack([np.tile(np.eye(3)[k], 3) for k in range(3)]
+                             + [np.cross(np.eye(3)[k], centred).ravel() for k in range(3)], axis=1)
+            coefficients = np.linalg.lstsq(rigid, removed, rcond=None)[0]
+            assert np.abs(rigid @ coefficients - removed).max() < 1e-10
+            assert abs(float(h.ravel() @ removed)) < 1e-10  # an orthogonal projection
 
 
 @pytest.mark.parametrize("mutate,match", [

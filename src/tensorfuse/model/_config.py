@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from tensorfuse.model._states import STATE_ENERGIES
 from tensorfuse.nn import FUSION_MODES
 from tensorfuse.o3 import BASES, MAX_L
 from tensorfuse.o3 import SHAPES as FUSION_SHAPES
@@ -19,7 +20,7 @@ SECOND_MESSAGES = ("shared", "distinct")  # of the Cormorant-style fusion block
 PARITIES = ("natural", "all")
 CONTRACTION_MAX_CORRELATION = 3
 MAX_CORRELATION = 6
-COUPLINGS = (None, "vector", "gradient")
+COUPLINGS = (None, "vector", "gradient", "diabatic")
 
 
 @dataclass(frozen=True)
@@ -194,13 +195,21 @@ class ModelConfig:
     parity : ``"natural"`` features (0e, 1o, 2e, ...) or ``"all"``, adding pseudotensor channels
         (0o, 1e, ...) produced by the odd (Levi-Civita) products.
     readout_hidden : width of the MLP reading out the last layer's scalars.
-    states : names of the electronic states (e.g. ``("S0", "S1", "S2")``): one energy per state from
-        per-state readouts of the shared features. Empty (the default) or one name: a single
-        potential energy surface, exactly the model and files of a single-state potential.
+    states : names of the electronic states (e.g. ``("S0", "S1", "S2")``), lowest first: one
+        energy per state from readouts of the shared features. Empty (the default) or one name: a
+        single potential energy surface, exactly the model and files of a single-state potential.
+    state_energies : with two or more states, how the readouts become ordered adiabatic energies
+        (see :mod:`tensorfuse.model._states`): ``"diabatic"`` (default; the eigenvalues of a learned
+        symmetric diabatic matrix: ordered for every input, conical intersections with their cone,
+        forces finite at a crossing), ``"gaps"`` (a ground state plus soft non-negative gaps) or
+        ``"independent"`` (one readout per state, which may cross; tensorfuse 0.1's model files
+        load as this).
     couplings : with two or more states, how the couplings between each pair of states are
         predicted (trained on ``ΔE_ij d_ij``, eV/Å, smooth where ``d_ij`` has a pole):
-        ``"vector"`` (equivariant per-atom vectors, 1o features of the last layer) or
-        ``"gradient"`` (SchNarc's choice: the gradient of a learned scalar per pair); ``None``: none.
+        ``"diabatic"`` (``U_i^T ∇H U_j`` from the diabatic matrix's eigenvectors: no extra head, no
+        rigid-body part; needs ``state_energies="diabatic"``), ``"vector"`` (equivariant per-atom
+        vectors, 1o features of the last layer) or ``"gradient"`` (SchNarc's choice: the gradient
+        of a learned scalar per pair); ``None``: none.
     mace, cormorant : :class:`MaceOptions`, :class:`CormorantOptions` (or mappings of their fields).
     statistics : see :class:`Statistics`.
     """
@@ -219,6 +228,7 @@ class ModelConfig:
     parity: str = "natural"
     readout_hidden: int = 16
     states: tuple[str, ...] = ()
+    state_energies: str = "diabatic"
     couplings: str | None = None
     mace: MaceOptions = field(default_factory=MaceOptions)
     cormorant: CormorantOptions = field(default_factory=CormorantOptions)
@@ -276,6 +286,7 @@ class ModelConfig:
 
     def describe(self) -> str:
         states = f", {self.num_states} states ({', '.join(self.states)})" if self.num_states > 1 else ""
+        states += f", {self.state_energies} energies" if self.num_states > 1 else ""
         couplings = f", {self.couplings} couplings" if self.couplings else ""
         return f"{self.architecture}-style, {self.basis} basis, {self.options.describe()}{states}{couplings}"
 
@@ -286,6 +297,7 @@ class ModelConfig:
         if self.num_states == 1 and not self.states:  # the files of single-state models are unchanged
             out.pop("states")
             out.pop("couplings")
+            out.pop("state_energies")
         else:
             out["states"] = list(self.states)
         out["species"] = list(self.species)
@@ -295,6 +307,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
         data = _from_flat_layout(data)
+        if len(data.get("states") or ()) > 1 and "state_energies" not in data:
+            data["state_energies"] = "independent"  # files of tensorfuse 0.1: one readout per state
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -411,8 +425,15 @@ def _validate(c: ModelConfig) -> None:
         _fail("radial_mlp", c.radial_mlp, "hidden widths must be >= 1")
     if len(set(c.states)) != len(c.states) or any(not name.strip() for name in c.states):
         _fail("states", c.states, "state names must be distinct and not empty")
+    if c.state_energies not in STATE_ENERGIES:
+        _fail("state_energies", c.state_energies, f"expected one of {STATE_ENERGIES}")
+    if c.num_states < 2 and c.state_energies != "diabatic":
+        _fail("state_energies", c.state_energies, "applies only to models of two or more states")
     if c.couplings not in COUPLINGS:
         _fail("couplings", c.couplings, f"expected one of {COUPLINGS}")
+    if c.couplings == "diabatic" and c.state_energies != "diabatic":
+        _fail("couplings", c.couplings, f"diabatic couplings come from the eigenvectors of the diabatic matrix: they "
+              f"need state_energies='diabatic', not {c.state_energies!r}")
     if c.couplings is not None and c.num_states < 2:
         _fail("couplings", c.couplings, "couplings need at least two states")
     if c.couplings == "vector" and c.l_max < 1:

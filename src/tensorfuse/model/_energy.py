@@ -9,6 +9,7 @@ import torch
 from tensorfuse.data import AtomicGraph
 from tensorfuse.model._cormorant import CormorantLevel
 from tensorfuse.model._layout import layer_irreps
+from tensorfuse.model._states import StateEnergies, per_structure_sum
 from tensorfuse.nn import (
     BesselBasis,
     FusionProductBasis,
@@ -109,7 +110,15 @@ class AtomicEnergyPriors(torch.nn.Module):
     def forward(self, network_energy: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """``[N]`` (or ``[N, S]`` per state) network outputs to atomic energies."""
         e0 = self.e0[species] if self.num_states == 1 else self.e0[species].unsqueeze(-1)
-        return self.scale * network_energy + self.shift[species] + e0
+        return self.excess(network_energy, species) + e0
+
+    def excess(self, network_energy: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """The atomic energies above the reference energies: ``scale * network + shift``."""
+        return self.scale * network_energy + self.shift[species]
+
+    def reference(self, species: torch.Tensor) -> torch.Tensor:
+        """``[N]`` the atoms' reference energies E0 (the same for every state)."""
+        return self.e0[species]
 
 
 class EnergyLayer(torch.nn.Module):
@@ -178,10 +187,13 @@ class EnergyModel(torch.nn.Module):
             for t in range(config.num_layers)
         )
         last = config.num_layers - 1
-        # one output per state, and per pair of states the scalar whose gradient is their coupling
+        # per atom: the state head's numbers (an energy per state, or the elements of a diabatic
+        # matrix), then per pair of states the scalar whose gradient is their coupling
         self.num_states = config.num_states
+        diabatic_couplings = config.state_pairs if config.couplings == "diabatic" else ()
+        self.states = StateEnergies(config.state_energies, self.num_states, diabatic_couplings)
         self.num_virtual = len(config.state_pairs) if config.couplings == "gradient" else 0
-        outputs = self.num_states + self.num_virtual
+        outputs = self.states.columns + self.num_virtual
         self.readouts = torch.nn.ModuleList(
             ScalarReadout(config.channels, config.readout_hidden if t == last else None, dtype=dtype,
                           outputs=outputs)
@@ -214,12 +226,15 @@ class EnergyModel(torch.nn.Module):
         self.config = self.config.replace(statistics=statistics)
         self.priors.assign(statistics)
 
-    def forward(self, graph: AtomicGraph, positions: torch.Tensor | None = None, cell: torch.Tensor | None = None):
-        """Returns ``(energy [B], node_energy [N])``; ``positions``/``cell`` override the graph's.
+    def forward(self, graph: AtomicGraph, positions: torch.Tensor | None = None,
+                cell: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``{"energy": [B], "node_energy": [N]}``; ``positions``/``cell`` override the graph's.
 
-        A multi-state model returns ``energy [B, S]`` and ``node_energy [N, S]``; with couplings a
-        third output: per-atom coupling vectors ``[N, P, 3]`` (``"vector"``) or the scalars whose
-        gradients are the couplings ``[B, P]`` (``"gradient"``), P the pairs of states."""
+        A multi-state model gives ``energy [B, S]`` and ``node_energy [N, S]`` (ordered by its
+        :class:`StateEnergies` head, whose Hellmann–Feynman terms come along for a diabatic one),
+        and with couplings per-atom ``couplings [N, P, 3]`` (``"vector"``) or the scalars whose
+        gradients are the couplings, ``coupling_scalars [B, P]`` (``"gradient"``), P the pairs of
+        states."""
         species = self.species_table(graph.numbers)
         vectors = graph.edge_vectors(positions, cell)
         lengths = vectors.norm(dim=-1)
@@ -232,25 +247,17 @@ class EnergyModel(torch.nn.Module):
         for layer, readout, scalar in zip(self.layers, self.readouts, self._scalar_index):
             h = layer(h, species, edges)
             network_energy = network_energy + readout(h[:, :, scalar])
-        s = self.num_states
+        s, columns = self.num_states, self.states.columns
         virtual = None
         if self.num_virtual:  # the readouts' last columns: the coupling scalars
-            network_energy, virtual = network_energy[..., :s], network_energy[..., s:]
-        node_energy = self.priors(network_energy, species)
-        energy = _per_structure_sum(node_energy, graph.batch, graph.num_graphs)
+            network_energy, virtual = network_energy[..., :columns], network_energy[..., columns:]
+        # per-state shifts on the states' own columns (a diabatic matrix's diagonal), the scale on all
+        excess = self.priors.excess(network_energy if network_energy.dim() == 1 else network_energy[:, :s], species)
+        if columns > s:
+            excess = torch.cat([excess, self.priors.scale * network_energy[..., s:]], dim=-1)
+        out = self.states(excess, self.priors.reference(species), graph.batch, graph.num_graphs)
         if self.coupling_vectors is not None:
-            return energy, node_energy, self.priors.scale * self.coupling_vectors(h)
+            out["couplings"] = self.priors.scale * self.coupling_vectors(h)
         if virtual is not None:
-            return energy, node_energy, self.priors.scale * _per_structure_sum(virtual, graph.batch, graph.num_graphs)
-        return energy, node_energy
-
-
-def _per_structure_sum(values: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
-    """``[N, ...]`` per-atom values summed per structure: ``[B, ...]``."""
-    if torch.compiler.is_compiling():
-        # inductor's multi-threaded CPU code for a scatter-add into a one-element float64 buffer
-        # fails to generate (InductorError, torch 2.13, B = 1): a product with the one-hot
-        # structure membership instead, which has no scatter in its forward or backward
-        members = (batch.unsqueeze(0) == torch.arange(num_graphs, device=batch.device).unsqueeze(1)).to(values.dtype)
-        return (members @ values.reshape(values.shape[0], -1)).reshape((num_graphs,) + values.shape[1:])
-    return values.new_zeros((num_graphs,) + values.shape[1:]).index_add_(0, batch, values)
+            out["coupling_scalars"] = self.priors.scale * per_structure_sum(virtual, graph.batch, graph.num_graphs)
+        return out

@@ -136,36 +136,45 @@ class Potential(torch.nn.Module):
             positions = positions + torch.einsum("ni,nij->nj", positions, symmetric[graph.batch])
             cell = cell + cell @ symmetric
         gradient_couplings = self.config.couplings == "gradient"
-        needs_grad = bool(inputs) or gradient_couplings
-        if gradient_couplings and not inputs:
+        needs_grad = bool(inputs) or self.config.couplings in ("gradient", "diabatic")  # couplings are derivatives
+        if needs_grad and not inputs:
             positions = positions.detach().requires_grad_(True)
             inputs.append(positions)
         with torch.enable_grad() if needs_grad else contextlib.nullcontext():
             outputs = energy_model(graph, positions=positions, cell=cell)
-            # the quantities whose derivatives are wanted, as columns: every state's energy, then the
-            # coupling scalars of a "gradient" head (built here: under no_grad a reshape has no graph)
-            columns = outputs[0].reshape(outputs[0].shape[0], -1)
+            energy = outputs["energy"]
+            # the quantities whose derivatives are wanted, as columns: every state's energy, or the
+            # elements of a diabatic matrix (Hellmann–Feynman: the states' derivatives are linear in
+            # theirs), then the coupling scalars of a "gradient" head (built here: under no_grad a
+            # reshape has no graph)
+            columns = outputs.get("derivative_columns", energy.reshape(energy.shape[0], -1))
             if gradient_couplings:
-                columns = torch.cat([columns, outputs[2]], dim=1)
-        energy, node_energy = outputs[0], outputs[1]
-        out = {"energy": energy, "node_energy": node_energy}
-        if len(outputs) > 2 and not gradient_couplings:
-            out["couplings"] = outputs[2]
+                columns = torch.cat([columns, outputs["coupling_scalars"]], dim=1)
+        out = {"energy": energy, "node_energy": outputs["node_energy"]}
+        if "couplings" in outputs:
+            out["couplings"] = outputs["couplings"]
         if not needs_grad:
             return out
         grads = _derivatives(columns, inputs, create_graph, batched_derivatives)  # each [K, *input.shape]
         states = energy.shape[1] if energy.dim() == 2 else None
+        coefficients = outputs.get("energy_coefficients")  # [B, S, K] of a diabatic head
+        k = coefficients.shape[-1] if coefficients is not None else states or 1
 
-        def per_state(g: torch.Tensor) -> torch.Tensor:  # [K, X, ...] -> [X, S, ...] or [X, ...]
-            g = g[: states or 1]
+        def per_state(g: torch.Tensor, atoms: bool) -> torch.Tensor:  # [K, X, ...] -> [X, S, ...] or [X, ...]
+            if coefficients is not None:  # dE_s = sum_k A[b, s, k] dH_k, b the structure (of the atom)
+                a = coefficients[graph.batch] if atoms else coefficients
+                return torch.einsum("xsk,kx...->xs...", a, g[:k])
+            g = g[:k]
             return g[0] if states is None else g.movedim(0, 1)
 
         if gradient_couplings:
-            out["couplings"] = grads[0][states:].movedim(0, 1)  # [N, P, 3]
+            out["couplings"] = grads[0][k:].movedim(0, 1)  # [N, P, 3]
+        elif "coupling_coefficients" in outputs:  # U_i^T dH U_j of a diabatic head
+            out["couplings"] = torch.einsum("npk,knd->npd", outputs["coupling_coefficients"][graph.batch], grads[0][:k])
         if forces:
-            out["forces"] = -per_state(grads[0])
+            out["forces"] = -per_state(grads[0], atoms=True)
         if stress:
-            virial = -per_state(grads[-1])
+            virial = -per_state(grads[-1], atoms=False)
             volume = torch.linalg.det(graph.cell).abs().clamp_min(1e-30)
             out["virial"] = virial
             out["stress"] = -virial / (volume[:, None, None] if states is None else volume[:, None, None, None])

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from tensorfuse.data import AtomicGraph, batch_graphs
+from tensorfuse.data._states import without_rigid_motion
 from tensorfuse.namd._surfaces import AMU, BOHR, HARTREE, SurfacePoint
 
 MIN_GAP = 1e-6  # hartree: d_ij = h_ij / ΔE_ij is capped where two learned states touch
@@ -19,6 +20,8 @@ class ModelSurface:
     ``h_ij = ΔE_ij d_ij`` (eV/Å, arbitrary sign per pair); the derivative couplings are
     ``d_ij = h_ij / (E_j - E_i)``, with each trajectory's sign kept continuous from step to step
     (the sign that agrees with the previous step's vector), as the electronic phase must be.
+    A vector head's couplings lose their components along rigid translations and rotations (as
+    the training labels did; a hop along them would change the total momentum).
     Without a coupling head the point has ``couplings=None`` (Landau–Zener or Baeck–An hopping).
     ``batched_derivatives``: see :class:`~tensorfuse.model.Potential` (``None``: chosen by batch size).
     """
@@ -35,6 +38,8 @@ class ModelSurface:
             raise ValueError("surface hopping needs a model of two or more electronic states; this model has one")
         self.pairs = model.config.state_pairs
         self.has_couplings = bool(self.pairs)
+        # couplings from derivatives of invariants have no rigid-body part; a vector head's may
+        self.project_rigid = model.config.couplings == "vector"
         self.cutoff = float(model.r_max)
         # all states' forces in one backward pass (vmap) or one pass per state; None: one pass for a single
         # structure, one per state for an ensemble (measured faster from 10 trajectories on: benchmarks/namd.py speed)
@@ -63,8 +68,10 @@ class ModelSurface:
         forces = forces.permute(0, 2, 1, 3).reshape(t, self.num_states, 3 * n) * to_au
         couplings = None
         if self.has_couplings:
-            h = out["couplings"].detach().to(torch.float64).reshape(t, n, len(self.pairs), 3)
-            h = h.permute(0, 2, 1, 3).reshape(t, len(self.pairs), 3 * n) * to_au  # [T, P, D]
+            h = out["couplings"].detach().to(torch.float64).reshape(t, n, len(self.pairs), 3).permute(0, 2, 1, 3)
+            if self.project_rigid:  # a hop along the couplings keeps the total linear and angular momentum
+                h = without_rigid_motion(positions.detach().to(torch.float64), h, rotations=not self.pbc.any())
+            h = h.reshape(t, len(self.pairs), 3 * n) * to_au  # [T, P, D]
             if self.sign_memory is not None and self.sign_memory.shape == h.shape:
                 agree = (h * self.sign_memory).sum(-1, keepdim=True)
                 h = torch.where(agree < 0, -h, h)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tensorfuse.data._io import ENERGY_UNITS, DataKeys
-from tensorfuse.data._states import COUPLING_KINDS, StateKeys
+from tensorfuse.data._states import COUPLING_KINDS, COUPLING_PROJECTIONS, StateKeys
 from tensorfuse.model._config import LEGACY_KEYS, PRESETS, ModelConfig
 from tensorfuse.utils._dataclasses import check_field_types
 
@@ -46,7 +46,9 @@ class DataConfig:
     then read from the templates ``state_energy_key`` (default ``energy_{state}``),
     ``state_forces_key`` (``forces_{state}``) and ``coupling_key`` (``nac_{i}_{j}``), the couplings
     as derivative couplings in 1/Å (``coupling_kind: nac``) or as ``ΔE·d`` in the energy unit per Å
-    (``scaled``); see :mod:`tensorfuse.data._states`. Every state's energy key must match some frame.
+    (``scaled``), by default without their components along rigid translations and rotations
+    (``coupling_projection: rigid``; ``none`` keeps them); see :mod:`tensorfuse.data._states`.
+    Every state's energy key must match some frame.
     """
 
     train_file: str | None = None
@@ -68,6 +70,7 @@ class DataConfig:
     state_forces_key: str = "forces_{state}"
     coupling_key: str = "nac_{i}_{j}"
     coupling_kind: str = "nac"
+    coupling_projection: str = "rigid"
 
     def __post_init__(self):
         check_field_types(self, functools.partial(_fail, "data"))
@@ -108,13 +111,15 @@ class DataConfig:
                 _fail("data", name, template, f"expected a template with {wanted}")
         if self.coupling_kind not in COUPLING_KINDS:
             _fail("data", "coupling_kind", self.coupling_kind, f"expected one of {COUPLING_KINDS}")
+        if self.coupling_projection not in COUPLING_PROJECTIONS:
+            _fail("data", "coupling_projection", self.coupling_projection, f"expected one of {COUPLING_PROJECTIONS}")
 
     def state_keys(self) -> StateKeys | None:
         """Where the labels of each state are (``None`` for single-state data)."""
         if not self.states:
             return None
         return StateKeys(self.states, self.state_energy_key, self.state_forces_key, self.coupling_key,
-                         self.coupling_kind)
+                         self.coupling_kind, self.coupling_projection)
 
     def keys(self) -> DataKeys:
         """The keys labels are read from (the defaults where unset)."""

@@ -134,7 +134,9 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
     slowly; the forces do not depend on it. A least-squares fit of one shift per element to the
     residuals ``E_ref - E_model`` (near minimum norm where compositions do not tell elements apart) fixes
     that exactly, after training, leaving every force unchanged. Returns the new shifts (Z -> eV).
-    The normal equations add up batch by batch: the dataset may be read from disk.
+    The normal equations add up batch by batch: the dataset may be read from disk. The ordered
+    states of a ``"diabatic"`` or ``"gaps"`` model get one shift per element for all states (the
+    only one that moves them exactly, all together), fitted to all states' residuals.
     """
     import torch
 
@@ -156,6 +158,10 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
     gram, rhs = torch.from_numpy(gram), torch.from_numpy(rhs)  # rhs [Z, S]
     if dist is not None and dist.enabled:  # on the process group's device (nccl reduces GPU tensors only)
         gram, rhs = (dist.sum_(x.to(dist.device)).cpu() for x in (gram, rhs))
+    if num_states > 1 and energy_model.config.state_energies != "independent":
+        # ordered states move together only under one shift for all states (a diabatic matrix
+        # plus a multiple of the identity); per-state shifts would move its eigenvalues nonlinearly
+        rhs = rhs.sum(1, keepdim=True).expand(-1, num_states) / num_states
     delta = _per_element_fit(gram.numpy(), rhs.numpy())  # [Z, S]
     if num_states > 1:
         shifts = {int(z): [a + float(d) for a, d in zip(statistics.shift_of(int(z), num_states), delta[k])]
