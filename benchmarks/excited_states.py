@@ -34,12 +34,17 @@ STATES = ["S0", "S1"]
 BASE = {"l_max": 1, "l_max_edge": 2, "num_layers": 2, "r_max": 5.0, "num_bessel": 8, "radial_mlp": [32, 32],
         "basis": "cartesian"}
 MODELS = {
-    "mace-standard": {"couplings": "vector"},
-    "mace-gradient": {"couplings": "gradient"},
-    "mace-fusion": {"couplings": "vector", "mace": {"product_basis": "fusion", "fusion_leaves": "distinct",
-                                                    "l_internal": 1}},
-    "cormorant-fusion": {"couplings": "vector", "architecture": "cormorant", "num_layers": 3,
-                         "cormorant": {"fusion": True, "second_message": "distinct"}},
+    "mace-standard": {"couplings": "vector", "state_energies": "independent"},
+    "mace-gaps": {"couplings": "vector", "state_energies": "gaps"},
+    "mace-diabatic-vector": {"couplings": "vector", "state_energies": "diabatic"},
+    "mace-diabatic": {"couplings": "diabatic", "state_energies": "diabatic"},
+    "cormorant-diabatic": {"couplings": "diabatic", "architecture": "cormorant", "num_layers": 3,
+                           "cormorant": {"fusion": True, "second_message": "distinct"}},
+    "mace-gradient": {"couplings": "gradient", "state_energies": "independent"},
+    "mace-fusion": {"couplings": "vector", "state_energies": "independent",
+                    "mace": {"product_basis": "fusion", "fusion_leaves": "distinct", "l_internal": 1}},
+    "cormorant-fusion": {"couplings": "vector", "state_energies": "independent", "architecture": "cormorant",
+                         "num_layers": 3, "cormorant": {"fusion": True, "second_message": "distinct"}},
     "single-S0": {"state": "S0"},
     "single-S1": {"state": "S1"},
 }

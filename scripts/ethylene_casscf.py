@@ -136,6 +136,17 @@ def _image(symbols, x, sampling, group, step, **info):
 
 # -- labels ---------------------------------------------------------------------------------------
 def label(work: Path, worker: int, workers: int, inputs: str) -> None:
+    """Label this worker's share of the groups (scan lines, trajectories, single Wigner points).
+
+    SA-CASSCF(2,2) on ethylene has several solutions (orbital sets) a few tenths of an eV apart
+    in each state at geometries a zero-point distortion away from the minimum, where they all meet.
+    A start from the RHF guess finds the solution that a path of small steps from the minimum
+    follows (checked on Wigner points); orbitals carried from one distorted geometry to an unrelated
+    one (what the first version of this data set did for its Wigner points) land on another
+    solution now and then, and the labels then mix two surfaces (forces differing by 3-6 eV/Å).
+    So every Wigner point and the first point of every scan line or trajectory starts from the
+    RHF guess, and the orbitals are carried along a line only, from neighbour to neighbour.
+    """
     from ase.io import read, write
 
     from tensorfuse.qm import CasscfSettings, label_sa_casscf
@@ -148,23 +159,19 @@ def label(work: Path, worker: int, workers: int, inputs: str) -> None:
     mine = [g for k, g in enumerate(sorted(groups, key=lambda g: groups[g][0].info["index"])) if k % workers == worker]
     output = work / f"labels_{worker}.xyz"
     done = {a.info["index"] for path in work.glob("labels_*.xyz") for a in read(path, ":")}
-    reference = None  # orbitals of the planar minimum: the start of every Wigner point
     for group in mine:
-        previous = None
+        previous = None  # every group starts from the RHF guess (see label's docstring)
         for atoms in sorted(groups[group], key=lambda a: a.info["step"]):
             if atoms.info["index"] in done:
                 continue
-            start = previous if previous is not None else reference
             try:
-                labels = label_sa_casscf(atoms, settings, mo_coeff=start)
+                labels = label_sa_casscf(atoms, settings, mo_coeff=previous)
             except Exception as error:  # a failed solution is dropped, the scan goes on
                 print(f"index {atoms.info['index']}: {type(error).__name__}: {error}", file=sys.stderr)
                 previous = None
                 continue
             if not group.startswith("wigner"):  # scan lines and trajectories: carry the orbitals along
                 previous = labels.mo_coeff
-            elif reference is None:
-                reference = labels.mo_coeff
             out = labels.to_atoms(atoms, STATES)
             out.info.update(converged=labels.converged, spin_square=labels.spin_square.tolist(),
                             open_shell_weight=labels.open_shell_weight.tolist())

@@ -365,6 +365,29 @@ def _(ws):
     return ["train", "--model.couplings", "vector"], ["couplings='vector'", "at least two states"]
 
 
+@case("train: an unknown way to order the states")
+def _(ws):
+    return (["train", *STATES, "--model.state_energies", "sorted"],
+            ["state_energies='sorted'", "expected one of", "diabatic"])
+
+
+@case("train: diabatic couplings without a diabatic matrix")
+def _(ws):
+    return (["train", *STATES, "--model.state_energies", "gaps", "--model.couplings", "diabatic"],
+            ["couplings='diabatic'", "need state_energies='diabatic'"])
+
+
+@case("train: ordered states asked of a single-state model")
+def _(ws):
+    return ["train", "--model.state_energies", "gaps"], ["state_energies='gaps'", "two or more states"]
+
+
+@case("train: an unknown coupling projection")
+def _(ws):
+    return (["train", *STATES, "--data.coupling_projection", "translations"],
+            ["data.coupling_projection='translations'", "expected one of", "rigid"])
+
+
 # -- eval -----------------------------------------------------------------------------------------
 @case("eval: a model without an element of the data")
 def _(ws):
@@ -581,6 +604,34 @@ def _(ws):
     return ["namd", states_model(ws), "start.xyz", "--no-optimize", "--steps", "2", "--trajectories", "2",
             "--output", "nd"], [
         "not a minimum", "--sampling file"]
+
+
+@case("namd: a negative committee spread limit")
+def _(ws):
+    return (["namd", states_model(ws), moving(ws), *NAMD_FILE, "--committee", states_model(ws),
+             "--max-energy-spread", "-0.1"], ["energy spread limit must be a positive number"])
+
+
+@case("namd: a spread limit that is not a number")
+def _(ws):
+    return (["namd", states_model(ws), moving(ws), *NAMD_FILE, "--max-gap-spread", "wide"],
+            ["--max-gap-spread must be a number or none", "'wide'"])
+
+
+@case("namd: stopping uncertain trajectories without a committee")
+def _(ws):
+    return ["namd", states_model(ws), moving(ws), *NAMD_FILE, "--stop-uncertain"], ["--stop-uncertain needs a committee"]
+
+
+@case("namd: a committee of models with other couplings")
+def _(ws):
+    return (["namd", states_model(ws), moving(ws), *NAMD_FILE, "--committee", states_model(ws, None)],
+            ["committee models must have the same states and couplings"])
+
+
+@case("md: stopping on uncertainty without a committee")
+def _(ws):
+    return ["md", "run/model.pt", "start.xyz", "--steps", "2", "--stop-uncertain"], ["--stop-uncertain needs a committee"]
 
 
 @case("namd: no trajectories")

@@ -161,12 +161,14 @@ def _md(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         result = run_md(calculator, atoms, args.ensemble, args.steps, args.timestep, args.temperature,
                         args.pressure, args.friction, args.output, log, args.interval, args.seed,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, uncertainty=_uncertainty_limits(args))
     except MDExplosion as error:
         print(f"tensorfuse md: stopped: {error}. The trajectory up to there is in {args.output}.", file=sys.stderr)
         return 3
     print(f"done: {result.steps} steps, {result.ms_per_step:.1f} ms/step, total-energy change "
           f"{1000 * result.energy_drift:+.3f} meV/atom; {calculator.neighbor_list_builds} neighbour-list builds")
+    if result.uncertain is not None:
+        print(f"committee: {result.uncertain_frames} recorded frames crossed the spread limits (in {result.uncertain})")
     return 0
 
 
@@ -202,12 +204,38 @@ def _namd(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"NAMD ({args.method}) of {len(frames[0])} atoms from {args.structure}: {args.trajectories} trajectories "
           f"from {args.sampling} sampling{f' at {args.temperature} K' if args.sampling == 'wigner' else ''}, "
           f"starting on state {args.initial_state}, {steps} steps of {args.timestep} fs; output in {args.output}")
-    return _namd_report(run_namd(args.model, frames, args.initial_state, args.method, args.trajectories, steps,
-                                 args.timestep, args.temperature, args.seed, args.output, args.sampling,
-                                 tuple(args.product or ()), args.interval, decoherence, args.reverse_frustrated,
-                                 energy_tolerance=_energy_tolerance(args.energy_tolerance), dtype=args.dtype,
-                                 device=args.device, optimize=not args.no_optimize,
-                                 overwrite=args.overwrite))
+    models = [args.model] + list(args.committee or [])
+    return _namd_report(run_namd(models if len(models) > 1 else args.model, frames, args.initial_state, args.method,
+                                 args.trajectories, steps, args.timestep, args.temperature, args.seed, args.output,
+                                 args.sampling, tuple(args.product or ()), args.interval, decoherence,
+                                 args.reverse_frustrated, energy_tolerance=_energy_tolerance(args.energy_tolerance),
+                                 dtype=args.dtype, device=args.device, optimize=not args.no_optimize,
+                                 overwrite=args.overwrite, uncertainty=_uncertainty_limits(args)))
+
+
+def _uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-energy-spread", default="0.2", help="eV: a committee spread of any state's energy "
+                        "beyond this flags the frame (written for labelling); none: not checked")
+    parser.add_argument("--max-gap-spread", default="0.2", help="eV: the same for the gaps between neighbouring states")
+    parser.add_argument("--max-forces-spread", default="1.0", help="eV/Å: the same for the force on any atom")
+    parser.add_argument("--stop-uncertain", action="store_true", help="stop (a trajectory) where a spread crosses "
+                        "its limit")
+
+
+def _uncertainty_limits(args: argparse.Namespace):
+    """The committee's limits from ``--max-energy-spread`` etc. ("none" switches one off)."""
+    from tensorfuse.model import UncertaintyLimits
+
+    values = {}
+    for name in ("energy", "gap", "forces"):
+        text = getattr(args, f"max_{name}_spread")
+        try:
+            values[name] = None if text.lower() == "none" else float(text)
+        except ValueError:
+            raise ValueError(f"--max-{name}-spread must be a number or none, got {text!r}") from None
+    if args.stop_uncertain and not args.committee:
+        raise ValueError("--stop-uncertain needs a committee (--committee MODEL ...): one model has no spread")
+    return UncertaintyLimits(**values, stop=args.stop_uncertain)
 
 
 def _energy_tolerance(text: str) -> float | None:
@@ -221,18 +249,27 @@ def _energy_tolerance(text: str) -> float | None:
 
 def _namd_report(result) -> int:
     final = ", ".join(f"{s} {p:.3f}" for s, p in zip(result.states, result.fractions[-1]))
-    print(f"done: {result.steps_per_second:.1f} steps/s for {result.trajectories} trajectories; final fractions: {final}")
+    print(f"done: {result.steps_per_second:.1f} steps/s for {result.trajectories} trajectories; "
+          f"statistics over the {result.finished} that ran to the end; final fractions: {final}")
     print(f"hops: {result.hops_accepted} accepted, {result.hops_frustrated} frustrated; largest total-energy change "
           f"{1000 * result.max_energy_change_ev:.3f} meV")
     if result.lifetime is not None:
-        print(f"lifetime of {result.states[int(result.fractions[0].argmax())]}: {result.lifetime.tau:.1f} fs "
-              f"(after a delay of {result.lifetime.delay:.1f} fs)")
+        print(f"lifetime of {result.states[int(result.fractions[0].argmax())]}: {result.lifetime.describe()}")
     for name, (p, error) in result.yields.items():
         print(f"yield of {name}: {p:.3f} ± {error:.3f}")
+    if result.uncertain is not None:
+        u = result.uncertain
+        print(f"committee: {u['trajectories']} of {result.trajectories} trajectories crossed the spread limits "
+              f"({u['frames']} recorded frames, in uncertain.xyz); largest spreads: energy "
+              f"{u['largest']['energy_ev']:.3f} eV, gap {u['largest']['gap_ev']:.3f} eV, forces "
+              f"{u['largest']['forces_ev_per_a']:.3f} eV/Å")
     if result.stopped:
-        print(f"tensorfuse namd: {len(result.stopped)} trajectories stopped early (non-finite, collapsing or "
-              f"energy beyond the tolerance): {result.stopped[:20]}{' ...' if len(result.stopped) > 20 else ''}; their frames are kept",
-              file=sys.stderr)
+        reasons: dict[str, int] = {}
+        for row in result.stopped:
+            reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+        why = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
+        print(f"tensorfuse namd: {len(result.stopped)} trajectories stopped early ({why}) and left out of every "
+              f"statistic; their frames are kept, the details are in summary.json", file=sys.stderr)
     return 0
 
 
@@ -399,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--overwrite", action="store_true", help="replace an existing trajectory and log")
     md.add_argument("--state", default="0", help="electronic state to run on, for a multi-state model (name or index)")
     md.add_argument("--dtype", choices=["float32", "float64"])
-    md.add_argument("--committee", nargs="+", metavar="MODEL", help="more models: report the committee spread")
+    md.add_argument("--committee", nargs="+", metavar="MODEL", help="more models: the committee's mean drives the "
+                    "dynamics, its spread is recorded and checked")
+    _uncertainty_arguments(md)
     md.add_argument("--compile", action="store_true",
                     help="torch.compile the model (compiles for a minute or more first; faster steps after)")
     md.set_defaults(run=_md)
@@ -423,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     na.add_argument("--product", action="append", metavar="CRITERION",
                     help="a product counted at the end and measured at hops, e.g. 'trans: dihedral 2 0 1 4 > 90' "
                          "(distance in Å, angle/dihedral in degrees; repeatable)")
-    na.add_argument("--decoherence", default="0.1", help="energy-based decoherence constant in hartree, or none")
+    na.add_argument("--decoherence", default="none", help="energy-based decoherence constant in hartree (0.1 is "
+                    "the usual value; off by default: it over-decoheres Tully's models, see the README), or none")
     na.add_argument("--reverse-frustrated", action="store_true", help="reverse the velocity along the coupling "
                     "after a frustrated hop (default: keep it)")
     na.add_argument("--energy-tolerance", default="1.0", help="eV: stop a trajectory whose total energy moves "
@@ -435,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     na.add_argument("--resume", action="store_true", help="go on with the run in --output from its last checkpoint")
     na.add_argument("--device", default="cpu")
     na.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    na.add_argument("--committee", nargs="+", metavar="MODEL",
+                    help="more models: the committee's mean is the surface, its spread is recorded and checked")
+    _uncertainty_arguments(na)
     na.set_defaults(run=_namd)
 
     ex = sub.add_parser("export", help="export a model as a torch.export program (.pt2) for deployment")

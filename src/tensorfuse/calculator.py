@@ -12,7 +12,7 @@ from ase.calculators.calculator import Calculator as _ASECalculator
 from ase.calculators.calculator import all_changes
 
 from tensorfuse.data import AtomicGraph
-from tensorfuse.model import Potential
+from tensorfuse.model import Committee, Potential
 from tensorfuse.model._serialization import load_model
 from tensorfuse.utils import resolve_device
 
@@ -37,8 +37,11 @@ class Calculator(_ASECalculator):
 
     Results: ``energy``, ``free_energy``, ``forces``, ``energies`` (per atom) and, for structures
     periodic along all three axes, ``stress`` (Voigt, eV/Å^3). With a list of models (a
-    committee) the results are the committee means, and ``energy_std``, ``forces_std`` (per atom
-    and component), ``energy_committee`` and ``forces_committee`` are added.
+    committee) the results are the committee means (see :class:`~tensorfuse.model.Committee`), and
+    ``energy_std``, ``forces_std`` (per atom and component), ``energy_committee`` and
+    ``forces_committee`` are added, and ``committee_spreads`` ``[3]``: the largest deviation of a
+    state's energy, of a gap and of an atom's force (eV, eV, eV/Å; what
+    :class:`~tensorfuse.model.UncertaintyLimits` checks).
 
     A model of several electronic states adds ``state_energies`` ``[S]``, ``state_forces``
     ``[S, N, 3]`` and, with a coupling head, ``couplings`` ``[P, N, 3]`` (``ΔE_ij d_ij`` in eV/Å for
@@ -78,11 +81,7 @@ class Calculator(_ASECalculator):
                 m.compile()
         self.dtype = next(self.models[0].parameters()).dtype
         self.species = set(self.models[0].config.species)
-        for m in self.models[1:]:
-            if set(m.config.species) != self.species:
-                raise ValueError("committee models must know the same elements")
-            if m.config.states != self.models[0].config.states or m.config.couplings != self.models[0].config.couplings:
-                raise ValueError("committee models must have the same states and couplings")
+        self.committee = Committee(self.models) if len(self.models) > 1 else None  # checks the members agree
         self.states = self.models[0].config.states if self.models[0].config.num_states > 1 else ()
         self._active = 0
         self.active_state = active_state
@@ -152,7 +151,13 @@ class Calculator(_ASECalculator):
         super().calculate(atoms, properties, system_changes)
         graph = self._graph_for(self.atoms)
         stress = bool(np.all(self.atoms.pbc))
-        outputs = [m(graph, forces=True, stress=stress) for m in self.models]
+        if self.committee is not None:  # the members, their couplings brought to one sign
+            committee = self.committee(graph, forces=True, stress=stress, return_members=True)
+            members = committee["members"]
+            outputs = [{key: value[m] for key, value in members.items()} for m in range(len(self.models))]
+            self.results["committee_spreads"] = committee["spreads"][0].detach().cpu().numpy()
+        else:
+            outputs = [self.models[0](graph, forces=True, stress=stress)]
         if self.states:
             outputs = [self._state_results(o) for o in outputs]
         energies = np.array([float(o["energy"][0].detach()) for o in outputs])

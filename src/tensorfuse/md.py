@@ -23,6 +23,11 @@ class MDExplosion(RuntimeError):
     """The simulation left the physical regime (atoms too close, NaN energy, runaway temperature)."""
 
 
+class MDUncertain(MDExplosion):
+    """A committee's spread crossed the limits of ``uncertainty`` (with ``stop``): the model is
+    extrapolating."""
+
+
 @dataclass
 class MDResult:
     steps: int
@@ -30,6 +35,8 @@ class MDResult:
     log: Path
     ms_per_step: float
     energy_drift: float  # eV per atom, last minus first total energy (meaningful in NVE)
+    uncertain_frames: int = 0  # recorded frames where a committee's spread crossed the limits
+    uncertain: Path | None = None  # those frames (a committee only)
 
 
 def run_md(
@@ -49,6 +56,7 @@ def run_md(
     max_temperature: float | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    uncertainty=None,
 ) -> MDResult:
     """Run MD on ``atoms`` (ASE ``Atoms``) with ``calculator`` (a :class:`tensorfuse.Calculator`).
 
@@ -61,6 +69,12 @@ def run_md(
     the energy, positions or velocities are not finite, or the temperature exceeds
     ``max_temperature`` (default: 5 x the target plus 1000 K). ``progress``: a progress bar on stderr
     at a terminal (see :func:`tensorfuse.utils.progress_bar`).
+
+    With a committee (a calculator of several models), every recorded frame carries the
+    committee's spreads (``energy_spread``, ``gap_spread``, ``forces_spread``), and the frames where
+    one crosses ``uncertainty``'s limits (:class:`~tensorfuse.model.UncertaintyLimits`, its defaults
+    when ``None``) also go to ``<output>_uncertain.xyz``, ready for labelling; with
+    ``uncertainty.stop`` the run stops there (:class:`MDUncertain`).
     """
     from ase.md import velocitydistribution as velocities
     from ase.md.langevin import Langevin
@@ -74,7 +88,14 @@ def run_md(
     log = Path(log) if log is not None else output.with_suffix(".log")
     if output.resolve() == log.resolve():
         raise ValueError(f"the trajectory and the log are the same file: {output}")
-    existing = [str(path) for path in (output, log) if path.exists()]
+    from tensorfuse.model import UncertaintyLimits
+
+    committee = getattr(calculator, "committee", None) is not None
+    if uncertainty is not None and uncertainty.stop and not committee:
+        raise ValueError("stopping on uncertainty needs a committee (two or more models): one model has no spread")
+    uncertainty = uncertainty if uncertainty is not None else UncertaintyLimits()
+    uncertain_path = output.with_name(output.stem + "_uncertain.xyz") if committee else None
+    existing = [str(path) for path in (output, log, uncertain_path) if path is not None and path.exists()]
     if existing and not overwrite:
         raise ValueError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: give --overwrite "
                          "to replace, or another --output/--log")
@@ -103,7 +124,9 @@ def run_md(
 
     output.parent.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
-    recorder = _Recorder(atoms, output, timestep, periodic)
+    if uncertain_path is not None:
+        uncertain_path.write_text("")
+    recorder = _Recorder(atoms, output, timestep, periodic, uncertainty, uncertain_path)
     with open(log, "w") as log_file, open(output, "w") as trajectory:
         log_file.write("# step  time_ps  etot_eV  epot_eV  ekin_eV  temperature_K  pressure_bar\n")
 
@@ -124,7 +147,8 @@ def run_md(
                 last_energy = record(done)
                 bar.update(count)
     elapsed = time.perf_counter() - start
-    return MDResult(steps, output, log, 1e3 * elapsed / steps, (last_energy - first_energy) / len(atoms))
+    return MDResult(steps, output, log, 1e3 * elapsed / steps, (last_energy - first_energy) / len(atoms),
+                    recorder.uncertain_frames, uncertain_path)
 
 
 def _check_arguments(ensemble, steps, interval, timestep, temperature, pressure, friction, atoms) -> None:
@@ -153,8 +177,9 @@ def _check_arguments(ensemble, steps, interval, timestep, temperature, pressure,
 class _Recorder:
     """Writes a log line and a trajectory frame (extxyz, with energies and forces)."""
 
-    def __init__(self, atoms, output: Path, timestep: float, periodic: bool):
+    def __init__(self, atoms, output: Path, timestep: float, periodic: bool, uncertainty=None, uncertain=None):
         self.atoms, self.output, self.timestep, self.periodic = atoms, output, timestep, periodic
+        self.uncertainty, self.uncertain, self.uncertain_frames = uncertainty, uncertain, 0
 
     def write(self, step: int, log_file, trajectory) -> tuple[float, float]:
         from ase.io import write
@@ -173,8 +198,22 @@ class _Recorder:
         snapshot.calc = None
         snapshot.info.update(step=step, time_fs=step * timestep, energy=epot, temperature_K=temperature_now)
         snapshot.arrays["forces"] = atoms.get_forces()
+        spreads = atoms.calc.results.get("committee_spreads")
+        if spreads is not None:
+            snapshot.info.update(energy_spread=float(spreads[0]), gap_spread=float(spreads[1]),
+                                 forces_spread=float(spreads[2]))
         write(trajectory, snapshot, format="extxyz")
         trajectory.flush()
+        if spreads is not None and self.uncertain is not None:
+            import torch
+
+            if bool(self.uncertainty.exceeded(torch.as_tensor(spreads).reshape(1, 3))[0]):
+                self.uncertain_frames += 1
+                write(self.uncertain, snapshot, format="extxyz", append=True)
+                if self.uncertainty.stop:
+                    raise MDUncertain(f"step {step}: the committee's spread (energy {spreads[0]:.3f} eV, gap "
+                                      f"{spreads[1]:.3f} eV, forces {spreads[2]:.3f} eV/Å) crossed the limits: the "
+                                      "model is extrapolating")
         return epot + ekin, temperature_now
 
 

@@ -198,3 +198,25 @@ def test_a_calculator_of_another_dtype_leaves_the_callers_model_alone(model):
     atoms.calc = Calculator(model, dtype="float32")
     atoms.get_potential_energy()
     assert all(p.dtype == torch.float64 for p in model.parameters())
+
+
+def test_md_with_a_committee_records_spreads_and_writes_or_stops_on_uncertain_frames(tmp_path, gentle_model):
+    from ase.io import read
+
+    from tensorfuse.md import MDUncertain
+    from tensorfuse.model import UncertaintyLimits
+
+    other = build_model(gentle_model.config, dtype=torch.float64, seed=5)
+    calc = Calculator([gentle_model, other])
+    result = run_md(calc, molecule("CH4"), "nve", steps=20, output=tmp_path / "c.xyz", interval=5, progress=False,
+                    uncertainty=UncertaintyLimits(energy=1e-6, gap=None, forces=None))
+    frames = read(result.trajectory, ":")
+    assert all(f.info["energy_spread"] > 1e-6 for f in frames)
+    assert result.uncertain == tmp_path / "c_uncertain.xyz" and result.uncertain_frames == len(frames) == 5
+    assert len(read(result.uncertain, ":")) == 5
+    with pytest.raises(MDUncertain, match="crossed the limits"):
+        run_md(Calculator([gentle_model, other]), molecule("CH4"), "nve", steps=20, output=tmp_path / "s.xyz",
+               interval=5, progress=False, uncertainty=UncertaintyLimits(energy=1e-6, stop=True))
+    with pytest.raises(ValueError, match="needs a committee"):
+        run_md(Calculator(gentle_model), molecule("CH4"), "nve", steps=5, output=tmp_path / "one.xyz",
+               progress=False, uncertainty=UncertaintyLimits(stop=True))

@@ -88,10 +88,22 @@ def test_an_exploding_trajectory_stops_and_keeps_its_frames_while_the_others_go_
     frames[1].positions[1] = frames[1].positions[0] + [0.45, 0, 0]  # two atoms 0.45 Å apart: collapsed
     result = run_namd(model_file, frames, initial_state=1, method="lz", trajectories=4, steps=20, sampling="file",
                       output=tmp_path / "x", progress=False)
-    assert result.stopped == [1, 3]  # the trajectories started from frame 1
+    assert [row["trajectory"] for row in result.stopped] == [1, 3]  # the trajectories started from frame 1
+    assert {row["reason"] for row in result.stopped} == {"atoms closer than 0.5 Å"}
+    assert all(row["time_fs"] == 0.5 and row["state"] == "S1" for row in result.stopped)
     stopped = read(tmp_path / "x" / "trajectories" / "0001.xyz", ":")
     finished = read(tmp_path / "x" / "trajectories" / "0000.xyz", ":")
     assert 1 <= len(stopped) < len(finished) == 11
+    # counted the same way everywhere: every statistic over the two that ran to the end
+    assert result.finished == 2
+    table = np.genfromtxt(tmp_path / "x" / "populations.csv", delimiter=",", names=True)
+    assert table["stopped"][0] == 0 and table["stopped"][-1] == 2
+    on_states = np.stack([table[f"fraction_{s}"] for s in ("S0", "S1", "S2")], 1)
+    assert np.allclose(on_states * 2, np.round(on_states * 2))  # fractions of 2 trajectories
+    summary = json.loads((tmp_path / "x" / "summary.json").read_text())
+    assert summary["finished"] == 2 and [r["trajectory"] for r in summary["stopped"]] == [1, 3]
+    energy = result.ensemble.total_energy[:, [0, 2]]
+    assert summary["max_energy_change_ev"] == pytest.approx(float((energy - energy[0]).abs().max()) * 27.211386245988)
 
 
 def test_the_command_line_runs_and_prints_the_summary(tmp_path, model_file, capsys):
@@ -196,3 +208,44 @@ def test_a_frame_of_a_namd_trajectory_starts_a_run_with_its_velocities(tmp_path,
                      output=tmp_path / "again", progress=False)
     # written with 8 decimals in Å/fs: 5e-9 Å/fs is 2.3e-10 atomic units
     assert np.allclose(again.ensemble.velocities[0, 0], first.ensemble.velocities[-1, 2], rtol=0, atol=3e-10)
+
+
+@pytest.fixture(scope="module")
+def committee_files(tmp_path_factory, model_file):
+    """The module's model and a second one of other weights: a committee that disagrees."""
+    path = tmp_path_factory.mktemp("model") / "other.pt"
+    save_model(build_model(ModelConfig(states=("S0", "S1", "S2"), couplings="diabatic", **CONFIG), dtype=torch.float64,
+                           seed=1), path)
+    return [model_file, path]
+
+
+def test_a_committee_records_its_spread_and_writes_the_uncertain_frames(tmp_path, committee_files):
+    from tensorfuse.model import UncertaintyLimits
+
+    result = run(committee_files, tmp_path / "c", method="lz", uncertainty=UncertaintyLimits(0.01, None, None))
+    frames = read(tmp_path / "c" / "trajectories" / "0000.xyz", ":")
+    spreads = np.array([f.info["energy_spread"] for f in frames])
+    assert spreads.max() > 0.01 and all("gap_spread" in f.info and "forces_spread" in f.info for f in frames)
+    uncertain = read(tmp_path / "c" / "uncertain.xyz", ":")
+    assert len(uncertain) == result.uncertain["frames"] > 0
+    assert all(f.info["energy_spread"] > 0.01 for f in uncertain)
+    assert result.uncertain["trajectories"] >= 1  # flagged, not stopped for it
+    assert "committee spread beyond the limits" not in {row["reason"] for row in result.stopped}
+    # and with stop: the uncertain trajectories end there, reported and left out of the statistics
+    stopped = run(committee_files, tmp_path / "s", method="lz", uncertainty=UncertaintyLimits(0.01, None, None, True))
+    assert stopped.finished == 6 - len(stopped.stopped) and stopped.stopped
+    assert "committee spread beyond the limits" in {row["reason"] for row in stopped.stopped}
+    assert all(row["time_fs"] == 0.5 for row in stopped.stopped if row["reason"].startswith("committee"))
+
+
+def test_stopping_on_uncertainty_needs_a_committee(tmp_path, model_file):
+    from tensorfuse.model import UncertaintyLimits
+
+    with pytest.raises(ValueError, match="needs a committee"):
+        run(model_file, tmp_path / "x", uncertainty=UncertaintyLimits(stop=True))
+
+
+def test_the_engine_stops_on_the_command_lines_energy_tolerance_by_default():
+    from tensorfuse.namd import HARTREE, SurfaceHopping
+
+    assert SurfaceHopping(lambda x: None, [1.0]).energy_tolerance == pytest.approx(1.0 / HARTREE)

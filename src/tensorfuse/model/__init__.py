@@ -1,6 +1,7 @@
 """The potential: configuration, builder, energy model and the force/stress wrapper."""
 
 from tensorfuse.model._build import build_model
+from tensorfuse.model._committee import Committee, UncertaintyLimits
 from tensorfuse.model._config import (
     ARCHITECTURES,
     PRESETS,
@@ -18,12 +19,14 @@ __all__ = [
     "ARCHITECTURES",
     "PRESETS",
     "PRODUCT_BASES",
+    "Committee",
     "CormorantOptions",
     "EnergyModel",
     "MaceOptions",
     "ModelConfig",
     "Potential",
     "Statistics",
+    "UncertaintyLimits",
     "build_model",
     "feature_irreps",
     "layer_irreps",

@@ -69,41 +69,75 @@ class Criterion:
 
 @dataclass(frozen=True)
 class Lifetime:
-    """``P(t) = 1`` until ``delay``, then ``exp(-(t - delay) / tau)`` (fs), fitted to a state's fraction."""
+    """``P(t) = 1`` until ``delay``, then ``exp(-(t - delay) / tau)`` (fs), fitted to a state's fraction.
+
+    ``tau_error``: the standard deviation of ``tau`` over bootstrap resamples of the trajectories
+    (``None`` where none were given); ``extrapolated``: the run ended before ``delay + tau``, so
+    the decay constant is read off less than one lifetime of decay (the fit extrapolates)."""
 
     tau: float
     delay: float
     rms: float  # of the fit's residual
+    tau_error: float | None = None
+    extrapolated: bool = False
 
     def __call__(self, t: np.ndarray) -> np.ndarray:
         return np.exp(-np.clip(t - self.delay, 0.0, None) / self.tau)
 
+    def describe(self) -> str:
+        error = f" ± {self.tau_error:.1f}" if self.tau_error is not None else ""
+        note = " (extrapolated: the run ended before delay + τ)" if self.extrapolated else ""
+        return f"τ = {self.tau:.1f}{error} fs after a delay of {self.delay:.1f} fs{note}"
 
-def fit_lifetime(times: np.ndarray, fraction: np.ndarray) -> Lifetime | None:
-    """The delayed exponential that fits ``fraction(times)`` best (least squares), or ``None`` where
-    the state hardly decays (the fraction never falls below 0.9: no lifetime can be read off)."""
+
+def _decay(t, tau, delay):
+    return np.exp(-np.clip(t - delay, 0.0, None) / tau)
+
+
+def _fit(times: np.ndarray, fraction: np.ndarray, guesses) -> tuple[float, float, float] | None:
     from scipy.optimize import curve_fit
 
+    best = None
+    for tau0, delay0 in guesses:
+        try:
+            (tau, delay), _ = curve_fit(_decay, times, fraction, p0=(tau0, delay0),
+                                        bounds=([1e-3, 0.0], [1e6, times[-1]]), maxfev=5000)
+        except (RuntimeError, ValueError):
+            continue
+        rms = float(np.sqrt(np.mean((_decay(times, tau, delay) - fraction) ** 2)))
+        if best is None or rms < best[2]:
+            best = (float(tau), float(delay), rms)
+    return best
+
+
+def fit_lifetime(times: np.ndarray, fraction: np.ndarray, samples: np.ndarray | None = None,
+                 resamples: int = 200, seed: int = 0) -> Lifetime | None:
+    """The delayed exponential that fits ``fraction(times)`` best (least squares), or ``None`` where
+    the state hardly decays (the fraction never falls below 0.9: no lifetime can be read off).
+
+    ``samples [R, T]`` (whether each of ``T`` trajectories is on the state at each time) gives the
+    fit an uncertainty: ``tau``'s spread over ``resamples`` bootstrap draws of the trajectories."""
     times, fraction = np.asarray(times, dtype=float), np.asarray(fraction, dtype=float)
     if len(times) < 4 or fraction.min() > 0.9:
         return None
-
-    def model(t, tau, delay):
-        return np.exp(-np.clip(t - delay, 0.0, None) / tau)
-
     half = times[np.argmax(fraction < 0.5)] if (fraction < 0.5).any() else times[-1]
     start = times[np.argmax(fraction < 0.98)]
-    best = None
-    for guess in (max(half - start, 1e-3), 2 * max(half - start, 1e-3), 0.3 * max(half - start, 1e-3)):
-        try:
-            (tau, delay), _ = curve_fit(model, times, fraction, p0=(guess, start),
-                                        bounds=([1e-3, 0.0], [1e6, times[-1]]), maxfev=5000)
-        except RuntimeError:
-            continue
-        rms = float(np.sqrt(np.mean((model(times, tau, delay) - fraction) ** 2)))
-        if best is None or rms < best.rms:
-            best = Lifetime(float(tau), float(delay), rms)
-    return best
+    scale = max(half - start, 1e-3)
+    best = _fit(times, fraction, [(scale, start), (2 * scale, start), (0.3 * scale, start)])
+    if best is None:
+        return None
+    tau, delay, rms = best
+    error = None
+    if samples is not None and samples.shape[1] > 1:
+        rng = np.random.default_rng(seed)
+        taus = []
+        for _ in range(resamples):
+            drawn = samples[:, rng.integers(0, samples.shape[1], samples.shape[1])].mean(1)
+            refit = _fit(times, drawn, [(tau, delay)])
+            if refit is not None:
+                taus.append(refit[0])
+        error = float(np.std(taus)) if len(taus) > 1 else None
+    return Lifetime(tau, delay, rms, error, bool(times[-1] < delay + tau))
 
 
 def state_fractions(active: np.ndarray, num_states: int) -> tuple[np.ndarray, np.ndarray]:

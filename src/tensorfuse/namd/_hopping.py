@@ -12,7 +12,7 @@ Every step advances all trajectories together with one call of the surface:
    so that the total energy is unchanged; a hop without enough kinetic energy is frustrated: the
    velocities stay (or their component along the coupling reverses, ``reverse_frustrated``);
 5. (FSSH) energy-based decoherence (Granucci–Persico): non-active amplitudes decay with
-   ``τ = (1 + C / E_kin) / |E_k - E_a|``, ``C = 0.1`` hartree by default.
+   ``τ = (1 + C / E_kin) / |E_k - E_a|`` (off by default; ``C = 0.1`` hartree is the usual value).
 
 ``"fssh-ba"`` is FSSH for surfaces without coupling vectors: the time-derivative couplings come
 from the gaps' time series (Baeck and An, J. Chem. Phys. 146, 114101 (2017):
@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 import torch
 
 from tensorfuse.namd._exact import Scattering
-from tensorfuse.namd._surfaces import SurfacePoint
+from tensorfuse.namd._surfaces import HARTREE, SurfacePoint
 
 METHODS = ("fssh", "lz", "fssh-ba")
+DEFAULT_ENERGY_TOLERANCE = 1.0 / HARTREE  # hartree (1 eV): the command line's default too
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Hop:
     energy_before: float = 0.0  # total energy (potential of the active state + kinetic) before the hop
     energy_after: float = 0.0  # and after it (the same unless the rounding of the rescaling)
     position: torch.Tensor | None = None  # [D] the configuration at the hop
+    gap: float = 0.0  # E_target - E_source at the hop (hartree)
 
 
 @dataclass
@@ -59,6 +61,8 @@ class Ensemble:
     total_energy: torch.Tensor  # [R, T] potential of the active state + kinetic
     hops: list[Hop] = field(default_factory=list)
     stopped: torch.Tensor | None = None  # [T] step at which a trajectory was stopped (-1: ran to the end)
+    reasons: list[str] = field(default_factory=list)  # [T] why it was stopped ("" for none)
+    spreads: torch.Tensor | None = None  # [R, T, 3] a committee surface's spreads (eV, eV, eV/Å)
 
 
 class SurfaceHopping:
@@ -68,14 +72,23 @@ class SurfaceHopping:
     learned model through :class:`~tensorfuse.namd.ModelSurface`. ``masses`` ``[D]`` (electron
     masses). ``method``: ``"fssh"`` (needs couplings), ``"lz"`` or ``"fssh-ba"`` (energies and
     forces only).
-    ``decoherence``: the Granucci–Persico constant in hartree (``None``: none).
-    ``energy_tolerance`` (hartree): a trajectory whose total energy has moved further than this from
-    its start is stopped, as an explosion (hops conserve it, so only a failing integration does).
+    ``decoherence``: the Granucci–Persico constant in hartree (``None``, the default: none; 0.1
+    is the usual choice, see below).
+    ``energy_tolerance`` (hartree; 1 eV by default, as ``tensorfuse namd``): a trajectory whose
+    total energy has moved further than this from its start is stopped, as an explosion (hops
+    conserve it, so only a failing integration does); ``None``: no limit.
+
+    Decoherence is off by default because the energy-based correction is wrong on the model
+    problems with exact answers: its time ``(1 + C/E_kin) / |ΔE|`` (~280 a.u. on Tully 1 at
+    k = 15) is shorter than the passage through the coupling region (~400 a.u.), so it collapses
+    the amplitudes while the coupling still acts and the two wave packets have not separated:
+    upper-state transmission 0.42-0.44 against the exact 0.32 (plain FSSH 0.32-0.35; Tully 2: 0.23
+    against 0.125, plain 0.14). Measured in ``benchmarks/results/namd.md``.
     """
 
     def __init__(self, surface, masses, method: str = "fssh", dt: float = 1.0, seed: int = 0,
-                 decoherence: float | None = 0.1, reverse_frustrated: bool = False,
-                 energy_tolerance: float | None = None):
+                 decoherence: float | None = None, reverse_frustrated: bool = False,
+                 energy_tolerance: float | None = DEFAULT_ENERGY_TOLERANCE):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not (dt > 0 and math.isfinite(dt)):
@@ -91,9 +104,11 @@ class SurfaceHopping:
             ) -> Ensemble:
         """Propagate ``x, v`` ``[T, D]`` starting on ``state`` (an int or ``[T]``) for ``steps``.
 
-        ``stop(point, x) -> [T] bool`` may end trajectories (an explosion): they keep their
-        recorded frames and are frozen from then on (the surface is evaluated at their last
-        configuration). ``callback(step, running)`` is called after every step (a progress bar).
+        ``stop(point, x)`` may end trajectories (an explosion): it returns ``[T] bool``, or
+        ``{reason: [T] bool}``; stopped trajectories keep their recorded frames and are frozen from
+        then on (the surface is evaluated at their last configuration), and the ensemble says when
+        and why (``stopped``, ``reasons``; the energy tolerance's reason is "total energy drift").
+        ``callback(step, running)`` is called after every step (a progress bar).
         ``checkpoint(snapshot)`` is called every ``checkpoint_every`` steps and at the end with
         everything needed to go on (plain tensors); ``run(..., resume=snapshot)`` goes on from it
         (``x``, ``v`` and ``state`` are then ignored) exactly as if never stopped."""
@@ -109,6 +124,7 @@ class SurfaceHopping:
             c[torch.arange(t_count), active] = 1.0
             running = torch.ones(t_count, dtype=torch.bool)
             stopped = torch.full((t_count,), -1, dtype=torch.long)
+            reasons = [""] * t_count
             energies_history: list[torch.Tensor] = []
             record = _Recorder()
             hops: list[Hop] = []
@@ -118,6 +134,7 @@ class SurfaceHopping:
         else:
             x, v, c, active = resume["x"], resume["v"], resume["c"], resume["active"]
             running, stopped = resume["running"], resume["stopped"]
+            reasons = list(resume.get("reasons", [""] * len(stopped)))
             energies_history = list(resume["energies_history"])
             record, hops = _Recorder.from_state(resume["record"]), _hops_from_state(resume["hops"])
             self.generator.set_state(resume["generator"])
@@ -131,6 +148,7 @@ class SurfaceHopping:
 
         def snapshot(step: int) -> dict:
             return {"step": step, "x": x, "v": v, "c": c, "active": active, "running": running, "stopped": stopped,
+                    "reasons": list(reasons),
                     "energies_history": list(energies_history), "record": record.state(), "hops": _hops_state(hops),
                     "generator": self.generator.get_state(), "start_energy": start_energy,
                     "surface_memory": getattr(self.surface, "sign_memory", None)}
@@ -161,10 +179,17 @@ class SurfaceHopping:
             if self.method != "lz" and self.decoherence is not None:
                 c = self._decohere(c, new, v_new, active)
             v, point = v_new, new
-            ended = running & stop(point, x) if stop is not None else torch.zeros_like(running)
+            causes = {} if stop is None else stop(point, x)
+            causes = causes if isinstance(causes, dict) else {"stopped": causes}
             if self.energy_tolerance is not None:
                 drift = (self._total(point, v, active) - start_energy).abs()
-                ended |= running & ~(drift <= self.energy_tolerance)  # NaN included
+                causes["total energy drift"] = ~(drift <= self.energy_tolerance)  # NaN included
+            ended = torch.zeros_like(running)
+            for reason, mask in causes.items():  # the first reason that holds is the one reported
+                new = running & mask & ~ended
+                for k in torch.nonzero(new).flatten().tolist():
+                    reasons[k] = reason
+                ended |= new
             stopped[ended] = step
             running &= ~ended
             last = step == steps or not running.any()
@@ -177,7 +202,7 @@ class SurfaceHopping:
                 callback(step, running)
             if not running.any():
                 break
-        return record.ensemble(hops, stopped)
+        return record.ensemble(hops, stopped, reasons)
 
     # -- nuclei ---------------------------------------------------------------------------------
     def _accelerations(self, point: SurfacePoint, active: torch.Tensor) -> torch.Tensor:
@@ -304,7 +329,7 @@ class SurfaceHopping:
         after = self._total(point, v, new_active)
         for k in torch.nonzero(attempt).flatten().tolist():
             hops.append(Hop(k, step, int(active[k]), int(targets[k]), bool(allowed[k]), float(before[k]),
-                            float(after[k]), x[k].clone()))
+                            float(after[k]), x[k].clone(), float(gap[k])))
         return v, new_active, hops
 
     def _populations(self, c, active):
@@ -317,18 +342,20 @@ def _hops_state(hops: list[Hop]) -> dict:
     """The hops as plain tensors (a checkpoint loads with ``weights_only=True``)."""
     return {"table": torch.tensor([[h.trajectory, h.step, h.source, h.target, int(h.accepted)] for h in hops],
                                   dtype=torch.long).reshape(-1, 5),
-            "energies": torch.tensor([[h.energy_before, h.energy_after] for h in hops], dtype=torch.float64).reshape(-1, 2),
+            "energies": torch.tensor([[h.energy_before, h.energy_after, h.gap] for h in hops],
+                                     dtype=torch.float64).reshape(-1, 3),
             "positions": [h.position for h in hops]}
 
 
 def _hops_from_state(state: dict) -> list[Hop]:
-    return [Hop(int(t), int(step), int(a), int(b), bool(ok), float(e0), float(e1), position)
-            for (t, step, a, b, ok), (e0, e1), position in zip(state["table"].tolist(), state["energies"].tolist(),
-                                                                state["positions"])]
+    return [Hop(int(t), int(step), int(a), int(b), bool(ok), float(e[0]), float(e[1]), position,
+                float(e[2]) if len(e) > 2 else 0.0)
+            for (t, step, a, b, ok), e, position in zip(state["table"].tolist(), state["energies"].tolist(),
+                                                         state["positions"])]
 
 
 class _Recorder:
-    FIELDS = ("times", "positions", "velocities", "active", "populations", "energies", "total")
+    FIELDS = ("times", "positions", "velocities", "active", "populations", "energies", "total", "spreads")
 
     def __init__(self):
         self.rows: list[tuple] = []
@@ -339,17 +366,20 @@ class _Recorder:
     @classmethod
     def from_state(cls, state: dict) -> _Recorder:
         record = cls()
-        record.rows = list(zip(*(state[name] for name in cls.FIELDS)))
+        columns = [state.get(name) or [None] * len(state["times"]) for name in cls.FIELDS]
+        record.rows = list(zip(*columns))
         return record
 
     def add(self, time, x, v, active, populations, point, total):
+        spreads = point.spreads.detach().clone() if point.spreads is not None else None
         self.rows.append((time, x.clone(), v.clone(), active.clone(), populations.clone(), point.energies.detach().clone(),
-                          total.detach().clone()))
+                          total.detach().clone(), spreads))
 
-    def ensemble(self, hops, stopped) -> Ensemble:
-        times, xs, vs, actives, pops, energies, totals = zip(*self.rows)
+    def ensemble(self, hops, stopped, reasons) -> Ensemble:
+        times, xs, vs, actives, pops, energies, totals, spreads = zip(*self.rows)
+        spreads = torch.stack(spreads) if spreads[0] is not None else None
         return Ensemble(torch.tensor(times), torch.stack(xs), torch.stack(vs), torch.stack(actives), torch.stack(pops),
-                        torch.stack(energies), torch.stack(totals), hops, stopped)
+                        torch.stack(energies), torch.stack(totals), hops, stopped, list(reasons), spreads)
 
 
 def hopping_scattering(model, k: float, method: str = "fssh", trajectories: int = 500, seed: int = 0,

@@ -15,6 +15,9 @@ MIN_GAP = 1e-6  # hartree: d_ij = h_ij / ΔE_ij is capped where two learned stat
 class ModelSurface:
     """``ModelSurface(model, numbers, cell=None, pbc=False)``: ``surface(x [T, 3N] bohr) -> SurfacePoint``.
 
+    ``model``: a multi-state :class:`~tensorfuse.model.Potential`, or a
+    :class:`~tensorfuse.model.Committee` of them (the mean is the surface; its spreads come along).
+
     All ``T`` configurations are copies of one structure (``numbers``) and go through the model as
     one batched graph. A model with a ``"vector"`` or ``"gradient"`` coupling head learns
     ``h_ij = ΔE_ij d_ij`` (eV/Å, arbitrary sign per pair); the derivative couplings are
@@ -82,7 +85,8 @@ class ModelSurface:
                 gap = torch.where(gap >= 0, gap.clamp_min(MIN_GAP), gap.clamp_max(-MIN_GAP))
                 couplings[:, i, j] = h[:, p] / gap[:, None]
                 couplings[:, j, i] = -couplings[:, i, j]
-        return SurfacePoint(energies, forces, couplings)
+        spreads = out["spreads"].detach().to(torch.float64) if "spreads" in out else None
+        return SurfacePoint(energies, forces, couplings, spreads)
 
     def _graph(self, positions: torch.Tensor) -> AtomicGraph:
         """One graph of the ``T`` structures ``positions [T, N, 3]`` (Å), neighbours within the cutoff."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tensorfuse.model import Committee, UncertaintyLimits
 from tensorfuse.namd._analysis import Criterion, Lifetime, fit_lifetime, state_fractions
 from tensorfuse.namd._hopping import METHODS, Ensemble, SurfaceHopping
 from tensorfuse.namd._initial import hessian, minimize, normal_modes, wigner_sample
@@ -22,7 +23,7 @@ from tensorfuse.utils._progress import progress_bar
 
 SAMPLINGS = ("wigner", "file")
 OUTPUTS = ("trajectories", "populations.csv", "populations.png", "hops.csv", "summary.json", "initial_conditions.xyz",
-           "namd.json", "checkpoint.pt")
+           "uncertain.xyz", "namd.json", "checkpoint.pt")
 
 
 @dataclass
@@ -36,15 +37,17 @@ class NamdResult:
     steps: int
     timestep_fs: float
     times_fs: np.ndarray = field(repr=False)
-    fractions: np.ndarray = field(repr=False)  # [R, S] fraction of trajectories on each state
+    fractions: np.ndarray = field(repr=False)  # [R, S] fraction of the finished trajectories on each state
     fraction_errors: np.ndarray = field(repr=False)  # [R, S] binomial standard error
     lifetime: Lifetime | None  # of the initial state
     yields: dict[str, tuple[float, float]]  # product -> (fraction, standard error) of finished trajectories
-    hops_accepted: int
+    hops_accepted: int  # of the finished trajectories
     hops_frustrated: int
-    stopped: list[int]  # trajectories stopped early (exploded)
-    max_energy_change_ev: float  # max over trajectories and steps of |E_tot(t) - E_tot(0)|
+    finished: int  # trajectories that ran to the end: every statistic above is over these
+    stopped: list[dict]  # the others: trajectory, time_fs, reason, state, energy_change_ev
+    max_energy_change_ev: float  # over the finished trajectories and steps, |E_tot(t) - E_tot(0)|
     steps_per_second: float
+    uncertain: dict | None  # a committee's limits and which trajectories crossed them (None: one model)
     ensemble: Ensemble = field(repr=False)
 
 
@@ -53,7 +56,7 @@ class NamdSettings:
     """What a run was asked to do, stored as ``namd.json`` in its folder so that ``--resume`` needs
     nothing else (the model as a file path; ``None`` for a model given as an object)."""
 
-    model: str | None
+    model: str | list[str] | None  # a file, or a committee's files
     initial_state: int
     method: str = "fssh"
     trajectories: int = 100
@@ -64,7 +67,7 @@ class NamdSettings:
     sampling: str = "wigner"
     products: tuple[str, ...] = ()
     interval: int = 2
-    decoherence: float | None = 0.1
+    decoherence: float | None = None
     reverse_frustrated: bool = False
     min_distance: float = 0.5
     energy_tolerance: float | None = 1.0  # eV
@@ -72,9 +75,14 @@ class NamdSettings:
     device: str = "cpu"
     optimize: bool = True
     checkpoint_every: int = 100
+    max_energy_spread: float | None = 0.2
+    max_gap_spread: float | None = 0.2
+    max_forces_spread: float | None = 1.0
+    stop_uncertain: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "products", tuple(self.products))
+        self.limits()  # checked here
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.sampling not in SAMPLINGS:
@@ -93,13 +101,18 @@ class NamdSettings:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
+    def limits(self) -> UncertaintyLimits:
+        return UncertaintyLimits(self.max_energy_spread, self.max_gap_spread, self.max_forces_spread,
+                                 self.stop_uncertain)
+
 
 def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", trajectories: int = 100,
              steps: int = 1000, timestep: float = 0.5, temperature: float = 0.0, seed: int = 0,
              output="namd", sampling: str = "wigner", products: tuple[str, ...] = (), interval: int = 2,
-             decoherence: float | None = 0.1, reverse_frustrated: bool = False, min_distance: float = 0.5,
+             decoherence: float | None = None, reverse_frustrated: bool = False, min_distance: float = 0.5,
              energy_tolerance: float | None = 1.0, dtype: str = "float64", device="cpu", optimize: bool = True,
-             overwrite: bool = False, progress: bool = True, checkpoint_every: int = 100) -> NamdResult:
+             overwrite: bool = False, progress: bool = True, checkpoint_every: int = 100,
+             uncertainty: UncertaintyLimits = UncertaintyLimits()) -> NamdResult:
     """Surface hopping of ``trajectories`` copies of ``atoms`` (ASE ``Atoms``; a list of frames with
     velocities for ``sampling="file"``) on ``model`` (a multi-state model or its file), all advanced
     together with one batched model call per step.
@@ -115,20 +128,28 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
     end and measured at every hop. A trajectory whose energies or positions stop being finite, whose
     atoms come closer than ``min_distance`` Å, or whose total energy moves more than
     ``energy_tolerance`` eV from its start (``None``: no limit), is stopped and kept; the others go on.
+    Every statistic (populations, the plot, the lifetime fit, yields, hops, the largest energy
+    change) is over the trajectories that ran to the end; the stopped ones are reported apart
+    (when, why, on which state).
+
+    ``model`` may be a list (files or models): a committee, whose mean is the surface and whose
+    spreads (per step: of every state's energy, of the gaps and of the forces) are recorded; a
+    recorded frame where a spread crosses ``uncertainty``'s limits goes to ``uncertain.xyz`` (ready
+    for labelling), and with ``uncertainty.stop`` its trajectory is stopped.
     Files in ``output`` (existing ones are an error unless ``overwrite``): ``trajectories/NNNN.xyz``,
-    ``populations.csv``/``.png``, ``hops.csv``, ``summary.json``, ``initial_conditions.xyz``, and
-    ``namd.json`` and ``checkpoint.pt`` (every ``checkpoint_every`` steps), from which
-    :func:`resume_namd` goes on after a kill.
+    ``populations.csv``/``.png``, ``hops.csv``, ``summary.json``, ``initial_conditions.xyz``,
+    ``uncertain.xyz`` (committees), and ``namd.json`` and ``checkpoint.pt`` (every
+    ``checkpoint_every`` steps), from which :func:`resume_namd` goes on after a kill.
     """
     from ase import Atoms
 
     frames = [atoms] if isinstance(atoms, Atoms) else list(atoms)
     if isinstance(dtype, torch.dtype):
         dtype = str(dtype).removeprefix("torch.")
-    model_path = str(Path(model).resolve()) if isinstance(model, (str, Path)) else None
-    settings = NamdSettings(model_path, 0, method, trajectories, steps, timestep, temperature, seed, sampling,
-                            tuple(products), interval, decoherence, reverse_frustrated, min_distance,
-                            energy_tolerance, dtype, str(device), optimize, checkpoint_every)  # checked before any work
+    settings = NamdSettings(_model_paths(model), 0, method, trajectories, steps, timestep, temperature, seed,
+                            sampling, tuple(products), interval, decoherence, reverse_frustrated, min_distance,
+                            energy_tolerance, dtype, str(device), optimize, checkpoint_every, uncertainty.energy,
+                            uncertainty.gap, uncertainty.forces, uncertainty.stop)  # checked before any work
     _check_frames(frames, sampling)
     loaded = _load(model, settings)
     settings = replace(settings, initial_state=_state_index(initial_state, loaded.names))
@@ -181,6 +202,8 @@ def resume_namd(output, steps: int | None = None, model=None, progress: bool = T
         settings = replace(settings, steps=steps)
     if settings.model is None and model is None:
         raise ValueError("this run was started with a model object, not a file: give the model to resume it")
+    if isinstance(settings.model, list):
+        settings = replace(settings, model=list(settings.model))
     try:
         snapshot = torch.load(output / "checkpoint.pt", weights_only=True)
     except Exception as error:  # truncated, foreign or not a checkpoint at all  # noqa: BLE001
@@ -199,18 +222,35 @@ def resume_namd(output, steps: int | None = None, model=None, progress: bool = T
 class _Loaded:
     model: torch.nn.Module
     names: tuple[str, ...]
+    committee: bool = False
+
+
+def _model_paths(model) -> str | list[str] | None:
+    """The file(s) of ``model`` as stored in ``namd.json`` (``None`` where a model object was given)."""
+    if isinstance(model, (str, Path)):
+        return str(Path(model).resolve())
+    if isinstance(model, (list, tuple)) and model and all(isinstance(m, (str, Path)) for m in model):
+        return [str(Path(m).resolve()) for m in model]
+    return None
 
 
 def _load(model, settings: NamdSettings) -> _Loaded:
     from tensorfuse.calculator import _as_model
 
-    model = _as_model(model, settings.device, getattr(torch, settings.dtype))
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise ValueError("an empty committee: give at least one model")
+    loaded = [_as_model(m, settings.device, getattr(torch, settings.dtype)) for m in models]
+    model = Committee(loaded) if len(loaded) > 1 else loaded[0]
     model.eval()
     names = _state_names(model)
     if settings.method == "fssh" and model.config.couplings is None:
         raise ValueError("FSSH needs coupling vectors, and this model has no coupling head (train it with "
-                         "--model.couplings vector): use --method lz or fssh-ba")
-    return _Loaded(model, names)
+                         "--model.couplings diabatic): use --method lz or fssh-ba")
+    if settings.stop_uncertain and len(loaded) < 2:
+        raise ValueError("stopping uncertain trajectories needs a committee (two or more models): the spread of one "
+                         "model is not defined")
+    return _Loaded(model, names, len(loaded) > 1)
 
 
 def _state_names(model) -> tuple[str, ...]:
@@ -252,12 +292,12 @@ def _propagate(settings: NamdSettings, surface, names, criteria, output: Path, p
             bar.update(step - bar.n)
 
         ensemble = engine.run(x, v, settings.initial_state, settings.steps, record_every=settings.interval,
-                              stop=_explosion_check(len(surface.numbers), settings.min_distance),
+                              stop=_stop_check(len(surface.numbers), settings),
                               callback=None if bar.disable else show, checkpoint=checkpoint,
                               checkpoint_every=settings.checkpoint_every, resume=resume)
     elapsed = time.perf_counter() - start
     result = _summarise(ensemble, names, settings, criteria, (settings.steps - done) / max(elapsed, 1e-9), output)
-    _write_outputs(result, ensemble, surface.numbers, names, criteria)
+    _write_outputs(result, ensemble, surface.numbers, names, criteria, settings.limits())
     return result
 
 
@@ -319,22 +359,34 @@ def _velocities_fs(atoms) -> np.ndarray:
     return np.asarray(atoms.arrays["velocities"], dtype=np.float64)
 
 
-def _explosion_check(n: int, min_distance: float):
+def _stop_check(n: int, settings: NamdSettings):
+    """``stop(point, x) -> {reason: [T] bool}``: explosions, and a committee's spreads beyond the limits
+    when they stop trajectories."""
+    limits = settings.limits()
+
     def stop(point, x):
         finite = torch.isfinite(point.energies).all(1) & torch.isfinite(x).all(1) & torch.isfinite(point.forces).flatten(1).all(1)
         positions = (x * BOHR).reshape(len(x), n, 3)
         distances = torch.cdist(positions, positions) + 1e9 * torch.eye(n, dtype=x.dtype)
-        close = distances.flatten(1).min(1).values < min_distance
-        return ~finite | close
+        close = distances.flatten(1).min(1).values < settings.min_distance
+        causes = {"not finite": ~finite, f"atoms closer than {settings.min_distance} Å": close & finite}
+        if limits.stop and point.spreads is not None:
+            causes["committee spread beyond the limits"] = limits.exceeded(point.spreads)
+        return causes
 
     return stop
 
 
 def _summarise(ensemble, names, settings: NamdSettings, criteria, steps_per_second: float, output) -> NamdResult:
+    """Every statistic over the trajectories that ran to the end; the stopped ones reported apart."""
     times = ensemble.times.numpy() / FS
-    fractions, errors = state_fractions(ensemble.active.numpy(), len(names))
     stopped = ensemble.stopped.numpy()
     finished = stopped < 0
+    active = ensemble.active.numpy()[:, finished]
+    if finished.any():
+        fractions, errors = state_fractions(active, len(names))
+    else:
+        fractions = errors = np.full((len(times), len(names)), np.nan)
     final = ensemble.positions[-1].numpy().reshape(settings.trajectories, -1, 3) * BOHR
     yields = {}
     for criterion in criteria:
@@ -343,37 +395,95 @@ def _summarise(ensemble, names, settings: NamdSettings, criteria, steps_per_seco
         yields[criterion.name] = (p, math.sqrt(p * (1 - p) / max(int(finished.sum()), 1)))
     change = (ensemble.total_energy[:, finished] - ensemble.total_energy[0, finished]).abs()
     change = float(change.max()) * HARTREE if change.numel() else float("nan")
-    accepted = sum(h.accepted for h in ensemble.hops)
+    kept = [h for h in ensemble.hops if finished[h.trajectory]]
+    accepted = sum(h.accepted for h in kept)
     state = settings.initial_state
-    lifetime = fit_lifetime(times, fractions[:, state]) if state > 0 else None
+    lifetime = None
+    if state > 0 and finished.any():
+        lifetime = fit_lifetime(times, fractions[:, state], samples=(active == state).astype(float))
+    report = []
+    for k in np.nonzero(~finished)[0].tolist():
+        row = min(int(np.searchsorted(times, stopped[k] * settings.timestep - 1e-6)), len(times) - 1)
+        energy_change = float(ensemble.total_energy[row, k] - ensemble.total_energy[0, k]) * HARTREE
+        report.append({"trajectory": k, "time_fs": float(stopped[k] * settings.timestep),
+                       "reason": ensemble.reasons[k] if ensemble.reasons else "stopped",
+                       "state": names[int(ensemble.active[row, k])], "energy_change_ev": energy_change})
     return NamdResult(output, settings.method, names, settings.trajectories, settings.steps, settings.timestep, times,
-                      fractions, errors, lifetime, yields, accepted, len(ensemble.hops) - accepted,
-                      np.nonzero(~finished)[0].tolist(), change, steps_per_second, ensemble)
+                      fractions, errors, lifetime, yields, accepted, len(kept) - accepted, int(finished.sum()), report,
+                      change, steps_per_second, _uncertain(ensemble, settings, times), ensemble)
 
 
-def _write_outputs(result: NamdResult, ensemble: Ensemble, numbers, names, criteria) -> None:
+def _uncertain(ensemble: Ensemble, settings: NamdSettings, times: np.ndarray) -> dict | None:
+    """A committee's limits, and per trajectory that crossed them the first recorded time it did."""
+    if ensemble.spreads is None:
+        return None
+    limits = settings.limits()
+    over = _uncertain_frames(ensemble, limits, times, settings.timestep)  # [R, T]
+    first = {k: float(times[over[:, k].argmax()]) for k in range(over.shape[1]) if over[:, k].any()}
+    largest = ensemble.spreads.amax((0, 1)).tolist()
+    return {"limits": {"energy_ev": limits.energy, "gap_ev": limits.gap, "forces_ev_per_a": limits.forces,
+                       "stop": limits.stop},
+            "trajectories": len(first), "frames": int(over.sum()), "first_time_fs": first,
+            "largest": {"energy_ev": largest[0], "gap_ev": largest[1], "forces_ev_per_a": largest[2]}}
+
+
+def _write_outputs(result: NamdResult, ensemble: Ensemble, numbers, names, criteria, limits) -> None:
     output = result.output
+    finished = ensemble.stopped.numpy() < 0
     _write_trajectories(output / "trajectories", ensemble, numbers, names, result.timestep_fs)
     header = (["time_fs"] + [f"fraction_{s}" for s in names] + [f"error_{s}" for s in names]
-              + [f"population_{s}" for s in names])
-    populations = ensemble.populations.numpy().mean(1)  # |c|^2 averaged (FSSH), or the fractions (LZ)
-    table = np.column_stack([result.times_fs, result.fractions, result.fraction_errors, populations])
+              + [f"population_{s}" for s in names] + ["stopped"])
+    # |c|^2 averaged (FSSH) or the fractions (LZ), over the finished trajectories as every other column
+    populations = ensemble.populations.numpy()[:, finished].mean(1) if finished.any() else result.fractions
+    stopped_by = np.array([[(0 <= step <= t / result.timestep_fs + 1e-6) for step in ensemble.stopped.tolist()]
+                           for t in result.times_fs]).sum(1)  # how many trajectories had been stopped by then
+    table = np.column_stack([result.times_fs, result.fractions, result.fraction_errors, populations, stopped_by])
     np.savetxt(output / "populations.csv", table, delimiter=",", header=",".join(header), comments="", fmt="%.6g")
     with open(output / "hops.csv", "w") as f:
-        f.write(",".join(["trajectory", "time_fs", "from", "to", "accepted", "total_energy_before_eV",
-                          "total_energy_after_eV"] + [f"{c.name}_{c.kind}" for c in criteria]) + "\n")
+        f.write(",".join(["trajectory", "time_fs", "from", "to", "accepted", "gap_eV", "total_energy_before_eV",
+                          "total_energy_after_eV", "finished"] + [f"{c.name}_{c.kind}" for c in criteria]) + "\n")
         for hop in ensemble.hops:
             position = hop.position.numpy().reshape(-1, 3) * BOHR
             measured = [f"{float(c.measure(position)):.4f}" for c in criteria]
             f.write(",".join([str(hop.trajectory), f"{hop.step * result.timestep_fs:.3f}", names[hop.source],
-                              names[hop.target], str(int(hop.accepted)), f"{hop.energy_before * HARTREE:.8f}",
-                              f"{hop.energy_after * HARTREE:.8f}"] + measured) + "\n")
+                              names[hop.target], str(int(hop.accepted)), f"{hop.gap * HARTREE:.6f}",
+                              f"{hop.energy_before * HARTREE:.8f}", f"{hop.energy_after * HARTREE:.8f}",
+                              str(int(finished[hop.trajectory]))] + measured) + "\n")
     summary = {key: value for key, value in asdict(result).items()
                if key not in ("times_fs", "fractions", "fraction_errors", "ensemble", "output")}
     summary["lifetime"] = asdict(result.lifetime) if result.lifetime else None
     summary["final_fractions"] = dict(zip(names, result.fractions[-1].tolist()))
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if ensemble.spreads is not None:
+        _write_uncertain(output / "uncertain.xyz", ensemble, numbers, names, result, limits)
     _plot_populations(output / "populations.png", result, populations, names)
+
+
+def _uncertain_frames(ensemble: Ensemble, limits, times: np.ndarray, timestep: float) -> np.ndarray:
+    """``[R, T]``: recorded frames whose spreads cross the limits (a stopped trajectory's up to its stop)."""
+    over = np.stack([limits.exceeded(ensemble.spreads[r]).numpy() for r in range(len(times))])
+    stopped = ensemble.stopped.numpy()
+    alive = (stopped[None, :] < 0) | (times[:, None] <= stopped[None, :] * timestep + 1e-6)
+    return over & alive
+
+
+def _write_uncertain(path: Path, ensemble: Ensemble, numbers, names, result: NamdResult, limits) -> None:
+    """The recorded frames where the committee's spread crossed a limit, for labelling."""
+    from ase import Atoms
+    from ase.io import write
+
+    frames = []
+    over = _uncertain_frames(ensemble, limits, result.times_fs, result.timestep_fs)
+    for r, time_fs in enumerate(result.times_fs):
+        for k in np.nonzero(over[r])[0].tolist():
+            atoms = Atoms(numbers=numbers, positions=ensemble.positions[r, k].numpy().reshape(-1, 3) * BOHR)
+            spread = ensemble.spreads[r, k].tolist()
+            atoms.info.update(trajectory=k, time_fs=float(time_fs), state=names[int(ensemble.active[r, k])],
+                              energy_spread=spread[0], gap_spread=spread[1], forces_spread=spread[2],
+                              **{f"model_energy_{s}": float(ensemble.energies[r, k, i]) * HARTREE
+                                 for i, s in enumerate(names)})
+            frames.append(atoms)
+    write(path, frames, format="extxyz")
 
 
 def _write_trajectories(folder: Path, ensemble: Ensemble, numbers, names, timestep: float) -> None:
@@ -389,6 +499,7 @@ def _write_trajectories(folder: Path, ensemble: Ensemble, numbers, names, timest
     totals = ensemble.total_energy.numpy() * HARTREE
     times = ensemble.times.numpy() / FS
     stopped = ensemble.stopped.numpy()
+    spreads = ensemble.spreads.numpy() if ensemble.spreads is not None else None
     n = len(numbers)
     for k in range(positions.shape[1]):
         lines = []
@@ -397,7 +508,9 @@ def _write_trajectories(folder: Path, ensemble: Ensemble, numbers, names, timest
             info = " ".join([f"time_fs={times[r]:.4f}", f"state={names[int(ensemble.active[r, k])]}"]
                             + [f"energy_{s}={energies[r, k, i]:.8f}" for i, s in enumerate(names)]
                             + [f"population_{s}={float(ensemble.populations[r, k, i]):.6f}" for i, s in enumerate(names)]
-                            + [f"total_energy={totals[r, k]:.8f}"])
+                            + [f"total_energy={totals[r, k]:.8f}"]
+                            + ([] if spreads is None else [f"{name}={spreads[r, k, i]:.6f}" for i, name in
+                                                           enumerate(("energy_spread", "gap_spread", "forces_spread"))]))
             lines.append(f"{n}\nProperties=species:S:1:pos:R:3:velocities:R:3 {info} pbc=\"F F F\"")
             block = np.column_stack([positions[r, k].reshape(n, 3), velocities[r, k].reshape(n, 3)])
             lines.extend(f"{sym:<2s} " + " ".join(f"{value:.8f}" for value in row) for sym, row in zip(symbols, block))
@@ -432,12 +545,13 @@ def _plot_populations(path: Path, result: NamdResult, populations, names) -> Non
         if result.method != "lz":
             ax.plot(t, populations[:, i], "--", color=line.get_color(), lw=1, label=f"{s} (|c|², mean)")
     if result.lifetime is not None:
-        ax.plot(t, result.lifetime(t), ":", color="k", label=f"fit: τ = {result.lifetime.tau:.1f} fs, "
-                                                                f"delay {result.lifetime.delay:.1f} fs")
+        ax.plot(t, result.lifetime(t), ":", color="k", label=f"fit: {result.lifetime.describe()}")
     ax.set_xlabel("time (fs)")
     ax.set_ylabel("population")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{result.method.upper()}, {result.trajectories} trajectories (band: ±1 standard error)")
+    left_out = result.trajectories - result.finished
+    ax.set_title(f"{result.method.upper()}, {result.finished} trajectories"
+                 f"{f' ({left_out} stopped, left out)' if left_out else ''} (band: ±1 standard error)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

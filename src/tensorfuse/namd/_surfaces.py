@@ -21,11 +21,13 @@ FS = 41.341373335  # atomic units of time per fs
 @dataclass
 class SurfacePoint:
     """``energies [T, S]``, ``forces [T, S, D]`` and ``couplings [T, S, S, D]`` (antisymmetric:
-    ``d_ij = -d_ji``; ``None`` for a surface without couplings)."""
+    ``d_ij = -d_ji``; ``None`` for a surface without couplings); a committee's surface adds its
+    ``spreads [T, 3]`` (in eV and eV/Å, see :class:`~tensorfuse.model.Committee`)."""
 
     energies: torch.Tensor
     forces: torch.Tensor
     couplings: torch.Tensor | None
+    spreads: torch.Tensor | None = None
 
 
 class DiabaticModel:
