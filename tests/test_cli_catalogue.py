@@ -365,6 +365,17 @@ def _(ws):
     return ["train", "--model.couplings", "vector"], ["couplings='vector'", "at least two states"]
 
 
+@case("train: a test fraction beside a test file")
+def _(ws):
+    return (["train", "--data.test_fraction", "0.2", "--test-file", "test.xyz"],
+            ["data.test_fraction=0.2", "not both"])
+
+
+@case("train: a test fraction that leaves nothing to train on")
+def _(ws):
+    return ["train", "--data.test_fraction", "0.97"], ["data.test_fraction=0.97", "leave frames to train on"]
+
+
 @case("train: an unknown way to order the states")
 def _(ws):
     return (["train", *STATES, "--model.state_energies", "sorted"],

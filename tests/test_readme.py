@@ -69,7 +69,7 @@ def test_the_readme_photodynamics_example_parses_and_its_data_exist():
     from tensorfuse.datasets import path
 
     commands = _photodynamics_commands()
-    assert [c[1] for c in commands] == ["train", "namd", "namd"]
+    assert [c[1] for c in commands] == ["train", "train", "eval", "namd", "namd"]
     for command in commands:
         known, dotted = _split_dotted(command[1:])
         args = build_parser().parse_args(known)
@@ -84,12 +84,16 @@ def test_the_readme_photodynamics_example_runs_as_written(tmp_path, monkeypatch)
     from tensorfuse._cli import main as cli
 
     monkeypatch.chdir(tmp_path)
-    train, namd, resume = _photodynamics_commands()
-    budget = train.index("--time-budget")
-    train = train[:budget] + train[budget + 2:] + ["--max-epochs", "3"]  # epochs, not minutes: the same model anywhere
-    assert cli(train[1:] + ["--model.channels", "8", "--data.max_train_frames", "200"]) == 0
+    first, second, evaluate, namd, resume = _photodynamics_commands()
+    for train in (first, second):
+        budget = train.index("--time-budget")
+        train = train[:budget] + train[budget + 2:] + ["--max-epochs", "3"]  # epochs, not minutes: the same model
+        assert cli(train[1:] + ["--model.channels", "8", "--data.max_train_frames", "200"]) == 0
+    assert cli(evaluate[1:]) == 0
     short = {"50": "4", "400": "10"}  # trajectories, steps
     assert cli([short.get(a, a) for a in namd[1:]]) == 0
     assert cli([{"800": "20"}.get(a, a) for a in resume[1:]]) == 0
     summary = (tmp_path / "runs/ethylene_namd/summary.json").read_text()
-    assert '"steps": 20' in summary and '"twisted"' in summary
+    assert '"steps": 20' in summary and '"twisted"' in summary and '"uncertain"' in summary
+    frame = (tmp_path / "runs/ethylene_namd/trajectories/0000.xyz").read_text().splitlines()[1]
+    assert "energy_spread=" in frame and "gap_spread=" in frame

@@ -249,3 +249,21 @@ def test_the_engine_stops_on_the_command_lines_energy_tolerance_by_default():
     from tensorfuse.namd import HARTREE, SurfaceHopping
 
     assert SurfaceHopping(lambda x: None, [1.0]).energy_tolerance == pytest.approx(1.0 / HARTREE)
+
+
+def test_the_checks_script_reads_a_run_and_finds_no_misordered_states(tmp_path, model_file):
+    """benchmarks/namd_checks.py on a run of an ordered (diabatic) model: every frame in order, no hop
+    at a negative gap, the hop geometries read back."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "namd_checks.py"
+    spec = importlib.util.spec_from_file_location("namd_checks", script)
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+    result = run(model_file, tmp_path / "run")
+    report = checks.check(tmp_path / "run")
+    assert result.ensemble.hops and report["frames"] > 0 and report["misordered_frames"] == 0
+    assert report["hops_down_at_negative_gap"] == 0
+    assert report["hops_down"] == sum(1 for h in result.ensemble.hops if h.accepted and h.source > h.target)
+    assert len(read(tmp_path / "run" / "hops.xyz", ":")) == len(result.ensemble.hops)

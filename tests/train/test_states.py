@@ -220,3 +220,23 @@ def test_fine_tuning_a_multi_state_model_fits_the_state_shifts_on_the_new_data(t
                                trainer.config.data.state_keys()).energy_shift
     shifts = trainer.model.config.statistics.energy_shift
     assert set(shifts) == {1, 8} and shifts == fresh
+
+
+def test_a_test_fraction_is_held_out_of_the_training_file_and_written_for_eval(tmp_path):
+    frames = [water(k) for k in range(20)]
+    write(tmp_path / "w.xyz", frames)
+    result = train(TrainConfig(
+        data={"train_file": str(tmp_path / "w.xyz"), "states": ["S0", "S1", "S2"], "test_fraction": 0.25,
+              "valid_fraction": 0.1},
+        model={"species": (1, 8), "channels": 4, "l_max": 1, "l_max_edge": 1, "num_bessel": 4, "radial_mlp": (8,),
+               "readout_hidden": 4, "couplings": "diabatic"},
+        training={"max_epochs": 1, "batch_size": 5}, output=str(tmp_path / "run")))
+    from ase.io import read
+
+    held_out = read(tmp_path / "run" / "test.xyz", ":")
+    assert len(held_out) == 5 and np.isfinite(result.metrics["test"]["f_mae_S1"])
+    source = {tuple(np.round(f.positions.ravel(), 6)): f for f in read(tmp_path / "w.xyz", ":")}
+    for frame in held_out:  # the source's frames, labels as they were
+        original = source[tuple(np.round(frame.positions.ravel(), 6))]
+        assert frame.info["energy_S2"] == original.info["energy_S2"]
+        assert np.array_equal(frame.arrays["nac_S1_S2"], original.arrays["nac_S1_S2"])

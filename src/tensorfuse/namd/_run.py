@@ -22,8 +22,8 @@ from tensorfuse.utils._files import atomic_write
 from tensorfuse.utils._progress import progress_bar
 
 SAMPLINGS = ("wigner", "file")
-OUTPUTS = ("trajectories", "populations.csv", "populations.png", "hops.csv", "summary.json", "initial_conditions.xyz",
-           "uncertain.xyz", "namd.json", "checkpoint.pt")
+OUTPUTS = ("trajectories", "populations.csv", "populations.png", "hops.csv", "hops.xyz", "summary.json",
+           "initial_conditions.xyz", "uncertain.xyz", "namd.json", "checkpoint.pt")
 
 
 @dataclass
@@ -137,7 +137,8 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
     recorded frame where a spread crosses ``uncertainty``'s limits goes to ``uncertain.xyz`` (ready
     for labelling), and with ``uncertainty.stop`` its trajectory is stopped.
     Files in ``output`` (existing ones are an error unless ``overwrite``): ``trajectories/NNNN.xyz``,
-    ``populations.csv``/``.png``, ``hops.csv``, ``summary.json``, ``initial_conditions.xyz``,
+    ``populations.csv``/``.png``, ``hops.csv`` and ``hops.xyz`` (each hop's geometry), ``summary.json``,
+    ``initial_conditions.xyz``,
     ``uncertain.xyz`` (committees), and ``namd.json`` and ``checkpoint.pt`` (every
     ``checkpoint_every`` steps), from which :func:`resume_namd` goes on after a kill.
     """
@@ -449,6 +450,7 @@ def _write_outputs(result: NamdResult, ensemble: Ensemble, numbers, names, crite
                               names[hop.target], str(int(hop.accepted)), f"{hop.gap * HARTREE:.6f}",
                               f"{hop.energy_before * HARTREE:.8f}", f"{hop.energy_after * HARTREE:.8f}",
                               str(int(finished[hop.trajectory]))] + measured) + "\n")
+    _write_hop_geometries(output / "hops.xyz", ensemble, numbers, names, result.timestep_fs, finished)
     summary = {key: value for key, value in asdict(result).items()
                if key not in ("times_fs", "fractions", "fraction_errors", "ensemble", "output")}
     summary["lifetime"] = asdict(result.lifetime) if result.lifetime else None
@@ -457,6 +459,21 @@ def _write_outputs(result: NamdResult, ensemble: Ensemble, numbers, names, crite
     if ensemble.spreads is not None:
         _write_uncertain(output / "uncertain.xyz", ensemble, numbers, names, result, limits)
     _plot_populations(output / "populations.png", result, populations, names)
+
+
+def _write_hop_geometries(path: Path, ensemble: Ensemble, numbers, names, timestep: float, finished) -> None:
+    """Every hop's geometry (extxyz), to check the surfaces where they hop (e.g. against a reference)."""
+    from ase import Atoms
+    from ase.io import write
+
+    frames = []
+    for hop in ensemble.hops:
+        atoms = Atoms(numbers=numbers, positions=hop.position.numpy().reshape(-1, 3) * BOHR)
+        atoms.info.update(trajectory=hop.trajectory, time_fs=hop.step * timestep, source=names[hop.source],
+                          target=names[hop.target], accepted=int(hop.accepted), gap_eV=hop.gap * HARTREE,
+                          finished=int(finished[hop.trajectory]))
+        frames.append(atoms)
+    write(path, frames, format="extxyz")
 
 
 def _uncertain_frames(ensemble: Ensemble, limits, times: np.ndarray, timestep: float) -> np.ndarray:

@@ -31,7 +31,11 @@ class DataConfig:
 
     ``train_file=None`` uses the small dataset bundled with tensorfuse (rMD17 ethanol). The
     validation set is ``valid_file`` or, without it, a random ``valid_fraction`` of the training
-    file. Any of the files may be a data set written by ``tensorfuse preprocess`` (HDF5), read
+    file. ``test_fraction`` holds out a random fraction of the training file as the test set
+    (before the validation set is drawn; the same frames whatever ``training.seed``, so that the
+    members of a committee share them), and the run writes those frames, labels as read, to
+    ``test.xyz`` in its folder (for ``tensorfuse eval``). Any of the files may be a data set written
+    by ``tensorfuse preprocess`` (HDF5), read
     from disk as training goes rather than into memory. ``e0s``: ``"auto"`` (isolated-atom frames
     when the training file has them, else a least-squares fit), ``"isolated"``, ``"average"``
     (least squares) or ``{atomic number: eV}``.
@@ -55,6 +59,7 @@ class DataConfig:
     valid_file: str | None = None
     test_file: str | None = None
     valid_fraction: float = 0.05
+    test_fraction: float = 0.0
     max_train_frames: int | None = None
     max_valid_frames: int | None = None
     energy_key: str = "energy"
@@ -76,6 +81,12 @@ class DataConfig:
         check_field_types(self, functools.partial(_fail, "data"))
         if not 0.0 <= self.valid_fraction < 1.0:
             _fail("data", "valid_fraction", self.valid_fraction, "must be in [0, 1)")
+        if not 0.0 <= self.test_fraction < 1.0 or self.valid_fraction + self.test_fraction >= 1.0:
+            _fail("data", "test_fraction", self.test_fraction, "must be in [0, 1), and leave frames to train on "
+                  "with the validation fraction")
+        if self.test_fraction > 0 and self.test_file is not None:
+            _fail("data", "test_fraction", self.test_fraction, "holds out test frames of the training file: give it "
+                  "or data.test_file, not both")
         for name in ("max_train_frames", "max_valid_frames"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -21,6 +21,9 @@ def bundled_dataset(split: str) -> Path:
     return path(f"ethanol_{split}")
 
 
+TEST_SPLIT_SEED = 20261204
+
+
 @dataclass
 class TrainingData:
     """Frames per split (isolated atoms apart) and what was read from each file. A split is a list
@@ -32,6 +35,7 @@ class TrainingData:
     test: Sequence[Frame]
     isolated: list[Frame]
     reports: list[ReadReport]
+    held_out: list[int] | None = None  # frames of the training file held out as the test set (file order)
 
     @property
     def species(self) -> list[int]:
@@ -101,9 +105,25 @@ def load_training_data(data: DataConfig, seed: int) -> TrainingData:
     test_path = data.test_file or (bundled_dataset("test") if data.train_file is None else None)
     frames, report = read_labelled(train_path, data)
     reports = [report]
+    file_index = np.arange(len(frames))
+    if data.test_fraction > 0:
+        if isinstance(frames, OnDiskFrames):
+            raise DataError(f"{train_path}: data.test_fraction holds out frames of an extxyz file; split a data set on "
+                            "disk when preprocessing it, and give data.test_file")
+        file_index = np.array([k for k, f in enumerate(frames) if not f.is_isolated_atom])
     frames, isolated = _split_isolated(frames)
     if not len(frames):
         raise DataError(f"{train_path}: no training frames besides isolated atoms")
+    held_out, test = None, []
+    if data.test_fraction > 0:
+        # a fixed draw, whatever training.seed: the members of a committee hold out the same test frames
+        order = np.random.default_rng(TEST_SPLIT_SEED).permutation(len(frames))
+        n_test = min(max(1, int(round(data.test_fraction * len(frames)))), len(frames) - 2)
+        if n_test < 1:
+            raise DataError(f"{train_path}: {len(frames)} frames are too few to hold out a test set")
+        held_out = sorted(int(file_index[i]) for i in order[:n_test])
+        test = [frames[i] for i in sorted(order[:n_test])]
+        frames = [frames[i] for i in sorted(order[n_test:])]
     if data.valid_file:
         valid, r = read_labelled(data.valid_file, data)
         reports.append(r)
@@ -123,12 +143,11 @@ def load_training_data(data: DataConfig, seed: int) -> TrainingData:
         frames = frames[: data.max_train_frames]
     if data.max_valid_frames is not None:
         valid = valid[: data.max_valid_frames]
-    test = []
     if test_path:
         test, r = read_labelled(test_path, data)
         reports.append(r)
         test = _split_isolated(test)[0]
-    result = TrainingData(frames, valid, test, isolated, reports)
+    result = TrainingData(frames, valid, test, isolated, reports, held_out)
     if not result.has_forces and data.states:
         warnings.warn(f"{train_path}: no training frame has forces of the first state: training on energies only",
                       stacklevel=2)
@@ -136,6 +155,19 @@ def load_training_data(data: DataConfig, seed: int) -> TrainingData:
         warnings.warn(f"{train_path}: no training frame has forces ({keys.forces!r}): training on energies only",
                       stacklevel=2)
     return result
+
+
+def write_held_out(data: TrainingData, config: DataConfig, path: Path) -> None:
+    """The test frames held out of the training file (``data.test_fraction``), as they are there."""
+    from ase.io import read, write
+
+    from tensorfuse.utils._files import atomic_write
+
+    if data.held_out is None:
+        return
+    wanted = set(data.held_out)
+    frames = [atoms for k, atoms in enumerate(read(config.train_file or bundled_dataset("train"), ":")) if k in wanted]
+    atomic_write(path, lambda f: write(f, frames, format="extxyz"), binary=False)
 
 
 def read_labelled(path, data: DataConfig) -> tuple[Sequence[Frame], ReadReport]:

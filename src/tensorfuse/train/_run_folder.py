@@ -26,7 +26,8 @@ from tensorfuse.utils._files import atomic_write
 CHECKPOINT_FORMAT = "tensorfuse-checkpoint"
 CHECKPOINT_VERSION = 2
 CONFIG_FILE, CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE = "config.yaml", "checkpoint_last.pt", "model.pt", "metrics.csv"
-RUN_FILES = (CONFIG_FILE, CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE, "checkpoint_best.pt")
+TEST_FILE = "test.xyz"  # the test frames held out of the training file (data.test_fraction)
+RUN_FILES = (CONFIG_FILE, CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE, "checkpoint_best.pt", TEST_FILE)
 PATH_SETTINGS = ("data.train_file", "data.valid_file", "data.test_file")
 
 

@@ -22,12 +22,12 @@ from tensorfuse.model._config import ModelConfig, Statistics
 from tensorfuse.model._serialization import model_from_dict, model_to_dict, without_priors
 from tensorfuse.model._transfer import species_axes, transfer_weights
 from tensorfuse.train._config import TrainConfig
-from tensorfuse.train._data import TrainingData, load_training_data, validate_training_data
+from tensorfuse.train._data import TrainingData, load_training_data, validate_training_data, write_held_out
 from tensorfuse.train._distributed import Distributed
 from tensorfuse.train._epoch import EpochRunner, evaluate_dataset
 from tensorfuse.train._objective import objective_for
 from tensorfuse.train._report import TensorBoard, epoch_line, format_metrics
-from tensorfuse.train._run_folder import RunFolder
+from tensorfuse.train._run_folder import TEST_FILE, RunFolder
 from tensorfuse.train._state import ExponentialMovingAverage, TrainingState
 from tensorfuse.train._statistics import atomic_energies, compute_statistics, refit_energy_shift
 
@@ -106,6 +106,8 @@ class Trainer:
             self.folder.write_metrics(self.state.history)  # a kill may have left them ahead or behind
         else:
             self.folder.start(config)
+            if self.dist.is_main:
+                write_held_out(self.data, config.data, self.folder.path / TEST_FILE)
         self.stress = self.data.has_stress and self.model_config.num_states == 1
         self.runner = EpochRunner(self.datasets["train"], self.options.batch_size, self.objective, self.stress,
                                   self.dist, self.options.clip_grad, batch_atoms=self.options.batch_atoms)
