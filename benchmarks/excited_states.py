@@ -51,10 +51,10 @@ MODELS = {
 REFERENCE_CHANNELS = 32
 
 
-def splits(work: Path) -> dict[str, Path]:
+def splits(work: Path, data: Path = DATA) -> dict[str, Path]:
     from ase.io import read, write
 
-    frames = read(DATA, ":")
+    frames = read(data, ":")
     order = np.random.default_rng(0).permutation(len(frames))
     n_test = int(round(0.15 * len(frames)))
     paths = {"test": work / "data" / "test.xyz", "train": work / "data" / "train.xyz"}
@@ -106,17 +106,39 @@ def run(name: str, paths: dict, budget: float, work: Path) -> dict:
     summary = {"model": name, "channels": channels, "parameters": sum(p.numel() for p in result.model.parameters()),
                "epochs": len(result.history), "minutes": (time.perf_counter() - start) / 60,
                "test": result.metrics["test"], "state": state}
+    if not state:  # the couplings against the file's own vectors, rigid-body parts included
+        from tensorfuse import DataConfig, evaluate
+
+        raw = evaluate(work / name / "model.pt", paths["test"], work / name / "eval_raw", progress=False,
+                       data=DataConfig(states=tuple(STATES), coupling_projection="none"))
+        summary["test_raw_couplings"] = {k: v for k, v in raw.metrics.items() if k.startswith("c_")}
     (work / name / "result.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def reference_scale(work: Path) -> dict:
+    """The mean |component| of the test split's ΔE·d (meV/Å), projected (what is learned) and raw."""
+    from tensorfuse import DataConfig
+    from tensorfuse.train._data import read_labelled
+
+    scale = {}
+    for projection in ("rigid", "none"):
+        frames, _ = read_labelled(work / "data" / "test.xyz", DataConfig(states=tuple(STATES),
+                                                                          coupling_projection=projection))
+        scale[projection] = 1000 * float(np.mean([np.abs(f.states.couplings[0]).mean() for f in frames]))
+    return scale
 
 
 def table(work: Path) -> None:
     rows = [json.loads(p.read_text()) for p in sorted(work.glob("*/result.json"))]
     order = {name: k for k, name in enumerate(MODELS)}
     rows.sort(key=lambda r: order.get(r["model"], 99))
+    scale = reference_scale(work)
+    print(f"mean |ΔE·d| component on the test split: {scale['rigid']:.0f} meV/Å without rigid-body parts (what is "
+          f"learned), {scale['none']:.0f} with them\n")
     print("| model | params | epochs | E MAE S0 | E MAE S1 | F MAE S0 | F MAE S1 | gap MAE | coupling MAE | "
-          "coupling cos |")
-    print("|" + "---|" * 10)
+          "MAE / mean | coupling cos | cos (raw) |")
+    print("|" + "---|" * 12)
 
     def cell(row, key, state=None):
         test = row["test"]
@@ -129,9 +151,13 @@ def table(work: Path) -> None:
         return "-" if value is None or value != value else f"{value:.1f}" if "cos" not in key else f"{value:.3f}"
 
     for r in rows:
+        mae = r["test"].get("c_mae_S0_S1")
+        ratio = f"{mae / scale['rigid']:.2f}" if mae is not None and mae == mae and not r["state"] else "-"
+        raw = r.get("test_raw_couplings", {}).get("c_cos_S0_S1")
+        raw = f"{raw:.3f}" if raw is not None and raw == raw else "-"
         print(f"| {r['model']} | {r['parameters']:,} | {r['epochs']} | {cell(r, 'e_mae_S0', 'S0')} | "
               f"{cell(r, 'e_mae_S1', 'S1')} | {cell(r, 'f_mae_S0', 'S0')} | {cell(r, 'f_mae_S1', 'S1')} | "
-              f"{cell(r, 'gap_mae_S0_S1')} | {cell(r, 'c_mae_S0_S1')} | {cell(r, 'c_cos_S0_S1')} |")
+              f"{cell(r, 'gap_mae_S0_S1')} | {cell(r, 'c_mae_S0_S1')} | {ratio} | {cell(r, 'c_cos_S0_S1')} | {raw} |")
 
 
 def main() -> None:
@@ -139,6 +165,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=8.0, help="minutes of training per model")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--work", default="runs/excited")
+    parser.add_argument("--data", default=str(DATA), help="the labelled file (split once into test and training)")
     parser.add_argument("--table", action="store_true", help="print the table of the finished runs")
     args = parser.parse_args()
     work = Path(args.work)
@@ -151,7 +178,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     tune_malloc()
-    paths = splits(work)
+    paths = splits(work, Path(args.data))
     for name in args.models:
         summary = run(name, paths, args.budget, work)
         print(json.dumps({k: v for k, v in summary.items() if k != "test"}), flush=True)

@@ -28,7 +28,7 @@ MASS = 2000.0
 
 
 # -- Tully's models: exact wave packets against surface hopping ---------------------------------------
-METHODS = {"fssh": ("fssh", {}), "fssh-nodc": ("fssh", {"decoherence": None}), "lz": ("lz", {}),
+METHODS = {"fssh": ("fssh", {}), "fssh-edc": ("fssh", {"decoherence": 0.1}), "lz": ("lz", {}),
            "fssh-ba": ("fssh-ba", {})}
 
 
@@ -81,9 +81,12 @@ def tully(args) -> None:
             for method in args.methods:
                 engine_method, options = METHODS[method]
                 start = time.perf_counter()
-                row[f"{method}_upper"], row[f"{method}_reflected"] = scatter(factory(), k, engine_method,
-                                                                             args.trajectories, **options)
-                row[f"{method}_seconds"] = time.perf_counter() - start
+                runs = [scatter(factory(), k, engine_method, args.trajectories, seed=seed, **options)
+                        for seed in args.seeds]
+                row[f"{method}_upper_seeds"] = [upper for upper, _ in runs]
+                row[f"{method}_upper"] = float(np.mean(row[f"{method}_upper_seeds"]))
+                row[f"{method}_reflected"] = float(np.mean([reflected for _, reflected in runs]))
+                row[f"{method}_seconds"] = (time.perf_counter() - start) / len(args.seeds)
             if args.mudslide:
                 start = time.perf_counter()
                 result = mudslide_scatter(name, k, args.mudslide)
@@ -93,7 +96,8 @@ def tully(args) -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
     mudslide_count = args.mudslide or (old.get("mudslide_trajectories", 0) if earlier else 0)
-    save("tully", {"trajectories": args.trajectories, "mudslide_trajectories": mudslide_count, "rows": rows})
+    save("tully", {"trajectories": args.trajectories, "seeds": args.seeds, "mudslide_trajectories": mudslide_count,
+                   "rows": rows})
 
 
 # -- speed: one batched model call per step for the whole ensemble ------------------------------------
@@ -103,12 +107,18 @@ def speed(args) -> None:
     from tensorfuse.calculator import _as_model
     from tensorfuse.namd import BOHR, FS, ModelSurface, SurfaceHopping
 
+    from tensorfuse.model import Committee
+
     model = _as_model(args.model, "cpu", torch.float64)
     atoms = read(args.structure)
     x0 = torch.tensor(atoms.positions.reshape(-1) / BOHR)
     rows = []
-    for count, batched in ((c, b) for c in args.counts for b in (True, False)):
-        surface = ModelSurface(model, atoms.numbers, batched_derivatives=batched)
+    cases = [(c, b, 1) for c in args.counts for b in (True, False)]
+    cases += [(c, False, k) for c in args.counts for k in args.committee if k > 1]
+    for count, batched, members in cases:
+        member_models = [model] + [_as_model(args.model, "cpu", torch.float64) for _ in range(members - 1)]
+        surface = ModelSurface(Committee(member_models) if members > 1 else model, atoms.numbers,
+                               batched_derivatives=batched)
         generator = torch.Generator().manual_seed(0)
         x = x0 + 0.02 * torch.randn(count, len(x0), generator=generator, dtype=torch.float64)
         v = (9.5e-4 / surface.masses).sqrt() * torch.randn(count, len(x0), generator=generator, dtype=torch.float64)
@@ -124,7 +134,8 @@ def speed(args) -> None:
             t0 = time.perf_counter()
             surface(x)
             calls.append(time.perf_counter() - t0)
-        rows.append({"trajectories": count, "batched_derivatives": batched, "steps_per_second": args.steps / elapsed,
+        rows.append({"trajectories": count, "batched_derivatives": batched, "committee": members,
+                     "steps_per_second": args.steps / elapsed,
                      "trajectory_steps_per_second": count * args.steps / elapsed,
                      "model_call_ms": 1e3 * float(np.median(calls)), "step_ms": 1e3 * elapsed / args.steps})
         print(json.dumps(rows[-1]), flush=True)
@@ -396,13 +407,15 @@ def table(args) -> None:
 
     tully_results = load("tully")
     if tully_results:
-        methods = [m for m in ("fssh", "fssh-nodc", "lz", "fssh-ba", "mudslide") if f"{m}_upper" in tully_results["rows"][0]]
-        print(f"### Tully's models: transmission on the upper state ({tully_results['trajectories']} trajectories; "
-              f"mudslide {tully_results['mudslide_trajectories']})\n")
+        methods = [m for m in ("fssh", "fssh-edc", "lz", "fssh-ba", "mudslide") if f"{m}_upper" in tully_results["rows"][0]]
+        seeds = tully_results.get("seeds", [0])
+        print(f"### Tully's models: transmission on the upper state ({tully_results['trajectories']} trajectories, "
+              f"seeds {', '.join(map(str, seeds))}: per seed)\n")
         print("| model | k (a.u.) | exact | " + " | ".join(methods) + " |")
         print("|---|---|---|" + "---|" * len(methods))
         for r in tully_results["rows"]:
-            cells = " | ".join(f"{r[f'{m}_upper']:.3f}" for m in methods)
+            cells = " | ".join(" / ".join(f"{u:.3f}" for u in r.get(f"{m}_upper_seeds", [r[f"{m}_upper"]]))
+                               for m in methods)
             print(f"| {r['model']} | {r['k']:.0f} | {r['exact_upper']:.3f} | {cells} |")
         print()
     methylamine_results = load("methylamine")
@@ -446,15 +459,16 @@ def table(args) -> None:
         sp = json.loads(path.read_text())
         print(f"### Speed: {sp['structure']} ({sp['atoms']} atoms, {sp['states']} states, couplings "
               f"{sp['couplings']}), {sp['steps']} steps, {sp['threads']} thread(s)\n")
-        print("| trajectories | state derivatives | steps/s | trajectory-steps/s | ms per step | ms per model call | "
-              "vs one trajectory at a time (same derivatives) |")
-        print("|---|---|---|---|---|---|---|")
+        print("| trajectories | committee | state derivatives | steps/s | trajectory-steps/s | ms per step | "
+              "ms per model call | vs one trajectory at a time (same derivatives) |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in sp["rows"]:
-            single = next(q for q in sp["rows"] if q["trajectories"] == 1
+            single = next(q for q in sp["rows"] if q["trajectories"] == 1 and q.get("committee", 1) == 1
                           and q["batched_derivatives"] == r["batched_derivatives"])["trajectory_steps_per_second"]
             how = "one batched pass" if r["batched_derivatives"] else "one pass per state"
-            print(f"| {r['trajectories']} | {how} | {r['steps_per_second']:.1f} | {r['trajectory_steps_per_second']:.0f} | "
-                  f"{r['step_ms']:.1f} | {r['model_call_ms']:.1f} | {r['trajectory_steps_per_second'] / single:.1f}x |")
+            print(f"| {r['trajectories']} | {r.get('committee', 1)} | {how} | {r['steps_per_second']:.1f} | "
+                  f"{r['trajectory_steps_per_second']:.0f} | {r['step_ms']:.1f} | {r['model_call_ms']:.1f} | "
+                  f"{r['trajectory_steps_per_second'] / single:.1f}x |")
         print()
 
 
@@ -471,6 +485,7 @@ def main() -> None:
     t.add_argument("--mudslide", type=int, default=0, help="also run mudslide's FSSH with this many trajectories")
     t.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     t.add_argument("--merge", action="store_true", help="add these methods' columns to the saved rows")
+    t.add_argument("--seeds", type=int, nargs="+", default=[0], help="one ensemble per seed (listed per seed)")
     t.set_defaults(run=tully)
     s = sub.add_parser("speed")
     s.add_argument("--model", type=Path, required=True)
@@ -478,6 +493,8 @@ def main() -> None:
     s.add_argument("--name", default="model")
     s.add_argument("--counts", type=int, nargs="+", default=[1, 10, 100])
     s.add_argument("--steps", type=int, default=100)
+    s.add_argument("--committee", type=int, nargs="+", default=[1],
+                   help="committee sizes to time (K copies of the model; one state-derivative pass per state each)")
     s.set_defaults(run=speed)
     e = sub.add_parser("ethylene")
     e.add_argument("--model", type=Path, default=Path("runs/excited/mace-standard/model.pt"))

@@ -10,6 +10,11 @@ Three steps, each resumable (a killed step continues where it stopped):
     python scripts/ethylene_casscf.py dynamics --work runs/ethylene --models M1.pt M2.pt
     OMP_NUM_THREADS=1 python scripts/ethylene_casscf.py label --work runs/ethylene --inputs dynamics_1.xyz ...
 
+Version 2 of the bundled data (2026-12-04) relabelled the geometries of version 1 with every group
+started from the RHF guess (see ``label``): write the version-1 geometries (labels dropped) to
+``runs/ethylene_relabel/geometries.xyz``, then ``label --work runs/ethylene_relabel`` (two workers,
+about 70 minutes on two cores) and ``collect``.
+
 ``geometries`` writes ``geometries.xyz``: Wigner samples at 300 K and 1000 K around the RHF/6-31G*
 minimum (RHF normal modes), and scan lines through the twisted region (torsion 0-90° in 10°
 steps at fixed C=C stretch, pyramidalization and a fixed random displacement per line). Later
