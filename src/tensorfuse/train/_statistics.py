@@ -134,35 +134,28 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
     slowly; the forces do not depend on it. A least-squares fit of one shift per element to the
     residuals ``E_ref - E_model`` (near minimum norm where compositions do not tell elements apart) fixes
     that exactly, after training, leaving every force unchanged. Returns the new shifts (Z -> eV).
-    The normal equations add up batch by batch: the dataset may be read from disk. The ordered
-    states of a ``"diabatic"`` or ``"gaps"`` model get one shift per element for all states (the
-    only one that moves them exactly, all together), fitted to all states' residuals.
-    """
-    import torch
+    The normal equations add up batch by batch: the dataset may be read from disk.
 
+    The ordered states of a ``"diabatic"`` or ``"gaps"`` model depend on their shifts nonlinearly
+    (a shift of a diabatic matrix's diagonal moves its eigenvalues by ``U_ak^2``): their shifts are
+    fitted by Gauss–Newton steps on the same normal equations, with the energies' derivatives with
+    respect to each state's shift taken by finite differences (forces are unchanged by shifts of
+    the independent states, and near-unchanged by those of ordered ones).
+    """
     energy_model = model.energy_model
-    statistics = energy_model.config.statistics
-    species = energy_model.config.species
-    device = next(model.parameters()).device
-    num_states = energy_model.config.num_states
-    positions = np.arange(len(dataset))
-    local = positions[dist.rank :: dist.world_size] if dist is not None and dist.enabled else positions
+    config = energy_model.config
+    if config.num_states > 1 and config.state_energies != "independent":
+        return _refit_ordered_shifts(model, dataset, batch_size, dist)
+    statistics = config.statistics
+    species = config.species
+    num_states = config.num_states
     gram, rhs = np.zeros((len(species), len(species))), np.zeros((len(species), num_states))
-    with torch.no_grad():
-        for batch, energies in _labelled_batches(dataset, local, batch_size, num_states):
-            graph, _ = dataset.collate(batch)
-            predicted = model(graph.to(device), forces=False)["energy"].double().cpu().numpy()
-            counts = _graph_composition(graph, species)
-            gram += counts.T @ counts
-            rhs += counts.T @ (energies - predicted.reshape(-1, num_states))
-    gram, rhs = torch.from_numpy(gram), torch.from_numpy(rhs)  # rhs [Z, S]
-    if dist is not None and dist.enabled:  # on the process group's device (nccl reduces GPU tensors only)
-        gram, rhs = (dist.sum_(x.to(dist.device)).cpu() for x in (gram, rhs))
-    if num_states > 1 and energy_model.config.state_energies != "independent":
-        # ordered states move together only under one shift for all states (a diabatic matrix
-        # plus a multiple of the identity); per-state shifts would move its eigenvalues nonlinearly
-        rhs = rhs.sum(1, keepdim=True).expand(-1, num_states) / num_states
-    delta = _per_element_fit(gram.numpy(), rhs.numpy())  # [Z, S]
+    for graph, energies, predicted in _predicted_batches(model, dataset, batch_size, dist):
+        counts = _graph_composition(graph, species)
+        gram += counts.T @ counts
+        rhs += counts.T @ (energies - predicted.reshape(-1, num_states))
+    gram, rhs = _summed(dist, gram, rhs)
+    delta = _per_element_fit(gram, rhs)  # [Z, S]
     if num_states > 1:
         shifts = {int(z): [a + float(d) for a, d in zip(statistics.shift_of(int(z), num_states), delta[k])]
                   for k, z in enumerate(species)}
@@ -170,6 +163,70 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
         shifts = {int(z): statistics.energy_shift.get(int(z), 0.0) + float(delta[k, 0]) for k, z in enumerate(species)}
     energy_model.set_statistics(dataclasses.replace(statistics, energy_shift=shifts))
     return shifts
+
+
+GAUSS_NEWTON_STEPS = 6
+SHIFT_STEP = 1e-3  # eV: the finite difference of a state's shift
+
+
+def _refit_ordered_shifts(model, dataset, batch_size: int, dist=None) -> dict:
+    """Per-element, per-state shifts of an ordered multi-state model by Gauss–Newton (see above)."""
+    import torch
+
+    energy_model = model.energy_model
+    species, num_states = energy_model.config.species, energy_model.config.num_states
+    size = len(species) * num_states
+    shifts = {}
+    for _ in range(GAUSS_NEWTON_STEPS):
+        gram, rhs = np.zeros((size, size)), np.zeros(size)
+        buffer = energy_model.priors.shift  # [Z, S], derived from the statistics: perturbed and restored
+        for graph, energies, predicted in _predicted_batches(model, dataset, batch_size, dist):
+            slopes = np.zeros(predicted.shape + (num_states,))  # dE_k / d(shift of state a) per atom
+            device_graph = graph.to(next(model.parameters()).device)
+            for a in range(num_states):
+                with torch.no_grad():
+                    buffer[:, a] += SHIFT_STEP
+                    moved = model(device_graph, forces=False)["energy"].double().cpu().numpy()
+                    buffer[:, a] -= SHIFT_STEP
+                slopes[:, :, a] = (moved - predicted) / SHIFT_STEP
+            counts = _graph_composition(graph, species)  # [B, Z]
+            jacobian = (counts[:, None, :, None] * slopes[:, :, None, :]).reshape(len(counts), num_states, size)
+            gram += np.einsum("bki,bkj->ij", jacobian, jacobian)
+            rhs += np.einsum("bki,bk->i", jacobian, energies - predicted)
+        gram, rhs = _summed(dist, gram, rhs)
+        delta = _per_element_fit(gram, rhs).reshape(len(species), num_states)
+        statistics = energy_model.config.statistics
+        shifts = {int(z): [a + float(d) for a, d in zip(statistics.shift_of(int(z), num_states), delta[k])]
+                  for k, z in enumerate(species)}
+        energy_model.set_statistics(dataclasses.replace(statistics, energy_shift=shifts))
+        if np.abs(delta).max() < 1e-6:
+            break
+    return shifts
+
+
+def _predicted_batches(model, dataset, batch_size: int, dist=None):
+    """``(graph, reference energies [B, S], predicted energies [B, S])`` over this rank's labelled frames."""
+    import torch
+
+    num_states = model.energy_model.config.num_states
+    device = next(model.parameters()).device
+    positions = np.arange(len(dataset))
+    local = positions[dist.rank :: dist.world_size] if dist is not None and dist.enabled else positions
+    for batch, energies in _labelled_batches(dataset, local, batch_size, num_states):
+        graph, _ = dataset.collate(batch)
+        with torch.no_grad():
+            predicted = model(graph.to(device), forces=False)["energy"].double().cpu().numpy()
+        yield graph, energies, predicted.reshape(-1, num_states)
+
+
+def _summed(dist, *arrays):
+    """The arrays summed over the ranks of a distributed run (numpy in, numpy out)."""
+    import torch
+
+    if dist is None or not dist.enabled:
+        return arrays
+    # on the process group's device (nccl reduces GPU tensors only)
+    return tuple(dist.sum_(torch.from_numpy(x).to(dist.device)).cpu().numpy() for x in arrays)
 
 
 def _labelled_batches(dataset, positions: np.ndarray, batch_size: int, num_states: int):
