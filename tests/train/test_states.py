@@ -240,3 +240,33 @@ def test_a_test_fraction_is_held_out_of_the_training_file_and_written_for_eval(t
         original = source[tuple(np.round(frame.positions.ravel(), 6))]
         assert frame.info["energy_S2"] == original.info["energy_S2"]
         assert np.array_equal(frame.arrays["nac_S1_S2"], original.arrays["nac_S1_S2"])
+
+
+@pytest.mark.parametrize("kind", ["diabatic", "gaps"])
+def test_the_energy_shift_refit_recovers_the_shifts_of_ordered_states(tmp_path, kind):
+    """Gauss–Newton on the nonlinear (eigenvalue or soft-gap) dependence: shifts moved away from
+    those that made the labels come back, and the energies with them (to 1e-6 eV)."""
+    import dataclasses
+
+    from tensorfuse import DataConfig, Statistics
+    from tensorfuse.data._dataset import GraphDataset
+    from tensorfuse.train._data import read_labelled
+    from tensorfuse.train._statistics import refit_energy_shift
+
+    shifts = {1: [0.1, 1.0], 8: [-0.3, 2.5]}
+    config = ModelConfig(species=(1, 8), channels=4, l_max=1, l_max_edge=1, num_bessel=4, radial_mlp=(8,),
+                         readout_hidden=4, states=("S0", "S1"), state_energies=kind,
+                         statistics=Statistics(energy_scale=0.5, energy_shift=shifts))
+    model = build_model(config, dtype=torch.float64, seed=0)
+    frames = [water(k) for k in range(12)]
+    for atoms in frames:
+        energies = model.predict(atoms)["energy"]
+        atoms.info.update(energy_S0=float(energies[0]), energy_S1=float(energies[1]))
+    write(tmp_path / "w.xyz", frames)
+    labelled, _ = read_labelled(tmp_path / "w.xyz", DataConfig(states=("S0", "S1")))
+    moved = dataclasses.replace(config.statistics, energy_shift={1: [0.3, 0.6], 8: [-0.1, 3.0]})
+    model.energy_model.set_statistics(moved)
+    refit_energy_shift(model, GraphDataset(labelled, model.r_max, torch.float64), batch_size=5)
+    for atoms in frames:
+        energies = model.predict(atoms)["energy"]
+        assert abs(energies[0] - atoms.info["energy_S0"]) < 1e-6 and abs(energies[1] - atoms.info["energy_S1"]) < 1e-6

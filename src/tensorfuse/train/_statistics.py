@@ -181,15 +181,15 @@ def _refit_ordered_shifts(model, dataset, batch_size: int, dist=None) -> dict:
         gram, rhs = np.zeros((size, size)), np.zeros(size)
         buffer = energy_model.priors.shift  # [Z, S], derived from the statistics: perturbed and restored
         for graph, energies, predicted in _predicted_batches(model, dataset, batch_size, dist):
-            slopes = np.zeros(predicted.shape + (num_states,))  # dE_k / d(shift of state a) per atom
+            slopes = np.zeros(predicted.shape + (num_states,))  # dE_k / d(shift of state a) of one atom
             device_graph = graph.to(next(model.parameters()).device)
-            for a in range(num_states):
+            counts = _graph_composition(graph, species)  # [B, Z]
+            for a in range(num_states):  # every atom's shift moved: the structure's by its atom count
                 with torch.no_grad():
                     buffer[:, a] += SHIFT_STEP
                     moved = model(device_graph, forces=False)["energy"].double().cpu().numpy()
                     buffer[:, a] -= SHIFT_STEP
-                slopes[:, :, a] = (moved - predicted) / SHIFT_STEP
-            counts = _graph_composition(graph, species)  # [B, Z]
+                slopes[:, :, a] = (moved - predicted) / (SHIFT_STEP * counts.sum(1, keepdims=True))
             jacobian = (counts[:, None, :, None] * slopes[:, :, None, :]).reshape(len(counts), num_states, size)
             gram += np.einsum("bki,bkj->ij", jacobian, jacobian)
             rhs += np.einsum("bki,bk->i", jacobian, energies - predicted)
