@@ -161,7 +161,7 @@ class OptimConfig:
     stress_weight: float = 1.0
     state_energy_weights: tuple[float, ...] | None = None  # per state (default: energy_weight for every state)
     state_forces_weights: tuple[float, ...] | None = None  # per state (default: forces_weight)
-    couplings_weight: float = 1.0  # of the coupling loss (ΔE·d, eV/Å, better sign per frame and pair)
+    couplings_weight: float = 10.0  # of the coupling loss (ΔE·d, eV/Å, better sign per frame and pair)
     refit_energy_shift: bool = True  # after training: per-element energy shift by least squares
     ema_decay: float | None = 0.99
     clip_grad: float | None = None
