@@ -4,7 +4,8 @@
   decoherence) or Landau–Zener hopping, for a batch of trajectories with one surface call per step.
 * :class:`ModelSurface`: a learned multi-state model as a surface; :func:`run_namd`, an ensemble
   from Wigner-sampled initial conditions to populations, hops, a lifetime and product yields
-  (the ``tensorfuse namd`` command); :func:`mudslide_model` runs mudslide's methods on any surface.
+  (the ``tensorfuse namd`` command); :func:`run_ensemble`, the same on any surface (ab initio:
+  :class:`tensorfuse.qm.CasscfSurface`); :func:`mudslide_model` runs mudslide's methods on any surface.
 * Model problems with exact answers: Tully's three one-dimensional models
   (:class:`TullySimpleAvoidedCrossing`, :class:`TullyDualAvoidedCrossing`,
   :class:`TullyExtendedCoupling`) and :func:`wave_packet_scattering`, exact quantum dynamics of them.
@@ -28,7 +29,7 @@ from tensorfuse.namd._initial import (
 )
 from tensorfuse.namd._model_surface import ModelSurface
 from tensorfuse.namd._mudslide import mudslide_model
-from tensorfuse.namd._run import NamdResult, NamdSettings, resume_namd, run_namd
+from tensorfuse.namd._run import NamdResult, NamdSettings, resume_namd, run_ensemble, run_namd
 from tensorfuse.namd._surfaces import (
     AMU,
     BOHR,
@@ -69,6 +70,7 @@ __all__ = [
     "mudslide_model",
     "normal_modes",
     "resume_namd",
+    "run_ensemble",
     "run_namd",
     "wave_packet_scattering",
     "wigner_sample",

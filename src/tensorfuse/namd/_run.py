@@ -162,6 +162,36 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
         raise ValueError(f"element(s) with atomic number {unknown} are not in the model's species "
                          f"{sorted(loaded.model.config.species)}")
     surface = ModelSurface(loaded.model, numbers, frames[0].cell.array, frames[0].pbc)
+    return _start(settings, surface, loaded.names, frames, output, overwrite, progress)
+
+
+def run_ensemble(surface, names, atoms, initial_state: int | str = 1, method: str = "fssh", trajectories: int = 100,
+                 steps: int = 1000, timestep: float = 0.5, seed: int = 0, output="namd", products: tuple[str, ...] = (),
+                 interval: int = 2, decoherence: float | None = None, reverse_frustrated: bool = False,
+                 min_distance: float = 0.5, energy_tolerance: float | None = 1.0, overwrite: bool = False,
+                 progress: bool = True, checkpoint_every: int = 100) -> NamdResult:
+    """:func:`run_namd` on any ``surface`` (a callable ``x [T, 3N] bohr -> SurfacePoint`` with
+    ``masses``, ``numbers`` and ``reset()``, e.g. :class:`tensorfuse.qm.CasscfSurface` for ab
+    initio dynamics), its states named ``names``, from the frames and velocities of ``atoms``
+    (trajectory ``k`` from frame ``k mod len(atoms)``). The same files; :func:`resume_namd` goes on
+    with ``surface=`` the same surface."""
+    from ase import Atoms
+
+    frames = [atoms] if isinstance(atoms, Atoms) else list(atoms)
+    settings = NamdSettings(None, 0, method, trajectories, steps, timestep, 0.0, seed, "file", tuple(products),
+                            interval, decoherence, reverse_frustrated, min_distance, energy_tolerance,
+                            checkpoint_every=checkpoint_every, max_energy_spread=None, max_gap_spread=None,
+                            max_forces_spread=None)
+    _check_frames(frames, "file")
+    if method == "fssh" and not getattr(surface, "has_couplings", False):
+        raise ValueError("FSSH needs the couplings between states: this surface has none (use method='lz')")
+    settings = replace(settings, initial_state=_state_index(initial_state, tuple(names)))
+    return _start(settings, surface, tuple(names), frames, output, overwrite, progress)
+
+
+def _start(settings: NamdSettings, surface, names, frames, output, overwrite: bool, progress: bool) -> NamdResult:
+    """Initial conditions, the run's folder, then the ensemble."""
+    numbers = frames[0].get_atomic_numbers()
     criteria = _criteria(settings, surface)
     output = Path(output)
     existing = [name for name in OUTPUTS if (output / name).exists()]
@@ -169,8 +199,9 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
         raise ValueError(f"{output} already holds a run ({', '.join(existing)}): give --overwrite to replace it, "
                          "--resume to go on with it, or another --output")
 
-    sampler = torch.Generator().manual_seed(_seeds(seed)[0])
-    x, v = _initial_conditions(surface, frames, trajectories, sampling, temperature, sampler, optimize)
+    sampler = torch.Generator().manual_seed(_seeds(settings.seed)[0])
+    x, v = _initial_conditions(surface, frames, settings.trajectories, settings.sampling, settings.temperature,
+                               sampler, settings.optimize)
 
     output.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # nothing of an earlier run stays to be mixed with this one
@@ -178,13 +209,15 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
     atomic_write(output / "namd.json", lambda f: f.write(json.dumps(asdict(settings), indent=1) + "\n"),
                  binary=False)
     _write_initial(output / "initial_conditions.xyz", numbers, frames[0], x, v)
-    return _propagate(settings, surface, loaded.names, criteria, output, progress, x=x, v=v)
+    return _propagate(settings, surface, names, criteria, output, progress, x=x, v=v)
 
 
-def resume_namd(output, steps: int | None = None, model=None, progress: bool = True) -> NamdResult:
+def resume_namd(output, steps: int | None = None, model=None, progress: bool = True, surface=None,
+                names=None) -> NamdResult:
     """Go on with the run in ``output`` from its last checkpoint, with its stored settings (``namd.json``);
     the result is the same as if it had never stopped. ``steps`` may extend a run (not shorten it);
-    ``model``: only for a run started with a model object rather than a file."""
+    ``model``: only for a run started with a model object rather than a file; ``surface`` and
+    ``names``: for a run of :func:`run_ensemble`."""
     from ase.io import read
 
     output = Path(output)
@@ -201,7 +234,7 @@ def resume_namd(output, steps: int | None = None, model=None, progress: bool = T
             raise ValueError(f"--steps {steps} is fewer than the run's {settings.steps}: a run can be extended, not "
                              "shortened")
         settings = replace(settings, steps=steps)
-    if settings.model is None and model is None:
+    if settings.model is None and model is None and surface is None:
         raise ValueError("this run was started with a model object, not a file: give the model to resume it")
     if isinstance(settings.model, list):
         settings = replace(settings, model=list(settings.model))
@@ -210,12 +243,14 @@ def resume_namd(output, steps: int | None = None, model=None, progress: bool = T
     except Exception as error:  # truncated, foreign or not a checkpoint at all  # noqa: BLE001
         raise ValueError(f"cannot resume: {output / 'checkpoint.pt'} is not a readable checkpoint "
                          f"({type(error).__name__})") from None
-    loaded = _load(model if model is not None else settings.model, settings)
     first = read(output / "initial_conditions.xyz", index=0)
-    surface = ModelSurface(loaded.model, first.get_atomic_numbers(), first.cell.array, first.pbc)
+    if surface is None:
+        loaded = _load(model if model is not None else settings.model, settings)
+        surface = ModelSurface(loaded.model, first.get_atomic_numbers(), first.cell.array, first.pbc)
+        names = loaded.names
     if tuple(snapshot["x"].shape) != (settings.trajectories, 3 * len(first)):
         raise ValueError(f"cannot resume: {output / 'checkpoint.pt'} does not belong to the run in {output}")
-    return _propagate(settings, surface, loaded.names, _criteria(settings, surface), output, progress,
+    return _propagate(settings, surface, tuple(names), _criteria(settings, surface), output, progress,
                       resume=snapshot)
 
 
