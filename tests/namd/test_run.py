@@ -267,3 +267,44 @@ def test_the_checks_script_reads_a_run_and_finds_no_misordered_states(tmp_path, 
     assert report["hops_down_at_negative_gap"] == 0
     assert report["hops_down"] == sum(1 for h in result.ensemble.hops if h.accepted and h.source > h.target)
     assert len(read(tmp_path / "run" / "hops.xyz", ":")) == len(result.ensemble.hops)
+
+
+def test_run_ensemble_on_a_surface_is_run_namd_and_resumes_with_the_surface(tmp_path, model_file):
+    """Any surface drives the same ensemble: a model's surface given directly gives run_namd's files,
+    and a run stopped half-way goes on with resume_namd(surface=...) to the same end."""
+    from tensorfuse import load_model
+    from tensorfuse.namd import ModelSurface, run_ensemble
+
+    frames = frames_with_velocities()
+    options = dict(initial_state="S2", method="fssh", trajectories=6, steps=30, seed=3, progress=False)
+    reference = run_namd(model_file, frames, sampling="file", output=tmp_path / "model", **options)
+    surface = ModelSurface(load_model(model_file), frames[0].numbers)
+    names = ("S0", "S1", "S2")
+    direct = run_ensemble(surface, names, frames, output=tmp_path / "surface", **options)
+    assert (tmp_path / "model" / "hops.csv").read_text() == (tmp_path / "surface" / "hops.csv").read_text()
+    assert torch.allclose(reference.ensemble.positions, direct.ensemble.positions, rtol=0, atol=1e-10)
+    half = run_ensemble(surface, names, frames, output=tmp_path / "half", checkpoint_every=5,
+                        **{**options, "steps": 15})
+    assert half.steps == 15
+    resumed = resume_namd(tmp_path / "half", steps=30, surface=surface, names=names, progress=False)
+    assert torch.equal(resumed.ensemble.positions, direct.ensemble.positions)
+    assert (tmp_path / "half" / "hops.csv").read_text() == (tmp_path / "surface" / "hops.csv").read_text()
+
+
+@pytest.mark.slow
+def test_the_casscf_surface_gives_the_labels_in_atomic_units_with_rigid_free_couplings():
+    pytest.importorskip("pyscf")
+    from tensorfuse.datasets import path
+    from tensorfuse.namd import BOHR, HARTREE
+    from tensorfuse.qm import CasscfSettings, CasscfSurface, label_sa_casscf
+
+    atoms = read(path("ethylene_casscf"), index=0)
+    surface = CasscfSurface(atoms.numbers, CasscfSettings(nstates=2))
+    x = torch.tensor(atoms.positions.reshape(1, -1) / BOHR)
+    point = surface(x)
+    labels = label_sa_casscf(atoms, CasscfSettings(nstates=2))
+    assert np.allclose(point.energies[0].numpy() * HARTREE, labels.energies, atol=1e-6)
+    assert np.allclose(point.forces[0].numpy().reshape(2, -1, 3) * HARTREE / BOHR, labels.forces, atol=1e-4)
+    d = point.couplings[0, 0, 1].reshape(-1, 3)
+    assert float(d.sum(0).abs().max()) < 1e-10  # no rigid translation (nor rotation, by construction)
+    assert surface.sign_memory["orbitals"].shape[0] == 1  # the orbitals carried to the next step

@@ -142,6 +142,8 @@ class SurfaceHopping:
                 self.surface.sign_memory = resume["surface_memory"]
             point = self.surface(x)  # the same numbers as before the stop: same x, same sign memory
             s, first = point.energies.shape[1], int(resume["step"]) + 1
+            if (first - 1) % record_every and record.rows and record.rows[-1][0] == (first - 1) * self.dt:
+                record.rows.pop()  # the last step of a finished run, off the interval: an extended run has none
             start_energy = resume["start_energy"]
         if self.method == "fssh" and point.couplings is None:
             raise ValueError("FSSH needs the couplings between states: this surface has none (use method='lz')")
