@@ -177,12 +177,14 @@ def _namd(args: argparse.Namespace, extra: list[str]) -> int:
 
     if extra:
         raise ValueError(f"unknown argument(s) {extra}")
+    share = _launcher_share()
     if args.resume:
         if args.model or args.structure:
             raise ValueError("--resume takes the run's folder (--output) alone: the model and the start are stored "
                              "there")
-        print(f"NAMD: resuming the run in {args.output}")
-        return _namd_report(resume_namd(args.output, steps=args.steps))
+        folder = args.output if share is None else f"{args.output}/share_{share[0]}_of_{share[1]}"
+        print(f"NAMD: resuming the run in {folder}")
+        return _namd_report(resume_namd(folder, steps=args.steps), share)
     if not (args.model and args.structure):
         raise ValueError("give a MODEL and a STRUCTURE (or --output DIR --resume to go on with a run)")
     if args.sampling == "file":
@@ -205,12 +207,28 @@ def _namd(args: argparse.Namespace, extra: list[str]) -> int:
           f"from {args.sampling} sampling{f' at {args.temperature} K' if args.sampling == 'wigner' else ''}, "
           f"starting on state {args.initial_state}, {steps} steps of {args.timestep} fs; output in {args.output}")
     models = [args.model] + list(args.committee or [])
+    if share is not None:
+        print(f"NAMD: process {share[0]} of {share[1]} (from the launcher's environment) runs its share of the "
+              f"trajectories in {args.output}/share_{share[0]}_of_{share[1]}; process 0 merges them")
     return _namd_report(run_namd(models if len(models) > 1 else args.model, frames, args.initial_state, args.method,
                                  args.trajectories, steps, args.timestep, args.temperature, args.seed, args.output,
                                  args.sampling, tuple(args.product or ()), args.interval, decoherence,
                                  args.reverse_frustrated, energy_tolerance=_energy_tolerance(args.energy_tolerance),
                                  dtype=args.dtype, device=args.device, optimize=not args.no_optimize,
-                                 overwrite=args.overwrite, uncertainty=_uncertainty_limits(args)))
+                                 overwrite=args.overwrite, uncertainty=_uncertainty_limits(args), chunk=args.chunk,
+                                 share=share), share)
+
+
+def _launcher_share() -> tuple[int, int] | None:
+    """``(rank, size)`` of this process under torchrun or an MPI launcher (None: one process)."""
+    import os
+
+    for rank_key, size_key in (("RANK", "WORLD_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+                               ("PMI_RANK", "PMI_SIZE"), ("PMIX_RANK", "PMIX_SIZE")):
+        if rank_key in os.environ and size_key in os.environ:
+            rank, size = int(os.environ[rank_key]), int(os.environ[size_key])
+            return (rank, size) if size > 1 else None
+    return None
 
 
 def _uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
@@ -247,7 +265,11 @@ def _energy_tolerance(text: str) -> float | None:
         raise ValueError(f"--energy-tolerance must be a number of eV or none, got {text!r}") from None
 
 
-def _namd_report(result) -> int:
+def _namd_report(result, share: tuple[int, int] | None = None) -> int:
+    if share is not None and share[0] != 0:
+        print(f"process {share[0]}: share done ({result.finished} of {result.trajectories} trajectories to the end); "
+              "process 0 merges the shares")
+        return 0
     final = ", ".join(f"{s} {p:.3f}" for s, p in zip(result.states, result.fractions[-1]))
     print(f"done: {result.steps_per_second:.1f} steps/s for {result.trajectories} trajectories; "
           f"statistics over the {result.finished} that ran to the end; final fractions: {final}")
@@ -475,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     na.add_argument("--resume", action="store_true", help="go on with the run in --output from its last checkpoint")
     na.add_argument("--device", default="cpu")
     na.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    na.add_argument("--chunk", type=int, help="at most so many trajectories per model call (default: all; under "
+                    "torchrun or mpirun each process runs a block of the trajectories, and the merged files equal one "
+                    "process's with --chunk the size of a block)")
     na.add_argument("--committee", nargs="+", metavar="MODEL",
                     help="more models: the committee's mean is the surface, its spread is recorded and checked")
     _uncertainty_arguments(na)

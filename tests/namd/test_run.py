@@ -56,7 +56,7 @@ def test_a_run_writes_what_photochemists_read(tmp_path, model_file):
     assert fractions[0].tolist() == [0, 0, 1]
     with open(out / "hops.csv") as f:
         hops = list(csv.DictReader(f))
-    assert len(hops) == result.hops_accepted + result.hops_frustrated > 0
+    assert hops and len([h for h in hops if h["finished"] == "1"]) == result.hops_accepted + result.hops_frustrated
     for hop in hops:  # the geometry at the hop, measured by each criterion
         assert float(hop["long_distance"]) > 0 and 0 < float(hop["bent_angle"]) < 180
         if hop["accepted"] == "1":
@@ -308,3 +308,50 @@ def test_the_casscf_surface_gives_the_labels_in_atomic_units_with_rigid_free_cou
     d = point.couplings[0, 0, 1].reshape(-1, 3)
     assert float(d.sum(0).abs().max()) < 1e-10  # no rigid translation (nor rotation, by construction)
     assert surface.sign_memory["orbitals"].shape[0] == 1  # the orbitals carried to the next step
+
+
+def test_two_shares_of_an_ensemble_merge_into_the_files_of_one_process(tmp_path, model_file):
+    """Two ranks, each half of the trajectories (run one after the other here), merged by rank 0:
+    the files equal those of one process with the same seed and a half's chunk per model call."""
+    options = dict(initial_state="S2", method="fssh", trajectories=6, steps=60, sampling="file", seed=0,
+                   products=("long: distance 0 1 > 1.55",), progress=False)
+    frames = frames_with_velocities()
+    whole = run_namd(model_file, frames, output=tmp_path / "one", chunk=3, **options)
+    run_namd(model_file, frames, output=tmp_path / "two", share=(1, 2), **options)
+    merged = run_namd(model_file, frames, output=tmp_path / "two", share=(0, 2), **options)
+    assert whole.ensemble.hops, "no hop: the test would not test the random numbers"
+    for name in ("hops.csv", "populations.csv", "initial_conditions.xyz"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
+    for k in range(6):
+        name = f"trajectories/{k:04d}.xyz"
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
+    assert torch.equal(whole.ensemble.positions, merged.ensemble.positions)
+    one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    for summary in (one, two):
+        summary.pop("steps_per_second")
+    assert one == two
+
+
+def test_the_command_line_splits_an_ensemble_over_launcher_ranks(tmp_path, model_file, monkeypatch):
+    """`torchrun`/`mpirun` style: two processes (RANK/WORLD_SIZE), each a block; rank 0 merges."""
+    import os
+    import subprocess
+    import sys
+
+    from ase.io import write
+
+    write(tmp_path / "start.xyz", frames_with_velocities())
+    args = ["namd", str(model_file), str(tmp_path / "start.xyz"), "--sampling", "file", "--trajectories", "4",
+            "--steps", "20", "--initial-state", "2", "--seed", "2"]
+    assert cli(args + ["--output", str(tmp_path / "one"), "--chunk", "2"]) == 0
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "TENSORFUSE_PROGRESS": "0"}
+    other = subprocess.Popen([sys.executable, "-m", "tensorfuse", *args, "--output", str(tmp_path / "two")], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli(args + ["--output", str(tmp_path / "two")]) == 0
+    out, _ = other.communicate(timeout=300)
+    assert other.returncode == 0, out
+    assert "process 1: share done" in out
+    for name in ("hops.csv", "populations.csv", "trajectories/0003.xyz"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name

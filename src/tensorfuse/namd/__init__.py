@@ -29,7 +29,7 @@ from tensorfuse.namd._initial import (
 )
 from tensorfuse.namd._model_surface import ModelSurface
 from tensorfuse.namd._mudslide import mudslide_model
-from tensorfuse.namd._run import NamdResult, NamdSettings, resume_namd, run_ensemble, run_namd
+from tensorfuse.namd._run import NamdResult, NamdSettings, merge_namd, resume_namd, run_ensemble, run_namd
 from tensorfuse.namd._surfaces import (
     AMU,
     BOHR,
@@ -67,6 +67,7 @@ __all__ = [
     "hessian",
     "hopping_scattering",
     "minimize",
+    "merge_namd",
     "mudslide_model",
     "normal_modes",
     "resume_namd",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from tensorfuse.namd._exact import Scattering
@@ -95,13 +96,14 @@ class SurfaceHopping:
             raise ValueError(f"the time step must be positive, got {dt}")
         self.surface, self.method, self.dt = surface, method, float(dt)
         self.masses = torch.as_tensor(masses, dtype=torch.float64)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = int(seed)
+        self.trajectory_ids: torch.Tensor | None = None  # [T] which trajectories of the ensemble these are
         self.decoherence, self.reverse_frustrated = decoherence, reverse_frustrated
         self.energy_tolerance = energy_tolerance  # hartree: a trajectory drifting further is stopped
 
     def run(self, x: torch.Tensor, v: torch.Tensor, state, steps: int, record_every: int = 1,
-            stop=None, callback=None, checkpoint=None, checkpoint_every: int = 0, resume: dict | None = None
-            ) -> Ensemble:
+            stop=None, callback=None, checkpoint=None, checkpoint_every: int = 0, resume: dict | None = None,
+            trajectory_ids=None, end_when_all_stopped: bool = True) -> Ensemble:
         """Propagate ``x, v`` ``[T, D]`` starting on ``state`` (an int or ``[T]``) for ``steps``.
 
         ``stop(point, x)`` may end trajectories (an explosion): it returns ``[T] bool``, or
@@ -111,9 +113,19 @@ class SurfaceHopping:
         ``callback(step, running)`` is called after every step (a progress bar).
         ``checkpoint(snapshot)`` is called every ``checkpoint_every`` steps and at the end with
         everything needed to go on (plain tensors); ``run(..., resume=snapshot)`` goes on from it
-        (``x``, ``v`` and ``state`` are then ignored) exactly as if never stopped."""
+        (``x``, ``v`` and ``state`` are then ignored) exactly as if never stopped.
+
+        The random numbers of the hops are a function of the seed, the trajectory's number in the
+        ensemble (``trajectory_ids``, default ``0 .. T-1``) and the step (a counter-based hash), not
+        of the other trajectories: a share of an ensemble run on its own draws what it would have
+        drawn in the whole. ``end_when_all_stopped=False`` goes on to ``steps`` even when every
+        trajectory has stopped (a share then records the same steps as the whole ensemble)."""
         if resume is None:
             x, v = x.clone().to(torch.float64), v.clone().to(torch.float64)
+        count = (x if resume is None else resume["x"]).shape[0]
+        self.trajectory_ids = (torch.arange(count) if trajectory_ids is None
+                               else torch.as_tensor(trajectory_ids, dtype=torch.long))
+        if resume is None:
             t_count = x.shape[0]
             point = self.surface(x)
             s = point.energies.shape[1]
@@ -137,7 +149,6 @@ class SurfaceHopping:
             reasons = list(resume.get("reasons", [""] * len(stopped)))
             energies_history = list(resume["energies_history"])
             record, hops = _Recorder.from_state(resume["record"]), _hops_from_state(resume["hops"])
-            self.generator.set_state(resume["generator"])
             if hasattr(self.surface, "sign_memory"):
                 self.surface.sign_memory = resume["surface_memory"]
             point = self.surface(x)  # the same numbers as before the stop: same x, same sign memory
@@ -152,7 +163,7 @@ class SurfaceHopping:
             return {"step": step, "x": x, "v": v, "c": c, "active": active, "running": running, "stopped": stopped,
                     "reasons": list(reasons),
                     "energies_history": list(energies_history), "record": record.state(), "hops": _hops_state(hops),
-                    "generator": self.generator.get_state(), "start_energy": start_energy,
+                    "start_energy": start_energy,
                     "surface_memory": getattr(self.surface, "sign_memory", None)}
 
         if checkpoint is not None and first == 1:  # a run killed before its first checkpoint resumes too
@@ -168,13 +179,13 @@ class SurfaceHopping:
             if self.method == "fssh":
                 tdc = self._time_derivative_couplings(point, new, v, v_new)
                 c = torch.where(running[:, None], self._propagate(c, point, new, tdc), c)
-                targets = self._fssh_targets(c, new, torch.einsum("tijd,td->tij", new.couplings, v_new), active)
+                targets = self._fssh_targets(c, new, torch.einsum("tijd,td->tij", new.couplings, v_new), active, step)
             elif self.method == "fssh-ba":
                 tdc = self._baeck_an(energies_history)
                 c = torch.where(running[:, None], self._propagate(c, point, new, tdc), c)
-                targets = self._fssh_targets(c, new, tdc, active)
+                targets = self._fssh_targets(c, new, tdc, active, step)
             else:
-                targets = self._lz_targets(energies_history, active, s)
+                targets = self._lz_targets(energies_history, active, s, step)
             targets = torch.where(running, targets, active)
             v_new, active, step_hops = self._hop(targets, active, new, v_new, step, x)
             hops += step_hops
@@ -194,7 +205,7 @@ class SurfaceHopping:
                 ended |= new
             stopped[ended] = step
             running &= ~ended
-            last = step == steps or not running.any()
+            last = step == steps or (end_when_all_stopped and not running.any())
             if step % record_every == 0 or last:
                 record.add(step * self.dt, x, v, active, self._populations(c, active), point,
                            self._total(point, v, active))
@@ -202,7 +213,7 @@ class SurfaceHopping:
                 checkpoint(snapshot(step))
             if callback is not None:
                 callback(step, running)
-            if not running.any():
+            if end_when_all_stopped and not running.any():
                 break
         return record.ensemble(hops, stopped, reasons)
 
@@ -249,7 +260,11 @@ class SurfaceHopping:
         phase = torch.exp(-1j * values * self.dt)
         return torch.einsum("tij,tj,tkj,tk->ti", vectors, phase, vectors.conj(), c)
 
-    def _fssh_targets(self, c, point, tdc, active):
+    def _draws(self, step: int) -> torch.Tensor:
+        """``[T]`` uniform numbers in [0, 1) of this step, one per trajectory (see :meth:`run`)."""
+        return counter_uniforms(self.seed, self.trajectory_ids, step)
+
+    def _fssh_targets(self, c, point, tdc, active, step):
         """Tully's hop ``a -> b`` from the time-derivative couplings ``tdc = v·d`` ``[T, S, S]``."""
         t = torch.arange(len(active))
         ca = c[t, active]  # [T]
@@ -258,7 +273,7 @@ class SurfaceHopping:
         probability = (flow * self.dt / (ca.abs() ** 2).clamp_min(1e-30)[:, None]).clamp_min(0.0)
         probability[t, active] = 0.0
         cumulative = probability.cumsum(1)
-        draw = torch.rand(len(active), generator=self.generator, dtype=torch.float64)
+        draw = self._draws(step)
         chosen = (cumulative > draw[:, None]).to(torch.long).argmax(1)
         hop = cumulative[t, -1] > draw
         return torch.where(hop, chosen, active)
@@ -286,7 +301,7 @@ class SurfaceHopping:
         above = torch.where(active < s - 1, (e[t, (active + 1).clamp_max(s - 1)] - e[t, active]).abs(), torch.inf)
         return torch.stack([below, above], 1)
 
-    def _lz_targets(self, history, active, s):
+    def _lz_targets(self, history, active, s, step):
         if len(history) < 3:
             return active
         # the gaps of the current active state over the last three steps: a minimum at the middle one
@@ -296,7 +311,7 @@ class SurfaceHopping:
         probability = torch.where(minimum & (curvature > 0),
                                   torch.exp(-0.5 * math.pi * torch.sqrt(z1**3 / curvature.clamp_min(1e-300))),
                                   torch.zeros_like(z1))
-        draw = torch.rand(len(active), generator=self.generator, dtype=torch.float64)
+        draw = self._draws(step)
         down = draw < probability[:, 0]
         up = ~down & (draw < probability[:, 0] + probability[:, 1])
         return torch.where(down, active - 1, torch.where(up, active + 1, active))
@@ -338,6 +353,20 @@ class SurfaceHopping:
         if self.method == "lz":  # no amplitudes: the active state
             return torch.nn.functional.one_hot(active, c.shape[1]).to(torch.float64)
         return (c.abs() ** 2).to(torch.float64)
+
+
+def counter_uniforms(seed: int, ids: torch.Tensor, step: int) -> torch.Tensor:
+    """Uniform numbers in [0, 1) ``[len(ids)]``, a function of ``(seed, id, step)`` alone (SplitMix64
+    of a counter built from them): the same for a trajectory whatever else runs beside it."""
+    with np.errstate(over="ignore"):
+        golden = np.uint64(0x9E3779B97F4A7C15)
+        z = (np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * golden
+             + ids.numpy().astype(np.uint64) * np.uint64(0xD1B54A32D192ED03)
+             + np.uint64(step) * np.uint64(0x8CB92BA72F3D8DD7) + golden)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) * 2.0**-53)
 
 
 def _hops_state(hops: list[Hop]) -> dict:

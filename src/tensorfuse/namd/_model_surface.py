@@ -27,10 +27,15 @@ class ModelSurface:
     the training labels did; a hop along them would change the total momentum).
     Without a coupling head the point has ``couplings=None`` (Landau–Zener or Baeck–An hopping).
     ``batched_derivatives``: see :class:`~tensorfuse.model.Potential` (``None``: chosen by batch size).
+    ``chunk``: at most so many trajectories per model call (``None``: all at once).
     """
 
-    def __init__(self, model, numbers, cell=None, pbc=False, batched_derivatives: bool | None = None):
+    def __init__(self, model, numbers, cell=None, pbc=False, batched_derivatives: bool | None = None,
+                 chunk: int | None = None):
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be a number of trajectories >= 1, got {chunk}")
         self.model = model
+        self.chunk = chunk
         self.numbers = np.asarray(numbers, dtype=np.int64)
         self.cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
         self.pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
@@ -61,6 +66,23 @@ class ModelSurface:
         self.sign_memory = None
 
     def __call__(self, x: torch.Tensor) -> SurfacePoint:
+        """The surface at ``x [T, 3N]``: one model call, or one per ``chunk`` trajectories (a batch's
+        rounding depends on its size: the same chunks give the same numbers bit for bit, however
+        the ensemble is shared out over processes)."""
+        if self.chunk is None or x.shape[0] <= self.chunk:
+            return self._point(x)
+        memory, points = self.sign_memory, []
+        for start in range(0, x.shape[0], self.chunk):
+            part = slice(start, start + self.chunk)
+            self.sign_memory = memory[part] if memory is not None and memory.shape[0] == x.shape[0] else None
+            points.append((self._point(x[part]), self.sign_memory))
+        self.sign_memory = torch.cat([m for _, m in points]) if points[0][1] is not None else None
+        first = points[0][0]
+        return SurfacePoint(*(torch.cat([getattr(p, name) for p, _ in points])
+                              if getattr(first, name) is not None else None
+                              for name in ("energies", "forces", "couplings", "spreads")))
+
+    def _point(self, x: torch.Tensor) -> SurfacePoint:
         t, n = x.shape[0], len(self.numbers)
         positions = (x.reshape(t, n, 3) * BOHR).to(self.dtype)  # Å
         batched = t == 1 if self.batched_derivatives is None else self.batched_derivatives

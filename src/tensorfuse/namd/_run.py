@@ -14,7 +14,7 @@ import torch
 
 from tensorfuse.model import Committee, UncertaintyLimits
 from tensorfuse.namd._analysis import Criterion, Lifetime, fit_lifetime, state_fractions
-from tensorfuse.namd._hopping import METHODS, Ensemble, SurfaceHopping
+from tensorfuse.namd._hopping import METHODS, Ensemble, SurfaceHopping, _hops_from_state, _Recorder
 from tensorfuse.namd._initial import hessian, minimize, normal_modes, wigner_sample
 from tensorfuse.namd._model_surface import ModelSurface
 from tensorfuse.namd._surfaces import BOHR, FS, HARTREE
@@ -79,6 +79,9 @@ class NamdSettings:
     max_gap_spread: float | None = 0.2
     max_forces_spread: float | None = 1.0
     stop_uncertain: bool = False
+    chunk: int | None = None  # trajectories per model call (None: all)
+    share: list[int] | None = None  # [rank, size]: this run is that share of the ensemble (see run_namd)
+    trajectory_offset: int = 0  # the first trajectory's number in the whole ensemble
 
     def __post_init__(self):
         object.__setattr__(self, "products", tuple(self.products))
@@ -100,6 +103,12 @@ class NamdSettings:
             raise ValueError(f"the energy tolerance must be a positive number of eV, got {self.energy_tolerance}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.chunk is not None and self.chunk < 1:
+            raise ValueError(f"chunk must be a number of trajectories >= 1, got {self.chunk}")
+        if self.share is not None:
+            rank, size = self.share
+            if not 0 <= rank < size:
+                raise ValueError(f"share {rank} of {size}: the rank must be between 0 and {size - 1}")
 
     def limits(self) -> UncertaintyLimits:
         return UncertaintyLimits(self.max_energy_spread, self.max_gap_spread, self.max_forces_spread,
@@ -112,7 +121,8 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
              decoherence: float | None = None, reverse_frustrated: bool = False, min_distance: float = 0.5,
              energy_tolerance: float | None = 1.0, dtype: str = "float64", device="cpu", optimize: bool = True,
              overwrite: bool = False, progress: bool = True, checkpoint_every: int = 100,
-             uncertainty: UncertaintyLimits = UncertaintyLimits()) -> NamdResult:
+             uncertainty: UncertaintyLimits = UncertaintyLimits(), chunk: int | None = None,
+             share: tuple[int, int] | None = None) -> NamdResult:
     """Surface hopping of ``trajectories`` copies of ``atoms`` (ASE ``Atoms``; a list of frames with
     velocities for ``sampling="file"``) on ``model`` (a multi-state model or its file), all advanced
     together with one batched model call per step.
@@ -141,6 +151,13 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
     ``initial_conditions.xyz``,
     ``uncertain.xyz`` (committees), and ``namd.json`` and ``checkpoint.pt`` (every
     ``checkpoint_every`` steps), from which :func:`resume_namd` goes on after a kill.
+
+    ``chunk``: at most so many trajectories per model call. ``share=(rank, size)``: this process
+    runs one of ``size`` contiguous blocks of the ensemble (``trajectories`` in all; the initial
+    conditions of the whole, then its block) in ``output/share_<rank>_of_<size>``; rank 0 then
+    waits for the others and merges the shares into ``output`` (:func:`merge_namd`). The hops'
+    random numbers depend on the trajectory and the step alone, so the merged files equal those of
+    one process run with ``chunk`` equal to a block's size (a batch's rounding depends on its size).
     """
     from ase import Atoms
 
@@ -150,7 +167,8 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
     settings = NamdSettings(_model_paths(model), 0, method, trajectories, steps, timestep, temperature, seed,
                             sampling, tuple(products), interval, decoherence, reverse_frustrated, min_distance,
                             energy_tolerance, dtype, str(device), optimize, checkpoint_every, uncertainty.energy,
-                            uncertainty.gap, uncertainty.forces, uncertainty.stop)  # checked before any work
+                            uncertainty.gap, uncertainty.forces, uncertainty.stop, chunk,
+                            list(share) if share is not None else None)  # checked before any work
     _check_frames(frames, sampling)
     loaded = _load(model, settings)
     settings = replace(settings, initial_state=_state_index(initial_state, loaded.names))
@@ -161,7 +179,7 @@ def run_namd(model, atoms, initial_state: int | str = 1, method: str = "fssh", t
     if unknown:
         raise ValueError(f"element(s) with atomic number {unknown} are not in the model's species "
                          f"{sorted(loaded.model.config.species)}")
-    surface = ModelSurface(loaded.model, numbers, frames[0].cell.array, frames[0].pbc)
+    surface = ModelSurface(loaded.model, numbers, frames[0].cell.array, frames[0].pbc, chunk=settings.chunk)
     return _start(settings, surface, loaded.names, frames, output, overwrite, progress)
 
 
@@ -190,18 +208,25 @@ def run_ensemble(surface, names, atoms, initial_state: int | str = 1, method: st
 
 
 def _start(settings: NamdSettings, surface, names, frames, output, overwrite: bool, progress: bool) -> NamdResult:
-    """Initial conditions, the run's folder, then the ensemble."""
+    """Initial conditions, the run's folder, then the ensemble (or this process's share of it)."""
     numbers = frames[0].get_atomic_numbers()
     criteria = _criteria(settings, surface)
-    output = Path(output)
+    whole, output = settings, Path(output)
+    if settings.share is not None:
+        rank, size = settings.share
+        low, high = _block(rank, size, settings.trajectories)
+        settings = replace(settings, trajectories=high - low, trajectory_offset=low)
+        output = output / f"share_{rank}_of_{size}"
     existing = [name for name in OUTPUTS if (output / name).exists()]
     if existing and not overwrite:
         raise ValueError(f"{output} already holds a run ({', '.join(existing)}): give --overwrite to replace it, "
                          "--resume to go on with it, or another --output")
 
     sampler = torch.Generator().manual_seed(_seeds(settings.seed)[0])
-    x, v = _initial_conditions(surface, frames, settings.trajectories, settings.sampling, settings.temperature,
-                               sampler, settings.optimize)
+    x, v = _initial_conditions(surface, frames, whole.trajectories, settings.sampling, settings.temperature,
+                               sampler, settings.optimize)  # the whole ensemble's, then this share's
+    block = slice(settings.trajectory_offset, settings.trajectory_offset + settings.trajectories)
+    x, v = x[block], v[block]
 
     output.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # nothing of an earlier run stays to be mixed with this one
@@ -209,7 +234,10 @@ def _start(settings: NamdSettings, surface, names, frames, output, overwrite: bo
     atomic_write(output / "namd.json", lambda f: f.write(json.dumps(asdict(settings), indent=1) + "\n"),
                  binary=False)
     _write_initial(output / "initial_conditions.xyz", numbers, frames[0], x, v)
-    return _propagate(settings, surface, names, criteria, output, progress, x=x, v=v)
+    result = _propagate(settings, surface, names, criteria, output, progress, x=x, v=v)
+    if settings.share is not None and settings.share[0] == 0:
+        return merge_namd(output.parent, settings.share[1])
+    return result
 
 
 def resume_namd(output, steps: int | None = None, model=None, progress: bool = True, surface=None,
@@ -246,12 +274,16 @@ def resume_namd(output, steps: int | None = None, model=None, progress: bool = T
     first = read(output / "initial_conditions.xyz", index=0)
     if surface is None:
         loaded = _load(model if model is not None else settings.model, settings)
-        surface = ModelSurface(loaded.model, first.get_atomic_numbers(), first.cell.array, first.pbc)
+        surface = ModelSurface(loaded.model, first.get_atomic_numbers(), first.cell.array, first.pbc,
+                               chunk=settings.chunk)
         names = loaded.names
     if tuple(snapshot["x"].shape) != (settings.trajectories, 3 * len(first)):
         raise ValueError(f"cannot resume: {output / 'checkpoint.pt'} does not belong to the run in {output}")
-    return _propagate(settings, surface, tuple(names), _criteria(settings, surface), output, progress,
-                      resume=snapshot)
+    result = _propagate(settings, surface, tuple(names), _criteria(settings, surface), output, progress,
+                        resume=snapshot)
+    if settings.share is not None and settings.share[0] == 0:  # the shares' files, merged
+        return merge_namd(output.parent, settings.share[1])
+    return result
 
 
 @dataclass
@@ -330,11 +362,74 @@ def _propagate(settings: NamdSettings, surface, names, criteria, output: Path, p
         ensemble = engine.run(x, v, settings.initial_state, settings.steps, record_every=settings.interval,
                               stop=_stop_check(len(surface.numbers), settings),
                               callback=None if bar.disable else show, checkpoint=checkpoint,
-                              checkpoint_every=settings.checkpoint_every, resume=resume)
+                              checkpoint_every=settings.checkpoint_every, resume=resume,
+                              trajectory_ids=torch.arange(settings.trajectories) + settings.trajectory_offset,
+                              end_when_all_stopped=settings.share is None)
     elapsed = time.perf_counter() - start
     result = _summarise(ensemble, names, settings, criteria, (settings.steps - done) / max(elapsed, 1e-9), output)
     _write_outputs(result, ensemble, surface.numbers, names, criteria, settings.limits())
     return result
+
+
+def _block(rank: int, size: int, trajectories: int) -> tuple[int, int]:
+    """The trajectories ``[low, high)`` of share ``rank`` of ``size``: contiguous, sizes differing by one at most."""
+    return rank * trajectories // size, (rank + 1) * trajectories // size
+
+
+def merge_namd(output, size: int, timeout: float = 7 * 24 * 3600.0, poll: float = 2.0) -> NamdResult:
+    """The files of the whole ensemble in ``output`` from its ``size`` shares (``share_<r>_of_<size>``,
+    see :func:`run_namd`), waiting (up to ``timeout`` seconds) for the shares still running."""
+    from ase.io import read, write
+
+    output = Path(output)
+    folders = [output / f"share_{r}_of_{size}" for r in range(size)]
+    deadline = time.monotonic() + timeout
+    while not all((f / "summary.json").exists() for f in folders):
+        if time.monotonic() > deadline:
+            missing = [str(f) for f in folders if not (f / "summary.json").exists()]
+            raise ValueError(f"the shares {missing} did not finish within {timeout:.0f} s: merge later with merge_namd")
+        time.sleep(poll)
+    parts = []
+    for folder in folders:
+        settings = NamdSettings(**json.loads((folder / "namd.json").read_text()))
+        snapshot = torch.load(folder / "checkpoint.pt", weights_only=True)
+        record = _Recorder.from_state(snapshot["record"])
+        parts.append((settings, record.ensemble(_hops_from_state(snapshot["hops"]), snapshot["stopped"],
+                                                snapshot.get("reasons", [""] * len(snapshot["stopped"])))))
+    first = parts[0][0]
+    whole = replace(first, trajectories=sum(p.trajectories for p, _ in parts), share=None, trajectory_offset=0)
+    ensemble = _concatenate([(p.trajectory_offset, e) for p, e in parts])
+    frames = [a for folder in folders for a in read(folder / "initial_conditions.xyz", ":")]
+    numbers = frames[0].get_atomic_numbers()
+    names = tuple(json.loads((folders[0] / "summary.json").read_text())["states"])
+    criteria = [Criterion.parse(p, len(numbers)) for p in whole.products]
+    speeds = [json.loads((f / "summary.json").read_text())["steps_per_second"] for f in folders]
+    for name in OUTPUTS:
+        if name != "checkpoint.pt":
+            _remove(output / name)
+    atomic_write(output / "namd.json", lambda f: f.write(json.dumps(asdict(whole), indent=1) + "\n"), binary=False)
+    write(output / "initial_conditions.xyz", frames, format="extxyz")
+    result = _summarise(ensemble, names, whole, criteria, min(speeds), output)
+    _write_outputs(result, ensemble, numbers, names, criteria, whole.limits())
+    return result
+
+
+def _concatenate(parts: list[tuple[int, Ensemble]]) -> Ensemble:
+    """Shares of an ensemble (their first trajectory's number, their ensemble) as one ensemble."""
+    ensembles = [e for _, e in parts]
+    times = ensembles[0].times
+    if any(not torch.equal(e.times, times) for e in ensembles):
+        raise ValueError("the shares recorded different steps: they are not shares of one run")
+
+    def joined(name):
+        values = [getattr(e, name) for e in ensembles]
+        return None if values[0] is None else torch.cat(values, dim=1)
+
+    hops = [replace(h, trajectory=h.trajectory + offset) for offset, e in parts for h in e.hops]
+    hops.sort(key=lambda h: (h.step, h.trajectory))
+    return Ensemble(times, joined("positions"), joined("velocities"), joined("active"), joined("populations"),
+                    joined("energies"), joined("total_energy"), hops, torch.cat([e.stopped for e in ensembles]),
+                    [r for e in ensembles for r in e.reasons], joined("spreads"))
 
 
 def _seeds(seed: int) -> tuple[int, int]:
