@@ -9,6 +9,7 @@
     tensorfuse lammps MODEL IN.lammps --elements Si [--var NAME VALUE] [--state N]
     tensorfuse ipi MODEL STRUCTURE --address HOST:PORT | --unix NAME
     tensorfuse preprocess IN.xyz OUT.h5 [--energy-key K] [--forces-key K] [--energy-unit U] [--overwrite]
+    tensorfuse adaptive CONFIG.yaml
     tensorfuse selfcheck [--lmax L]
 """
 
@@ -384,6 +385,33 @@ def _preprocess(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _adaptive(args: argparse.Namespace, extra: list[str]) -> int:
+    from tensorfuse.adaptive import AdaptiveConfig, run_adaptive
+    from tensorfuse.train._config import read_yaml_sections
+
+    if extra:
+        raise ValueError(f"unknown argument(s) {extra}")
+    config = AdaptiveConfig.from_dict(read_yaml_sections(args.config))
+    print(f"adaptive sampling in {config.output}: a committee of {config.committee}, at most "
+          f"{config.stop.max_iterations} iterations, {config.selection.frames} frames labelled per iteration "
+          f"({config.labeller.kind} labeller)")
+    result = run_adaptive(config, progress=_progress_enabled())
+    for row in result.rows:
+        print(f"iteration {row['iteration']}: {row['train_frames']} training frames; {row['flagged_trajectories']} of "
+              f"{row['trajectories']} trajectories over the spread limits; {config.dynamics.initial_state} "
+              f"population at {list(config.stop.times_fs)} fs {row['populations']}; labelled {row['labelled']}")
+    print(f"{'settled' if result.converged else 'not settled after ' + str(len(result.rows)) + ' iterations'}; "
+          f"all labelled data in {result.data}")
+    return 0
+
+
+def _progress_enabled() -> bool:
+    import os
+
+    return os.environ.get("TENSORFUSE_PROGRESS", "") == "1" or (sys.stderr.isatty() and
+                                                                 os.environ.get("TENSORFUSE_PROGRESS", "") != "0")
+
+
 def _selfcheck(args: argparse.Namespace, extra: list[str]) -> int:
     from tensorfuse._selfcheck import algebra_selfcheck, format_selfcheck
 
@@ -559,6 +587,11 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--energy-unit", help="unit of the file's energies (default eV; kcal/mol for rMD17 .npz)")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing output (after all is read)")
     pre.set_defaults(run=_preprocess)
+
+    adaptive = sub.add_parser("adaptive", help="adaptive sampling: committee ensembles, labels where they disagree, "
+                              "retrain, until the dynamics settle (resumable)")
+    adaptive.add_argument("config", help="YAML file (see tensorfuse.adaptive.AdaptiveConfig)")
+    adaptive.set_defaults(run=_adaptive)
 
     check = sub.add_parser("selfcheck", help="check the O(3) algebra in both bases and print a table")
     check.add_argument("--lmax", type=int, default=4, help="largest degree to check (default 4, at most 8)")
