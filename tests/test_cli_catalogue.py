@@ -645,6 +645,59 @@ def _(ws):
     return ["md", "run/model.pt", "start.xyz", "--steps", "2", "--stop-uncertain"], ["--stop-uncertain needs a committee"]
 
 
+def adaptive_yaml(ws: Path, **changes) -> str:
+    """An adaptive-sampling configuration of the workspace's files, with ``changes`` on top."""
+    import yaml
+
+    settings = {"data": "train.xyz", "states": ["S0", "S1"], "dynamics": {"start": "start.xyz"},
+                "labeller": {"kind": "model", "model": "run/model.pt"}, "output": "loop"}
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        if name:
+            settings.setdefault(section, {})[name] = value
+        else:
+            settings[section] = value
+    (ws / "adaptive.yaml").write_text(yaml.safe_dump(settings))
+    return "adaptive.yaml"
+
+
+@case("adaptive: a configuration file that does not exist")
+def _(ws):
+    return ["adaptive", "nowhere.yaml"], ["configuration file nowhere.yaml does not exist"]
+
+
+@case("adaptive: a committee of one")
+def _(ws):
+    return ["adaptive", adaptive_yaml(ws, committee=1)], ["committee=1", "two or more members"]
+
+
+@case("adaptive: data that do not exist")
+def _(ws):
+    return ["adaptive", adaptive_yaml(ws, data="absent.xyz")], ["data='absent.xyz'", "no such file"]
+
+
+@case("adaptive: an unknown labeller")
+def _(ws):
+    return ["adaptive", adaptive_yaml(ws, labeller={"kind": "oracle"})], ["labeller.kind='oracle'", "expected one of"]
+
+
+@case("adaptive: a labelling command without its files")
+def _(ws):
+    return (["adaptive", adaptive_yaml(ws, labeller={"kind": "command", "command": "run_qm"})],
+            ["must contain {input} and {output}"])
+
+
+@case("adaptive: an unknown key")
+def _(ws):
+    return ["adaptive", adaptive_yaml(ws, iterations=3)], ["unknown key(s)", "iterations"]
+
+
+@case("adaptive: a starting state the data do not have")
+def _(ws):
+    return (["adaptive", adaptive_yaml(ws, dynamics={"start": "start.xyz", "initial_state": "S2"})],
+            ["dynamics.initial_state='S2'", "not one of the states"])
+
+
 @case("namd: no trajectories")
 def _(ws):
     return ["namd", states_model(ws), moving(ws), *NAMD_FILE, "--trajectories", "0"], ["trajectories must be >= 1"]
