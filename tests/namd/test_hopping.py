@@ -214,3 +214,44 @@ def test_a_trajectory_whose_total_energy_jumps_is_stopped_and_the_others_go_on()
     ensemble = engine.run(x, v, 0, 200)
     assert (ensemble.stopped[:2] > 0).all() and ensemble.stopped[2] == -1
     assert (ensemble.positions[-1, :2, 0] > 1.0).all() and (ensemble.positions[-1, :2, 0] < 1.5).all()  # just past it
+
+
+class ActiveForcesOnly:
+    """Tully 2 as a surface that computes only the active states' forces (as the SA-CASSCF
+    surface does): the others are poisoned, so using one would change the trajectories."""
+
+    def __init__(self):
+        self.model = TullyDualAvoidedCrossing()
+        self.active_forces_only = True
+        self.refreshed = 0
+
+    def reset(self):
+        self.model.reset()
+
+    def __call__(self, x, active):
+        point = self.model(x)
+        keep = torch.nn.functional.one_hot(active, point.forces.shape[1]).bool()[..., None]
+        point.forces = torch.where(keep, point.forces, torch.full_like(point.forces, 1e6))
+        return point
+
+    def active_forces(self, x, active, rows):
+        self.refreshed += len(rows)
+        return self.model(x).forces[rows, active[rows]]
+
+
+def test_a_surface_computing_the_active_forces_only_gives_the_same_trajectories_and_hops():
+    n, k = 200, 10.0
+    v0 = k / MASS
+    runs = []
+    for surface in (TullyDualAvoidedCrossing(), ActiveForcesOnly()):
+        engine = SurfaceHopping(surface, [MASS], method="fssh", dt=20.0 / (v0 * 1000), seed=3)
+        x = torch.full((n, 1), -10.0, dtype=torch.float64)
+        v = torch.full((n, 1), v0, dtype=torch.float64)
+        runs.append(engine.run(x, v, 0, 3000, record_every=10, stop=lambda p, x: x[:, 0].abs() > 10.0))
+    full, active_only = runs
+    assert sum(h.accepted for h in full.hops) > 20  # hops, each followed by a force of the new state
+    assert surface.refreshed == sum(h.accepted for h in full.hops)
+    assert torch.equal(full.positions, active_only.positions)
+    assert torch.equal(full.velocities, active_only.velocities)
+    assert [(h.trajectory, h.step, h.target, h.accepted) for h in full.hops] == \
+        [(h.trajectory, h.step, h.target, h.accepted) for h in active_only.hops]

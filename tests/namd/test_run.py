@@ -308,6 +308,12 @@ def test_the_casscf_surface_gives_the_labels_in_atomic_units_with_rigid_free_cou
     d = point.couplings[0, 0, 1].reshape(-1, 3)
     assert float(d.sum(0).abs().max()) < 1e-10  # no rigid translation (nor rotation, by construction)
     assert surface.sign_memory["orbitals"].shape[0] == 1  # the orbitals carried to the next step
+    active = torch.tensor([1])  # dynamics: the active state's gradient only, the other's after a hop
+    point = surface(x, active)
+    assert np.allclose(point.forces[0, 1].numpy().reshape(-1, 3) * HARTREE / BOHR, labels.forces[1], atol=1e-4)
+    assert float(point.forces[0, 0].abs().max()) == 0.0
+    other = surface.active_forces(x, torch.tensor([0]), [0])
+    assert np.allclose(other[0].numpy().reshape(-1, 3) * HARTREE / BOHR, labels.forces[0], atol=1e-4)
 
 
 def test_two_shares_of_an_ensemble_merge_into_the_files_of_one_process(tmp_path, model_file):

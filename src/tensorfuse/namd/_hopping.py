@@ -127,9 +127,12 @@ class SurfaceHopping:
                                else torch.as_tensor(trajectory_ids, dtype=torch.long))
         if resume is None:
             t_count = x.shape[0]
-            point = self.surface(x)
-            s = point.energies.shape[1]
             active = torch.as_tensor(state, dtype=torch.long).expand(t_count).clone()
+            s = getattr(self.surface, "num_states", None)
+            if s is not None and not ((active >= 0) & (active < s)).all():
+                raise ValueError(f"initial state out of range: the surface has {s} states")
+            point = self._evaluate(x, active)
+            s = point.energies.shape[1]
             if not ((active >= 0) & (active < s)).all():
                 raise ValueError(f"initial state out of range: the surface has {s} states")
             c = torch.zeros(t_count, s, dtype=torch.complex128)
@@ -151,7 +154,7 @@ class SurfaceHopping:
             record, hops = _Recorder.from_state(resume["record"]), _hops_from_state(resume["hops"])
             if hasattr(self.surface, "sign_memory"):
                 self.surface.sign_memory = resume["surface_memory"]
-            point = self.surface(x)  # the same numbers as before the stop: same x, same sign memory
+            point = self._evaluate(x, active)  # the same numbers as before the stop: same x, same sign memory
             s, first = point.energies.shape[1], int(resume["step"]) + 1
             if (first - 1) % record_every and record.rows and record.rows[-1][0] == (first - 1) * self.dt:
                 record.rows.pop()  # the last step of a finished run, off the interval: an extended run has none
@@ -171,7 +174,7 @@ class SurfaceHopping:
         for step in range(first, steps + 1):
             x_new, v_half = self._verlet_positions(x, v, point, active)
             x = torch.where(running[:, None], x_new, x)  # stopped trajectories stay where they were
-            new = self.surface(x)
+            new = self._evaluate(x, active)
             v_new = v_half + 0.5 * self.dt * self._accelerations(new, active)
             v_new = torch.where(running[:, None], v_new, v)
             if self.method != "fssh":
@@ -187,8 +190,12 @@ class SurfaceHopping:
             else:
                 targets = self._lz_targets(energies_history, active, s, step)
             targets = torch.where(running, targets, active)
+            before = active
             v_new, active, step_hops = self._hop(targets, active, new, v_new, step, x)
             hops += step_hops
+            if getattr(self.surface, "active_forces_only", False) and (active != before).any():
+                rows = torch.nonzero(active != before).flatten().tolist()  # the new state's forces, for the next step
+                new.forces[rows, active[rows]] = self.surface.active_forces(x, active, rows)
             if self.method != "lz" and self.decoherence is not None:
                 c = self._decohere(c, new, v_new, active)
             v, point = v_new, new
@@ -218,6 +225,12 @@ class SurfaceHopping:
         return record.ensemble(hops, stopped, reasons)
 
     # -- nuclei ---------------------------------------------------------------------------------
+    def _evaluate(self, x: torch.Tensor, active: torch.Tensor) -> SurfacePoint:
+        """The surface at ``x``; one that computes the active states' forces only is told them."""
+        if getattr(self.surface, "active_forces_only", False):
+            return self.surface(x, active)
+        return self.surface(x)
+
     def _accelerations(self, point: SurfacePoint, active: torch.Tensor) -> torch.Tensor:
         forces = point.forces[torch.arange(len(active)), active]
         return forces / self.masses

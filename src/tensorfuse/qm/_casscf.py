@@ -53,11 +53,15 @@ class CasscfLabels:
         return labelled
 
 
-def label_sa_casscf(atoms, settings: CasscfSettings = CasscfSettings(), mo_coeff=None) -> CasscfLabels:
+def label_sa_casscf(atoms, settings: CasscfSettings = CasscfSettings(), mo_coeff=None, gradients=None,
+                    couplings: bool | None = None) -> CasscfLabels:
     """SA-CASSCF energies, gradients (as forces) and derivative couplings of ASE ``atoms``.
 
     ``mo_coeff`` (from a neighbouring geometry's labels) starts the orbitals where that solution
-    was, so that a scan stays on one CASSCF solution. Needs PySCF (``pip install pyscf``).
+    was, so that a scan stays on one CASSCF solution. ``gradients`` (state indices) computes only
+    those states' gradients (the others' forces are zero): dynamics needs the active state's only,
+    and each gradient costs as much as everything else together. ``couplings`` overrides
+    ``settings.couplings``. Needs PySCF (``pip install pyscf``).
     """
     from pyscf import gto, mcscf, scf
     from pyscf.fci import spin_op
@@ -75,17 +79,20 @@ def label_sa_casscf(atoms, settings: CasscfSettings = CasscfSettings(), mo_coeff
     else:
         mc.kernel()
     energies = np.asarray(mc.e_states) * HARTREE
-    gradients = mc.nuc_grad_method()
-    forces = np.stack([-gradients.kernel(state=s) for s in range(settings.nstates)]) * HARTREE / BOHR
-    couplings = {}
-    if settings.couplings:
+    method = mc.nuc_grad_method()
+    wanted = range(settings.nstates) if gradients is None else sorted(set(int(s) for s in gradients))
+    forces = np.zeros((settings.nstates, len(atoms), 3))
+    for s in wanted:
+        forces[s] = -np.asarray(method.kernel(state=s)) * HARTREE / BOHR
+    pairs = {}
+    if settings.couplings if couplings is None else couplings:
         method = mc.nac_method()
         for i in range(settings.nstates):
             for j in range(i + 1, settings.nstates):
-                couplings[(i, j)] = np.asarray(method.kernel(state=(i, j))) / BOHR
+                pairs[(i, j)] = np.asarray(method.kernel(state=(i, j))) / BOHR
     nelec = (settings.nelecas // 2, settings.nelecas - settings.nelecas // 2)
     spins = np.array([spin_op.spin_square0(c, settings.ncas, nelec)[0] for c in mc.ci])
     open_shell = None
     if settings.ncas == 2 and settings.nelecas == 2:  # determinants |ab>: [0,1] and [1,0] are open shell
         open_shell = np.array([float(c[0, 1] ** 2 + c[1, 0] ** 2) for c in mc.ci])
-    return CasscfLabels(energies, forces, couplings, bool(mc.converged), spins, open_shell, mc.mo_coeff)
+    return CasscfLabels(energies, forces, pairs, bool(mc.converged), spins, open_shell, mc.mo_coeff)

@@ -19,6 +19,10 @@ class CasscfSurface:
     out, as for the labels of learned models (hops keep the total momentum). A configuration where
     CASSCF fails (or does not converge) gets NaN energies: the ensemble stops that trajectory.
 
+    The engine passes each trajectory's active state (``active_forces_only``): only that state's
+    gradient is computed (the other states' forces are zero; FSSH needs them nowhere), a third of
+    the cost for two states; after a hop, :meth:`active_forces` gives the new state's.
+
     ``sign_memory`` (what the engine checkpoints) holds the previous couplings and the orbitals of
     every trajectory, so that a resumed run continues each trajectory on the same solution.
     """
@@ -30,6 +34,7 @@ class CasscfSurface:
         self.pairs = tuple((i, j) for i in range(self.num_states) for j in range(i + 1, self.num_states))
         self.has_couplings = settings.couplings
         self.sign_memory: dict | None = None  # {"couplings": [T, P, D], "orbitals": [T, nao, nmo]}
+        self.active_forces_only = True
 
     @property
     def masses(self) -> torch.Tensor:
@@ -42,7 +47,28 @@ class CasscfSurface:
     def reset(self) -> None:
         self.sign_memory = None
 
-    def __call__(self, x: torch.Tensor):
+    def active_forces(self, x: torch.Tensor, active: torch.Tensor, rows) -> torch.Tensor:
+        """Forces ``[len(rows), 3N]`` (atomic units) of state ``active[k]`` at ``x[k]`` for each ``k`` in
+        ``rows``, on the orbitals of the last call (the same solution; sign memory untouched)."""
+        from ase import Atoms
+
+        n = len(self.numbers)
+        orbitals = (self.sign_memory or {}).get("orbitals")
+        out = torch.full((len(rows), 3 * n), float("nan"), dtype=torch.float64)
+        for i, k in enumerate(rows):
+            positions = x[k].detach().reshape(n, 3).numpy() * BOHR
+            start = orbitals[k].numpy() if orbitals is not None and orbitals.shape[0] == x.shape[0] else None
+            state = int(active[k])
+            try:
+                labels = label_sa_casscf(Atoms(numbers=self.numbers, positions=positions), self.settings, start,
+                                         gradients=[state], couplings=False)
+            except Exception:  # noqa: BLE001 -- NaN forces: the ensemble stops this trajectory
+                continue
+            if labels.converged:
+                out[i] = torch.from_numpy(labels.forces[state].reshape(-1) * BOHR / HARTREE)
+        return out
+
+    def __call__(self, x: torch.Tensor, active: torch.Tensor | None = None):
         from ase import Atoms
 
         from tensorfuse.data._states import without_rigid_motion
@@ -60,7 +86,8 @@ class CasscfSurface:
             positions = x[k].detach().reshape(n, 3).numpy() * BOHR
             start = orbitals[k].numpy() if orbitals is not None and orbitals.shape[0] == t else None
             try:
-                labels = label_sa_casscf(Atoms(numbers=self.numbers, positions=positions), self.settings, start)
+                labels = label_sa_casscf(Atoms(numbers=self.numbers, positions=positions), self.settings, start,
+                                         gradients=None if active is None else [int(active[k])])
             except Exception:  # noqa: BLE001 -- no solution: this trajectory stops (NaN energies)
                 kept.append(start)
                 continue
