@@ -361,3 +361,40 @@ def test_the_command_line_splits_an_ensemble_over_launcher_ranks(tmp_path, model
     assert "process 1: share done" in out
     for name in ("hops.csv", "populations.csv", "trajectories/0003.xyz"):
         assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
+
+
+def test_load_ensemble_reads_a_finished_run_and_a_killed_one_as_far_as_it_got(tmp_path, model_file):
+    from tensorfuse.namd import load_ensemble
+
+    options = dict(method="fssh", checkpoint_every=10, seed=3)
+    whole = run(model_file, tmp_path / "whole", **options)
+    ensemble, settings = load_ensemble(tmp_path / "whole")
+    assert settings.steps == 60
+    assert torch.equal(ensemble.positions, whole.ensemble.positions)
+    assert torch.equal(ensemble.active, whole.ensemble.active)
+    assert [(h.trajectory, h.step) for h in ensemble.hops] == [(h.trajectory, h.step) for h in whole.ensemble.hops]
+
+    import tensorfuse.namd._model_surface as surface_module
+
+    calls = {"n": 0}
+    original = surface_module.ModelSurface.__call__
+
+    def dying(self, x):
+        calls["n"] += 1
+        if calls["n"] == 38:  # after the checkpoint at step 30
+            raise KeyboardInterrupt
+        return original(self, x)
+
+    surface_module.ModelSurface.__call__ = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(model_file, tmp_path / "killed", **options)
+    finally:
+        surface_module.ModelSurface.__call__ = original
+    partial, _ = load_ensemble(tmp_path / "killed")
+    rows = partial.positions.shape[0]
+    assert 1 < rows < ensemble.positions.shape[0]
+    assert torch.equal(partial.times, ensemble.times[:rows])
+    assert torch.equal(partial.positions, ensemble.positions[:rows])
+    with pytest.raises(ValueError, match="no readable surface-hopping run"):
+        load_ensemble(tmp_path)

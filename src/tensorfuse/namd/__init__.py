@@ -29,7 +29,15 @@ from tensorfuse.namd._initial import (
 )
 from tensorfuse.namd._model_surface import ModelSurface
 from tensorfuse.namd._mudslide import mudslide_model
-from tensorfuse.namd._run import NamdResult, NamdSettings, merge_namd, resume_namd, run_ensemble, run_namd
+from tensorfuse.namd._run import (
+    NamdResult,
+    NamdSettings,
+    load_ensemble,
+    merge_namd,
+    resume_namd,
+    run_ensemble,
+    run_namd,
+)
 from tensorfuse.namd._surfaces import (
     AMU,
     BOHR,
@@ -66,8 +74,9 @@ __all__ = [
     "fit_lifetime",
     "hessian",
     "hopping_scattering",
-    "minimize",
+    "load_ensemble",
     "merge_namd",
+    "minimize",
     "mudslide_model",
     "normal_modes",
     "resume_namd",

@@ -414,6 +414,21 @@ def merge_namd(output, size: int, timeout: float = 7 * 24 * 3600.0, poll: float 
     return result
 
 
+def load_ensemble(output) -> tuple[Ensemble, NamdSettings]:
+    """The ensemble recorded so far in a run folder (from its checkpoint: a finished run, one still
+    going or a killed one) and the run's settings; times in atomic units, as the engine's."""
+    output = Path(output)
+    try:
+        settings = NamdSettings(**json.loads((output / "namd.json").read_text()))
+        snapshot = torch.load(output / "checkpoint.pt", weights_only=True)
+        record = _Recorder.from_state(snapshot["record"])
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
+        raise ValueError(f"{output} holds no readable surface-hopping run: {error}") from None
+    ensemble = record.ensemble(_hops_from_state(snapshot["hops"]), snapshot["stopped"],
+                               snapshot.get("reasons", [""] * len(snapshot["stopped"])))
+    return ensemble, settings
+
+
 def _concatenate(parts: list[tuple[int, Ensemble]]) -> Ensemble:
     """Shares of an ensemble (their first trajectory's number, their ensemble) as one ensemble."""
     ensembles = [e for _, e in parts]
