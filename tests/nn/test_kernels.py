@@ -181,7 +181,8 @@ def test_fused_message_passing_second_derivatives_in_every_input(basis):
 
 
 def test_fused_kernels_with_two_threads_equal_one_thread():
-    """Threads own ranges of edges (atoms) and their own output copies: the same sums, another order."""
+    """Threads own ranges of atoms (message passing) or of atoms with their own weight-gradient
+    copies (product basis): the same sums."""
     _kernel("message")
     _kernel("product")
     torch.manual_seed(4)
@@ -210,3 +211,114 @@ def test_fused_kernels_with_two_threads_equal_one_thread():
         torch.set_num_threads(threads)
     for a, b in zip(one, two):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_message_passing_threads_own_atoms_and_give_the_numbers_of_one_thread():
+    """Owner computes: each receiver's (for grad_h each sender's) row is summed by one thread in the
+    edges' order, so two threads give one thread's numbers bit for bit, with no output copies."""
+    _kernel("message")
+    torch.manual_seed(5)
+    tp = ChannelwiseTensorProduct("1x0e+1x1o", "1x0e+1x1o+1x2e", "1x0e+1x1o+1x2e", channels=8, basis="spherical",
+                                  dtype=torch.float64)
+    n, e = 50, 3000
+    h = torch.randn(n, 8, 4, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(e, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(e, 8, tp.num_paths, dtype=torch.float64, requires_grad=True)
+    sender, receiver = torch.randint(0, n, (e,)), torch.randint(0, n, (e,))  # not sorted by either
+
+    def call():
+        out = tp.aggregate(h, x2, w, sender, receiver, n)
+        return (out, *torch.autograd.grad(out.pow(2).sum(), (h, x2, w)))
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = call()
+        torch.set_num_threads(2)
+        two = call()
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
+def test_the_kernels_refuse_out_of_range_atoms_and_species():
+    """An index is checked before it is read or written through: an error, not memory corruption."""
+    _kernel("message")
+    _kernel("product")
+    tp, h, x2, w, sender, receiver = _message_case("cartesian", torch.float64)
+    for bad_sender, bad_receiver, name in ((sender, receiver.clone().fill_(6), "receiver"),
+                                           (sender.clone().fill_(-1), receiver, "sender")):
+        with pytest.raises(RuntimeError, match=name):
+            tp.aggregate(h, x2, w, bad_sender, bad_receiver, 6)
+    pb = ProductBasis("1x0e+1x1o+1x2e", "1x0e+1x1o", 4, 2, 2, variant="symmetric", basis="cartesian",
+                      dtype=torch.float64)
+    A = torch.randn(3, 4, pb.irreps_a.dim, dtype=torch.float64)
+    pb(A, torch.tensor([0, 1, 1]))
+    with pytest.raises(RuntimeError, match="species"):
+        pb(A, torch.tensor([0, 2, 1]))  # two species: 0 and 1
+
+
+class _Counting:
+    """A kernel extension that counts its calls."""
+
+    def __init__(self, extension, calls):
+        self.extension, self.calls = extension, calls
+
+    def __getattr__(self, name):
+        function = getattr(self.extension, name)
+
+        def counted(*args):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return function(*args)
+
+        return counted
+
+
+def test_a_model_call_runs_the_fused_kernels(monkeypatch):
+    """Energy and forces of a model on the CPU go through both kernels, forward and backward."""
+    _kernel("message")
+    _kernel("product")
+    from tensorfuse import ModelConfig, build_model
+    from tensorfuse.data import AtomicGraph
+    from tensorfuse.nn import _kernels
+    from tensorfuse.testing import random_molecule
+
+    calls = {"product": {}, "message": {}}
+    for name in calls:
+        monkeypatch.setitem(_kernels._loaded, name, _Counting(_kernels._loaded[name], calls[name]))
+    potential = build_model(ModelConfig(species=(1, 6, 8), channels=8, l_max=2, r_max=4.0), dtype=torch.float64, seed=0)
+    positions, numbers = random_molecule((1, 6, 8), 8, seed=0)
+    out = potential(AtomicGraph.from_arrays(positions, numbers, 4.0, dtype=torch.float64), forces=True)
+    assert torch.isfinite(out["forces"]).all()
+    for name in ("product", "message"):
+        assert calls[name].get("forward", 0) >= 2 and calls[name].get("backward", 0) >= 2, (name, calls[name])
+
+
+def test_a_build_for_another_cpu_is_never_loaded(monkeypatch):
+    """The cached library's name holds the CPU's instruction sets: a build made on another CPU (of a
+    shared home, say) has another name and is never found here; this CPU builds its own."""
+    from tensorfuse.nn import _kernels
+
+    here = _kernels.cpu_features()
+    source = b"// a kernel"
+    assert _kernels.extension_name("message", source, here) == _kernels.extension_name("message", source, here)
+    without_avx512 = " ".join(word for word in here.split() if not word.startswith("avx512")) + " AVX2"
+    assert _kernels.extension_name("message", source, without_avx512) != _kernels.extension_name("message", source, here)
+
+    import torch.utils.cpp_extension as cpp
+
+    asked = []
+
+    def build(name, **kwargs):
+        asked.append(name)
+        raise RuntimeError("not built in this test")
+
+    monkeypatch.setattr(cpp, "load", build)
+    for cpu in (here, without_avx512):
+        monkeypatch.setattr(_kernels, "cpu_features", lambda cpu=cpu: cpu)
+        monkeypatch.setattr(_kernels, "_loaded", {})
+        monkeypatch.setattr(_kernels, "_failed", {})
+        with pytest.warns(RuntimeWarning, match="could not be built"):
+            assert _kernels.load_kernel("message") is None
+    assert len(asked) == 2 and asked[0] != asked[1]

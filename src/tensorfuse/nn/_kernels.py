@@ -4,7 +4,8 @@ On CPU the tensor paths of the product basis and of message passing are bound by
 each of their many operations streams an ``[N, C, ...]`` (or ``[E, C, ...]``) intermediate through
 memory. The kernels compute the same sums atom by atom (edge by edge), with the intermediates in
 per-thread buffers and the innermost loops over channels. Each is compiled on first use with
-``torch.utils.cpp_extension`` (a C++ compiler; ~30 s, then cached); where that fails the tensor
+``torch.utils.cpp_extension`` (a C++ compiler; ~30 s, then cached per source, torch, environment and
+CPU: see :func:`extension_name`); where that fails the tensor
 path runs instead, with one warning. ``TENSORFUSE_NO_KERNELS=1`` turns them off (debugging).
 """
 
@@ -35,10 +36,7 @@ def load_kernel(name: str):
         import torch
         from torch.utils.cpp_extension import _get_build_directory, load
 
-        # one build per source, torch and environment: two virtual environments sharing the cache
-        # would otherwise rebuild each other's library (different include paths) on every load
-        key = source.read_bytes() + f"{torch.__version__} {sys.prefix}".encode()
-        extension = f"tensorfuse_{name}_{hashlib.sha1(key).hexdigest()[:12]}"
+        extension = extension_name(name, source.read_bytes(), cpu_features())
         _remove_stale_lock(Path(_get_build_directory(extension, verbose=False)) / "lock")
         _loaded[name] = load(name=extension, sources=[str(source)],
                              extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
@@ -49,6 +47,37 @@ def load_kernel(name: str):
         warnings.warn(f"tensorfuse: the fused {name} kernel could not be built ({_failed[name]}); "
                       "using the (slower) tensor path", RuntimeWarning, stacklevel=2)
     return _loaded.get(name)
+
+
+def cpu_features() -> str:
+    """What ``-march=native`` compiles for: PyTorch's CPU capability level and the CPU's model and
+    instruction-set flags. A library built on one node of a cluster whose home is shared is then
+    never loaded on a node without those instructions (it would die with SIGILL there)."""
+    import platform
+
+    import torch
+
+    flags = model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features") and not flags:
+                flags = " ".join(sorted(value.split()))
+            elif key.strip() == "model name" and not model:
+                model = value.strip()
+    except OSError:  # not Linux: the machine name and torch's capability level
+        pass
+    return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()} {model} {flags}"
+
+
+def extension_name(name: str, source: bytes, cpu: str) -> str:
+    """The cached build's name: one per kernel source, torch, environment and CPU. Environments
+    sharing the cache would otherwise rebuild each other's library (different include paths) on
+    every load, and CPUs would load each other's instructions."""
+    import torch
+
+    key = source + f"{torch.__version__} {sys.prefix} {cpu}".encode()
+    return f"tensorfuse_{name}_{hashlib.sha1(key).hexdigest()[:12]}"
 
 
 def _remove_stale_lock(lock: Path, minutes: float = 10.0) -> None:

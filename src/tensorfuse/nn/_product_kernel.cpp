@@ -18,6 +18,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace {
@@ -288,6 +289,41 @@ Plan make_plan(const torch::Tensor& A, const torch::Tensor& W, int64_t dout, con
                const std::vector<torch::Tensor>& level_index, const std::vector<torch::Tensor>& level_coef,
                const torch::Tensor& collapse, const torch::Tensor& horner, const torch::Tensor& final_index,
                const torch::Tensor& final_coef, int64_t n_s) {
+  TORCH_CHECK(A.device().is_cpu() && W.device().is_cpu(), "tensorfuse product kernel: A and W must be on the CPU");
+  TORCH_CHECK(A.dim() == 3 && W.dim() == 3 && W.size(2) == A.size(1) && W.scalar_type() == A.scalar_type(),
+              "tensorfuse product kernel: A [N, C, D] and W [Z, P, C] of one dtype expected");
+  TORCH_CHECK(!level_dims.empty() && level_dims[0] == A.size(2) && level_index.size() + 1 == level_dims.size() &&
+              level_coef.size() == level_index.size(), "tensorfuse product kernel: the plan's levels do not match A");
+  // the tables come from the planner, but an index read unchecked is memory corruption if they do not
+  auto check_table = [](const torch::Tensor& table, int64_t columns, std::vector<int64_t> bounds, const char* name) {
+    TORCH_CHECK(table.device().is_cpu() && table.scalar_type() == torch::kInt32 && table.is_contiguous() &&
+                (table.numel() == 0 || (table.dim() == 2 && table.size(1) == columns)),
+                "tensorfuse product kernel: table ", name, " must be contiguous int32 [n, ", columns, "]");
+    const int32_t* v = table.numel() ? table.data_ptr<int32_t>() : nullptr;
+    for (int64_t r = 0; r < (table.numel() ? table.size(0) : 0); ++r)
+      for (int64_t c = 0; c < columns; ++c)
+        TORCH_CHECK(bounds[c] < 0 || (v[r * columns + c] >= 0 && v[r * columns + c] < bounds[c]),
+                    "tensorfuse product kernel: table ", name, " row ", r, " column ", c, " out of range");
+  };
+  const int64_t D = A.size(2), P = W.size(1), levels = static_cast<int64_t>(level_dims.size());
+  const int64_t widest = *std::max_element(level_dims.begin(), level_dims.end());
+  for (size_t i = 0; i < level_index.size(); ++i) {
+    // (x, a, out), or for a mixing level (x, k, out)
+    const bool mixing = level_coef[i].numel() == 0;
+    check_table(level_index[i], 3, {level_dims[i], mixing ? P : D, level_dims[i + 1]}, "level");
+    TORCH_CHECK(mixing || (level_coef[i].scalar_type() == torch::kFloat64 &&
+                           level_coef[i].numel() == level_index[i].size(0)),
+                "tensorfuse product kernel: one float64 coefficient per level entry expected");
+  }
+  check_table(collapse, 4, {levels, widest, dout, P}, "collapse");
+  check_table(horner, 3, {n_s, P, level_dims.back()}, "horner");
+  check_table(final_index, 3, {n_s, D, dout}, "final");
+  TORCH_CHECK(final_coef.scalar_type() == torch::kFloat64 && final_coef.numel() == final_index.size(0),
+              "tensorfuse product kernel: one float64 coefficient per final entry expected");
+  const int32_t* rows = collapse.numel() ? collapse.data_ptr<int32_t>() : nullptr;
+  for (int64_t r = 0; r < (collapse.numel() ? collapse.size(0) : 0); ++r)
+    TORCH_CHECK(rows[4 * r + 1] < level_dims[rows[4 * r]], "tensorfuse product kernel: collapse row ", r,
+                " out of range");
   Plan p;
   p.D = A.size(2);
   p.C = A.size(1);
@@ -311,6 +347,20 @@ Plan make_plan(const torch::Tensor& A, const torch::Tensor& W, int64_t dout, con
   return p;
 }
 
+void check_species(const torch::Tensor& species, const torch::Tensor& A, const torch::Tensor& W) {
+  TORCH_CHECK(species.device().is_cpu() && species.scalar_type() == torch::kInt64 && species.dim() == 1 &&
+              species.numel() == A.size(0), "tensorfuse product kernel: species must be int64 [N] like A's atoms");
+  const int64_t* z = species.data_ptr<int64_t>();
+  for (int64_t n = 0; n < species.numel(); ++n)
+    TORCH_CHECK(z[n] >= 0 && z[n] < W.size(0), "tensorfuse product kernel: species[", n, "] = ", z[n],
+                " is not one of the model's ", W.size(0), " species");
+}
+
+void check_like(const torch::Tensor& t, const torch::Tensor& like, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.sizes() == like.sizes(),
+              "tensorfuse product kernel: ", name, " must have the shape and dtype ", like.sizes(), " on the CPU");
+}
+
 }  // namespace
 
 // A [N, C, D], W [Z, P, C] (scaled weights, channels last), species [N] -> B [N, C, dout]
@@ -322,6 +372,7 @@ torch::Tensor product_forward(torch::Tensor A, torch::Tensor W, torch::Tensor sp
   W = W.contiguous();
   species = species.contiguous();
   Plan p = make_plan(A, W, dout, level_dims, level_index, level_coef, collapse, horner, final_index, final_coef, n_s);
+  check_species(species, A, W);
   auto out = torch::empty({A.size(0), A.size(1), dout}, A.options());
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "product_forward", [&] {
     forward_impl<scalar_t>(p, A.data_ptr<scalar_t>(), W.data_ptr<scalar_t>(), species.data_ptr<int64_t>(),
@@ -342,6 +393,9 @@ std::vector<torch::Tensor> product_backward(torch::Tensor grad, torch::Tensor A,
   grad = grad.contiguous();
   species = species.contiguous();
   Plan p = make_plan(A, W, dout, level_dims, level_index, level_coef, collapse, horner, final_index, final_coef, n_s);
+  check_species(species, A, W);
+  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == A.size(0) && grad.size(1) == A.size(1) && grad.size(2) == dout &&
+              grad.scalar_type() == A.scalar_type(), "tensorfuse product kernel: the gradient must be [N, C, dout]");
   auto grad_A = torch::empty_like(A);
   auto grad_W = need_W ? torch::zeros_like(W) : torch::Tensor();
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "product_backward", [&] {
@@ -370,6 +424,11 @@ std::vector<torch::Tensor> product_double_backward(torch::Tensor grad, torch::Te
   if (has_u) u = u.contiguous();
   if (has_v) v = v.contiguous();
   Plan p = make_plan(A, W, dout, level_dims, level_index, level_coef, collapse, horner, final_index, final_coef, n_s);
+  check_species(species, A, W);
+  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == A.size(0) && grad.size(1) == A.size(1) && grad.size(2) == dout &&
+              grad.scalar_type() == A.scalar_type(), "tensorfuse product kernel: the gradient must be [N, C, dout]");
+  if (has_u) check_like(u, A, "u");
+  if (has_v) check_like(v, W, "v");
   auto empty = torch::empty({0}, A.options());
   auto d_grad = need_grad ? torch::empty_like(grad) : empty;
   auto d_A = need_A ? torch::empty_like(A) : empty;
