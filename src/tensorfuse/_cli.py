@@ -299,8 +299,7 @@ def _namd_report(result, share: tuple[int, int] | None = None) -> int:
 def _export(args: argparse.Namespace, extra: list[str]) -> int:
     from pathlib import Path
 
-    from tensorfuse.export import export_model
-    from tensorfuse.model._serialization import load_model
+    from tensorfuse.model import export_model, load_model
 
     if extra:
         raise ValueError(f"unknown argument(s) {extra}")

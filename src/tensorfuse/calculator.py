@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-from os import PathLike
 from typing import Sequence
 
 import numpy as np
@@ -12,24 +10,8 @@ from ase.calculators.calculator import Calculator as _ASECalculator
 from ase.calculators.calculator import all_changes
 
 from tensorfuse.data import AtomicGraph
-from tensorfuse.model import Committee, Potential
-from tensorfuse.model._serialization import load_model
+from tensorfuse.model import Committee, Potential, load_potential
 from tensorfuse.utils import resolve_device
-
-
-def _as_model(model, device, dtype) -> Potential:
-    if isinstance(model, (str, PathLike)):  # a model file (.pt) or an exported program (.pt2)
-        loaded = load_model(model, device=device, dtype=dtype)
-        for p in loaded.parameters():  # inference only: no graph for the weights
-            p.requires_grad_(False)
-        return loaded
-    if isinstance(model, Potential):
-        parameter = next(model.parameters())
-        if (dtype is not None and dtype != parameter.dtype) or parameter.device != torch.device(device):
-            model = copy.deepcopy(model)  # Module.to works in place: the caller's model stays as it is
-        model = model.to(device)
-        return model.to(dtype) if dtype is not None else model
-    raise ValueError(f"expected a tensorfuse Potential or a model file path, got {type(model).__name__}")
 
 
 class Calculator(_ASECalculator):
@@ -74,7 +56,7 @@ class Calculator(_ASECalculator):
         if not models:
             raise ValueError("an empty committee: give at least one model")
         self.device = resolve_device(device)
-        self.models = [_as_model(m, self.device, dtype) for m in models]
+        self.models = [load_potential(m, self.device, dtype) for m in models]
         for m in self.models:
             m.eval()
             if compile and not m.compiled:

@@ -19,7 +19,6 @@ Units: LAMMPS ``units metal`` (eV, Å, ps), as the model's.
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import os
 import sys
@@ -33,8 +32,7 @@ from ase.data import atomic_numbers
 
 from tensorfuse.data import AtomicGraph
 from tensorfuse.data._neighbors import neighbor_list
-from tensorfuse.model import Potential
-from tensorfuse.model._serialization import load_model
+from tensorfuse.model import Potential, load_potential
 from tensorfuse.utils import resolve_device
 
 # commands that make LAMMPS compute forces: the model must be attached before the first of them
@@ -144,12 +142,7 @@ class LammpsDriver:
             if dtype not in ("float32", "float64"):
                 raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
             dtype = getattr(torch, dtype)
-        if isinstance(model, (str, PathLike)):
-            model = load_model(model, device=self.device, dtype=dtype)
-        elif not isinstance(model, Potential):
-            raise ValueError(f"expected a tensorfuse Potential or a model file, got {type(model).__name__}")
-        elif dtype is not None and dtype != next(model.parameters()).dtype:
-            model = copy.deepcopy(model).to(dtype)  # the caller's model keeps its own dtype
+        model = load_potential(model, self.device, dtype)
         if not hasattr(model, "energy_model") or not hasattr(model.energy_model, "species_table"):
             raise ValueError("an exported program (.pt2) cannot run in LAMMPS: give the model file (.pt)")
         self.model = model.to(self.device).eval()

@@ -1,4 +1,5 @@
-"""The potential: configuration, builder, energy model and the force/stress wrapper."""
+"""The potential: configuration, builder, energy model, the force/stress wrapper, model files
+(``save_model``, ``load_model``, ``load_potential``) and exported programs (``export_model``)."""
 
 from tensorfuse.model._build import build_model
 from tensorfuse.model._committee import Committee, UncertaintyLimits
@@ -12,8 +13,10 @@ from tensorfuse.model._config import (
     Statistics,
 )
 from tensorfuse.model._energy import EnergyModel
+from tensorfuse.model._export import export_model, load_exported
 from tensorfuse.model._layout import feature_irreps, layer_irreps
 from tensorfuse.model._potential import Potential
+from tensorfuse.model._serialization import load_model, load_potential, save_model
 
 __all__ = [
     "ARCHITECTURES",
@@ -28,6 +31,11 @@ __all__ = [
     "Statistics",
     "UncertaintyLimits",
     "build_model",
+    "export_model",
     "feature_irreps",
     "layer_irreps",
+    "load_exported",
+    "load_model",
+    "load_potential",
+    "save_model",
 ]

@@ -55,7 +55,7 @@ def load_model(path, device=None, dtype: torch.dtype | None = None):
     if path.is_dir():
         raise ValueError(f"model file {path} is a folder")
     if path.suffix == ".pt2":
-        from tensorfuse.export import load_exported
+        from tensorfuse.model._export import load_exported
 
         model = load_exported(path)
         return model.to(device) if device is not None else model
@@ -67,6 +67,30 @@ def load_model(path, device=None, dtype: torch.dtype | None = None):
             "tensorfuse never loads pickled code; re-export the model with tensorfuse."
         ) from None
     return model_from_dict(data, str(path), device, dtype)
+
+
+def load_potential(model, device="cpu", dtype: torch.dtype | None = None):
+    """Any model for inference, on ``device`` and in ``dtype`` (``None``: as stored): a file
+    (``.pt`` or an exported ``.pt2``; its weights need no gradients) or a
+    :class:`~tensorfuse.Potential` (copied first where it must move, so that the caller's stays as
+    it is). The one way the calculator, ``md``, ``namd``, LAMMPS and i-PI take a model."""
+    import copy
+    from os import PathLike
+
+    from tensorfuse.model._potential import Potential
+
+    if isinstance(model, (str, PathLike)):
+        loaded = load_model(model, device=device, dtype=dtype)
+        for p in loaded.parameters():
+            p.requires_grad_(False)
+        return loaded
+    if isinstance(model, Potential):
+        parameter = next(model.parameters())
+        if (dtype is not None and dtype != parameter.dtype) or parameter.device != torch.device(device):
+            model = copy.deepcopy(model)  # Module.to works in place
+        model = model.to(device)
+        return model.to(dtype) if dtype is not None else model
+    raise ValueError(f"expected a tensorfuse Potential or a model file path, got {type(model).__name__}")
 
 
 def model_from_dict(data, source: str, device=None, dtype: torch.dtype | None = None):

@@ -303,12 +303,12 @@ def _model_paths(model) -> str | list[str] | None:
 
 
 def _load(model, settings: NamdSettings) -> _Loaded:
-    from tensorfuse.calculator import _as_model
+    from tensorfuse.model import load_potential
 
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise ValueError("an empty committee: give at least one model")
-    loaded = [_as_model(m, settings.device, getattr(torch, settings.dtype)) for m in models]
+    loaded = [load_potential(m, settings.device, getattr(torch, settings.dtype)) for m in models]
     model = Committee(loaded) if len(loaded) > 1 else loaded[0]
     model.eval()
     names = _state_names(model)
