@@ -226,7 +226,8 @@ def main() -> None:
     parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS + COMPILED,
                         help="add the -compiled variants for torch.compile (each case compiles first)")
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="thread counts, each case run at each of them side by side (default 1 2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
     parser.add_argument("--json", help="also write every result as JSON lines to this file")
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -238,41 +239,42 @@ def main() -> None:
     import torch
 
     print(f"# energy+forces per call (training: one optimizer step); torch {torch.__version__}, "
-          f"{args.threads} threads; median of >= {args.repeats} calls after warm-up")
-    print("| system | atoms | edges | L | dtype | model | params | ms/call | atom-steps/s | peak MB | time vs MACE | memory vs MACE |")
-    print("|" + "---|" * 12)
+          f"{' and '.join(map(str, args.threads))} threads; median of >= {args.repeats} calls after warm-up")
+    print("| system | atoms | edges | L | dtype | threads | model | params | ms/call | atom-steps/s | peak MB | "
+          "time vs MACE | memory vs MACE |")
+    print("|" + "---|" * 13)
     sink = open(args.json, "a") if args.json else None
-    for system in args.systems:
-        for lmax in args.lmax:
-            for dtype in args.dtypes:
-                rows = {}
-                for impl in args.impls:
-                    row = {}
-                    for measure in ("time",) if args.no_memory else ("time", "memory"):
-                        case = dict(system=system, lmax=lmax, dtype=dtype, impl=impl, measure=measure,
-                                    repeats=args.repeats, threads=args.threads)
-                        proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
-                                              capture_output=True, text=True)
-                        if proc.returncode != 0:
-                            print(f"# {impl} {system} L={lmax} {dtype} {measure} failed: "
-                                  f"{proc.stderr.strip().splitlines()[-3:]}", file=sys.stderr)
-                            continue
-                        result = json.loads(proc.stdout.strip().splitlines()[-1])
-                        row.update({k: v for k, v in result.items() if k not in ("measure",)})
-                        if sink:
-                            sink.write(json.dumps(result) + "\n")
-                            sink.flush()
-                    rows[impl] = row
-                mace = rows.get("mace", {})
-                for impl, r in rows.items():
-                    if "ms" not in r:
-                        continue
-                    speed = f"{mace['ms'] / r['ms']:.1f}x faster" if mace.get("ms") and impl != "mace" else ""
-                    mem = (f"{r['peak_mb'] / mace['peak_mb']:.2f}x"
-                           if mace.get("peak_mb") and r.get("peak_mb") is not None and impl != "mace" else "")
-                    peak = f"{r['peak_mb']:.0f}" if r.get("peak_mb") is not None else "-"
-                    print(f"| {system} | {r['atoms']} | {r['edges']} | {lmax} | {dtype} | {impl} | {r['params']:,} | "
-                          f"{r['ms']:.1f} | {r['atom_steps_per_s']:.0f} | {peak} | {speed} | {mem} |", flush=True)
+    for system, lmax, dtype, threads in ((s, l, d, t) for s in args.systems for l in args.lmax for d in args.dtypes
+                                         for t in args.threads):
+        rows = {}
+        for impl in args.impls:
+            row = {}
+            for measure in ("time",) if args.no_memory else ("time", "memory"):
+                case = dict(system=system, lmax=lmax, dtype=dtype, impl=impl, measure=measure,
+                            repeats=args.repeats, threads=threads)
+                proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
+                                      capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(f"# {impl} {system} L={lmax} {dtype} {measure} failed: "
+                          f"{proc.stderr.strip().splitlines()[-3:]}", file=sys.stderr)
+                    continue
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                row.update({k: v for k, v in result.items() if k not in ("measure",)})
+                if sink:
+                    sink.write(json.dumps(result) + "\n")
+                    sink.flush()
+            rows[impl] = row
+        mace = rows.get("mace", {})
+        for impl, r in rows.items():
+            if "ms" not in r:
+                continue
+            speed = f"{mace['ms'] / r['ms']:.1f}x faster" if mace.get("ms") and impl != "mace" else ""
+            mem = (f"{r['peak_mb'] / mace['peak_mb']:.2f}x"
+                   if mace.get("peak_mb") and r.get("peak_mb") is not None and impl != "mace" else "")
+            peak = f"{r['peak_mb']:.0f}" if r.get("peak_mb") is not None else "-"
+            print(f"| {system} | {r['atoms']} | {r['edges']} | {lmax} | {dtype} | {threads} | {impl} | "
+                  f"{r['params']:,} | "
+                  f"{r['ms']:.1f} | {r['atom_steps_per_s']:.0f} | {peak} | {speed} | {mem} |", flush=True)
 
 
 if __name__ == "__main__":
