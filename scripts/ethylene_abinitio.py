@@ -98,7 +98,7 @@ def initial(work: Path, count: int, seed: int) -> None:
           f"{count} initial conditions in {work / 'initial_conditions.xyz'}")
 
 
-def run(work: Path, worker: int, workers: int, trajectories: int, steps: int) -> None:
+def run(work: Path, worker: int, workers: int, trajectories: int, steps: int, average: int | None = None) -> None:
     from ase.io import read
     from pyscf import lib
 
@@ -107,7 +107,7 @@ def run(work: Path, worker: int, workers: int, trajectories: int, steps: int) ->
 
     lib.num_threads(1)
     frames = read(work / "initial_conditions.xyz", ":")[:trajectories][worker::workers]
-    surface = CasscfSurface(frames[0].numbers, CasscfSettings(nstates=2))
+    surface = CasscfSurface(frames[0].numbers, CasscfSettings(nstates=2, average=average))
     output = work / f"run_{worker}"
     names = ("S0", "S1")
     if (output / "checkpoint.pt").exists():
@@ -129,12 +129,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--trajectories", type=int, default=16, help="of the initial conditions, the first so many")
     parser.add_argument("--steps", type=int, default=240, help="0.5 fs steps (240: 120 fs)")
+    parser.add_argument("--average", type=int, default=None, help="states sharing the orbitals (3: SA3 orbitals, "
+                        "S0/S1 dynamics; default: the two dynamic states, SA2)")
     args = parser.parse_args()
     work = Path(args.work)
     if args.step == "initial":
         initial(work, args.count, args.seed)
     else:
-        run(work, args.worker, args.workers, args.trajectories, args.steps)
+        run(work, args.worker, args.workers, args.trajectories, args.steps, args.average)
 
 
 if __name__ == "__main__":

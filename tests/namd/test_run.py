@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -398,3 +399,19 @@ def test_load_ensemble_reads_a_finished_run_and_a_killed_one_as_far_as_it_got(tm
     assert torch.equal(partial.positions, ensemble.positions[:rows])
     with pytest.raises(ValueError, match="no readable surface-hopping run"):
         load_ensemble(tmp_path)
+
+
+def test_three_averaged_states_keep_ethylene_s1_a_pi_pi_star_state():
+    """SA2-CASSCF(2,2)/6-31G* swaps π* for a C–H σ* orbital at the first shared initial condition
+    (its S1 lies 2 eV low there); averaging the orbitals over three states keeps the ππ* S1."""
+    pytest.importorskip("pyscf")
+    from tensorfuse.qm import CasscfSettings, label_sa_casscf
+
+    atoms = read(Path(__file__).resolve().parents[2] / "benchmarks/data/ethylene_abinitio/initial_conditions.xyz",
+                 index=0)
+    two = label_sa_casscf(atoms, CasscfSettings(nstates=2), gradients=[], couplings=False)
+    three = label_sa_casscf(atoms, CasscfSettings(nstates=2, average=3), gradients=[], couplings=False)
+    assert three.energies.shape == (2,) and three.forces.shape == (2, 6, 3)
+    assert np.ptp(three.energies) > 9.5 and np.ptp(two.energies) < 8.5
+    with pytest.raises(ValueError, match="at least"):
+        CasscfSettings(nstates=3, average=2)

@@ -80,7 +80,8 @@ class SelectionOptions:
 @dataclass(frozen=True)
 class LabellerOptions:
     """``kind``: ``model`` (``model``: a multi-state model file as the reference surface),
-    ``casscf`` (PySCF SA-CASSCF: ``ncas``, ``nelecas``, ``basis``, ``workers``), ``command``
+    ``casscf`` (PySCF SA-CASSCF: ``ncas``, ``nelecas``, ``basis``, ``workers``; ``average``: states
+    sharing the orbitals, if more than the labelled ones, see :class:`tensorfuse.qm.CasscfSettings`), ``command``
     (``command`` with ``{input}`` and ``{output}``) or ``python`` (``function``: "module:name")."""
 
     kind: str = "model"
@@ -91,6 +92,7 @@ class LabellerOptions:
     nelecas: int = 2
     basis: str = "6-31g*"
     workers: int = 1
+    average: int | None = None
 
     def __post_init__(self):
         if self.kind not in LABELLERS:

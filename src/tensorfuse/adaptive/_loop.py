@@ -50,7 +50,7 @@ def make_labeller(config: AdaptiveConfig) -> Labeller:
         from tensorfuse.qm import CasscfSettings
 
         settings = CasscfSettings(ncas=options.ncas, nelecas=options.nelecas, nstates=len(config.states),
-                                  basis=options.basis)
+                                  basis=options.basis, average=options.average)
         return CasscfLabeller(settings, config.states, options.workers)
     if options.kind == "command":
         return CommandLabeller(options.command, config.states)
@@ -65,6 +65,10 @@ def run_adaptive(config: AdaptiveConfig, labeller: Labeller | None = None, progr
     stored = folder / "adaptive.json"
     if stored.exists():
         previous = json.loads(stored.read_text())
+        try:  # a setting added since the loop began reads as its default
+            previous = json.loads(json.dumps(AdaptiveConfig.from_dict(previous).to_dict()))
+        except (TypeError, ValueError):
+            pass
         if previous != json.loads(json.dumps(config.to_dict())):
             differ = sorted(k for k in set(previous) | set(config.to_dict())
                             if previous.get(k) != json.loads(json.dumps(config.to_dict())).get(k))

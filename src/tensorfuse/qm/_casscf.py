@@ -17,6 +17,10 @@ class CasscfSettings:
     ``spin_penalty`` (PySCF's ``fix_spin_``) keeps triplets out of the averaged roots; without it
     the M_s = 0 triplet becomes a root at twisted geometries. ``couplings`` computes the analytic
     derivative coupling of every pair of states (PySCF's ``nac_method``, CSF term included).
+    ``average`` states (``None``: ``nstates``) share the orbitals with equal weights, of which the
+    lowest ``nstates`` are labelled: on ethylene, SA2-CASSCF(2,2)/6-31G* turns π* into a C–H σ*
+    orbital at a third of the Wigner geometries (its "S1" is then a π→σ* state that ejects an H
+    atom), while averaging three states (N, V, Z) keeps π and π* (``benchmarks/results/namd.md``).
     """
 
     ncas: int = 2
@@ -27,6 +31,12 @@ class CasscfSettings:
     spin_penalty: float = 1.0
     couplings: bool = True
     max_cycle: int = 200
+    average: int | None = None
+
+    def __post_init__(self):
+        if self.average is not None and self.average < self.nstates:
+            raise ValueError(f"average={self.average}: the orbitals must be averaged over at least the "
+                             f"{self.nstates} labelled states")
 
 
 @dataclass
@@ -70,7 +80,8 @@ def label_sa_casscf(atoms, settings: CasscfSettings = CasscfSettings(), mo_coeff
                 basis=settings.basis, charge=settings.charge, unit="Angstrom", verbose=0)
     mf = scf.RHF(mol)
     mf.kernel()
-    mc = mcscf.CASSCF(mf, settings.ncas, settings.nelecas).state_average_([1.0 / settings.nstates] * settings.nstates)
+    averaged = settings.average or settings.nstates
+    mc = mcscf.CASSCF(mf, settings.ncas, settings.nelecas).state_average_([1.0 / averaged] * averaged)
     if settings.spin_penalty:
         mc.fix_spin_(ss=0, shift=settings.spin_penalty)
     mc.max_cycle_macro = settings.max_cycle
@@ -78,7 +89,7 @@ def label_sa_casscf(atoms, settings: CasscfSettings = CasscfSettings(), mo_coeff
         mc.kernel(mcscf.project_init_guess(mc, mo_coeff))
     else:
         mc.kernel()
-    energies = np.asarray(mc.e_states) * HARTREE
+    energies = np.asarray(mc.e_states)[: settings.nstates] * HARTREE
     method = mc.nuc_grad_method()
     wanted = range(settings.nstates) if gradients is None else sorted(set(int(s) for s in gradients))
     forces = np.zeros((settings.nstates, len(atoms), 3))
@@ -91,8 +102,9 @@ def label_sa_casscf(atoms, settings: CasscfSettings = CasscfSettings(), mo_coeff
             for j in range(i + 1, settings.nstates):
                 pairs[(i, j)] = np.asarray(method.kernel(state=(i, j))) / BOHR
     nelec = (settings.nelecas // 2, settings.nelecas - settings.nelecas // 2)
-    spins = np.array([spin_op.spin_square0(c, settings.ncas, nelec)[0] for c in mc.ci])
+    labelled = mc.ci[: settings.nstates]
+    spins = np.array([spin_op.spin_square0(c, settings.ncas, nelec)[0] for c in labelled])
     open_shell = None
     if settings.ncas == 2 and settings.nelecas == 2:  # determinants |ab>: [0,1] and [1,0] are open shell
-        open_shell = np.array([float(c[0, 1] ** 2 + c[1, 0] ** 2) for c in mc.ci])
+        open_shell = np.array([float(c[0, 1] ** 2 + c[1, 0] ** 2) for c in labelled])
     return CasscfLabels(energies, forces, pairs, bool(mc.converged), spins, open_shell, mc.mo_coeff)
