@@ -140,7 +140,7 @@ def _image(symbols, x, sampling, group, step, **info):
 
 
 # -- labels ---------------------------------------------------------------------------------------
-def label(work: Path, worker: int, workers: int, inputs: str) -> None:
+def label(work: Path, worker: int, workers: int, inputs: str, average: int | None = None) -> None:
     """Label this worker's share of the groups (scan lines, trajectories, single Wigner points).
 
     SA-CASSCF(2,2) on ethylene has several solutions (orbital sets) a few tenths of an eV apart
@@ -151,12 +151,14 @@ def label(work: Path, worker: int, workers: int, inputs: str) -> None:
     solution now and then, and the labels then mix two surfaces (forces differing by 3-6 eV/Å).
     So every Wigner point and the first point of every scan line or trajectory starts from the
     RHF guess, and the orbitals are carried along a line only, from neighbour to neighbour.
+    ``average`` (3): the orbitals averaged over three states, S0 and S1 labelled (see
+    ``tensorfuse.qm.CasscfSettings``: with two, π* becomes a C–H σ* orbital at many geometries).
     """
     from ase.io import read, write
 
     from tensorfuse.qm import CasscfSettings, label_sa_casscf
 
-    settings = CasscfSettings(nstates=2)
+    settings = CasscfSettings(nstates=2, average=average)
     images = read(work / inputs, ":")
     groups: dict[str, list] = {}
     for atoms in images:
@@ -322,12 +324,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--inputs", default="geometries.xyz", help="geometries to label (in --work)")
     parser.add_argument("--out", default="src/tensorfuse/datasets/ethylene_casscf.xyz")
+    parser.add_argument("--average", type=int, default=None, help="label: states sharing the orbitals (3: SA3)")
     args = parser.parse_args()
     work = Path(args.work)
     if args.step == "geometries":
         make_geometries(work)
     elif args.step == "label":
-        label(work, args.worker, args.workers, args.inputs)
+        label(work, args.worker, args.workers, args.inputs, args.average)
     elif args.step == "dynamics":
         dynamics(work, args.models, args.trajectories, args.steps, args.keep)
     else:
