@@ -31,21 +31,22 @@ HARTREE, BOHR = 27.211386245988, 0.529177210903
 TWIST = "twisted: dihedral 2 0 1 4 > 90"
 
 
-def s0_energy_and_gradient(symbols, x_bohr, mo=None):
-    """SA2-CASSCF(2,2)/6-31G* S0 energy (hartree) and gradient (hartree/bohr) and the orbitals."""
+def s0_energy_and_gradient(symbols, x_bohr, mo=None, average: int = 2):
+    """SA-CASSCF(2,2)/6-31G* S0 energy (hartree) and gradient (hartree/bohr) and the orbitals, the
+    orbitals averaged over ``average`` states."""
     from pyscf import gto, mcscf, scf
 
     mol = gto.M(atom=list(zip(symbols, (x_bohr.reshape(-1, 3) * BOHR).tolist())), basis="6-31g*", unit="Angstrom",
                 verbose=0)
     mf = scf.RHF(mol).run()
-    mc = mcscf.CASSCF(mf, 2, 2).state_average_([0.5, 0.5])
+    mc = mcscf.CASSCF(mf, 2, 2).state_average_([1.0 / average] * average)
     mc.fix_spin_(ss=0, shift=1.0)
     mc.kernel(mcscf.project_init_guess(mc, mo) if mo is not None else None)
     gradient = mc.nuc_grad_method().kernel(state=0)
     return float(mc.e_states[0]), np.asarray(gradient).ravel(), mc.mo_coeff
 
 
-def initial(work: Path, count: int, seed: int) -> None:
+def initial(work: Path, count: int, seed: int, average: int | None = None) -> None:
     import torch
     from ase import Atoms, units
     from ase.io import write
@@ -62,7 +63,7 @@ def initial(work: Path, count: int, seed: int) -> None:
     memory = {"mo": None}
 
     def energy_and_gradient(x):
-        energy, gradient, memory["mo"] = s0_energy_and_gradient(symbols, x, memory["mo"])
+        energy, gradient, memory["mo"] = s0_energy_and_gradient(symbols, x, memory["mo"], average or 2)
         return energy, gradient
 
     result = minimize(energy_and_gradient, rhf_minimum.ravel() / BOHR, jac=True, method="BFGS",
@@ -130,11 +131,11 @@ def main() -> None:
     parser.add_argument("--trajectories", type=int, default=16, help="of the initial conditions, the first so many")
     parser.add_argument("--steps", type=int, default=240, help="0.5 fs steps (240: 120 fs)")
     parser.add_argument("--average", type=int, default=None, help="states sharing the orbitals (3: SA3 orbitals, "
-                        "S0/S1 dynamics; default: the two dynamic states, SA2)")
+                        "S0/S1 dynamics; default: the two dynamic states, SA2), for both steps")
     args = parser.parse_args()
     work = Path(args.work)
     if args.step == "initial":
-        initial(work, args.count, args.seed)
+        initial(work, args.count, args.seed, args.average)
     else:
         run(work, args.worker, args.workers, args.trajectories, args.steps, args.average)
 
