@@ -11,7 +11,8 @@ Printed (and written to ``checks.json`` in the folder):
   "upper" state below the lower one), how many at a C=C twist below 30° (ethylene: dihedral
   H2-C0-C1-H4, unsigned), and the pyramidalization at the hops;
 * stopped trajectories, with their reasons (``summary.json``);
-* with ``--reference casscf``: SA2-CASSCF(2,2)/6-31G* energies computed afresh at every accepted
+* with ``--reference casscf``: SA-CASSCF(2,2)/6-31G* energies (orbitals averaged over three states,
+  the bundled data's method since version 3) computed afresh at every accepted
   hop geometry down (PySCF, the bundled data's method; ``pip install -e ".[qm]"``), against the
   model's gap there: median and range of the reference gap, how many above 7 eV and below 1 eV.
   One CASSCF solve per geometry (no gradients): about a second each, one process per ``--workers``.
@@ -68,7 +69,8 @@ def _casscf_gap(item):
     lib.num_threads(1)
     from ase import Atoms
 
-    labels = label_sa_casscf(Atoms(symbols, positions=positions), CasscfSettings(couplings=False))
+    labels = label_sa_casscf(Atoms(symbols, positions=positions), CasscfSettings(couplings=False, average=3),
+                             gradients=[])
     return float(labels.energies[1] - labels.energies[0]), bool(labels.converged)
 
 

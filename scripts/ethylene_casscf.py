@@ -1,4 +1,4 @@
-"""Generate the bundled multi-state data set: ethylene, SA2-CASSCF(2,2)/6-31G*, S0 and S1.
+"""Generate the bundled multi-state data set: ethylene, SA3-CASSCF(2,2)/6-31G*, S0 and S1 labelled.
 
 Three steps, each resumable (a killed step continues where it stopped):
 
@@ -13,7 +13,10 @@ Three steps, each resumable (a killed step continues where it stopped):
 Version 2 of the bundled data (2026-12-04) relabelled the geometries of version 1 with every group
 started from the RHF guess (see ``label``): write the version-1 geometries (labels dropped) to
 ``runs/ethylene_relabel/geometries.xyz``, then ``label --work runs/ethylene_relabel`` (two workers,
-about 70 minutes on two cores) and ``collect``.
+about 70 minutes on two cores) and ``collect``. Version 3 (2026-12-05) labelled the same
+geometries with the orbitals averaged over three states (``label --average 3``, now the default;
+``--average 2`` gives versions 1-2's SA2): ``label --work runs/ethylene_sa3`` on version 2's
+geometries, 47 minutes on two cores, then ``collect``.
 
 ``geometries`` writes ``geometries.xyz``: Wigner samples at 300 K and 1000 K around the RHF/6-31G*
 minimum (RHF normal modes), and scan lines through the twisted region (torsion 0-90° in 10°
@@ -324,7 +327,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--inputs", default="geometries.xyz", help="geometries to label (in --work)")
     parser.add_argument("--out", default="src/tensorfuse/datasets/ethylene_casscf.xyz")
-    parser.add_argument("--average", type=int, default=None, help="label: states sharing the orbitals (3: SA3)")
+    parser.add_argument("--average", type=int, default=3, help="label: states sharing the orbitals (default 3, the "
+                        "bundled data since version 3; 2: versions 1 and 2)")
     args = parser.parse_args()
     work = Path(args.work)
     if args.step == "geometries":

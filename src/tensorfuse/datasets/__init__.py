@@ -1,7 +1,7 @@
 """Small data sets shipped with tensorfuse (see README.md here): ``path("ethylene_casscf")``.
 
 * ``ethanol_train``, ``ethanol_test``: rMD17 ethanol (eV), the demo of ``tensorfuse train``;
-* ``ethylene_casscf``: ethylene S0/S1 by SA2-CASSCF(2,2)/6-31G* with derivative couplings.
+* ``ethylene_casscf``: ethylene S0/S1 by SA-CASSCF(2,2)/6-31G* (orbitals averaged over three states) with derivative couplings.
 
 ``python -m tensorfuse.datasets NAME`` prints the file's path (for the command line).
 """
