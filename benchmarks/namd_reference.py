@@ -136,8 +136,13 @@ def main() -> None:
               "first hop (fs) | twist at hop (°) | pyramidalization at hop (°) |", "|---" * 9 + "|"]
     for name, r in results.items():
         life = r["lifetime"]
-        tau = "–" if life is None else (f"{life['tau']:.0f}" + (f" ± {life['tau_error']:.0f}" if life["tau_error"] else "")
-                                        + (" (extrapolated)" if life["extrapolated"] else ""))
+        if life is None:
+            tau = "–"
+        elif life["extrapolated"] and (life["tau_error"] or 0) > life["tau"]:
+            tau = "– (the run is too short to fit one)"
+        else:
+            tau = (f"{life['tau']:.0f}" + (f" ± {life['tau_error']:.0f}" if life["tau_error"] else "")
+                   + (" (extrapolated)" if life["extrapolated"] else ""))
         delay = "–" if life is None else f"{life['delay']:.0f}"
         hops = r["hops"]
         lines.append(f"| {name} | {r['trajectories']} ({r['stopped']}) | {r['until_fs']:.0f} | {tau} | {delay} | "
