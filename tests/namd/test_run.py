@@ -151,6 +151,28 @@ def _outputs(folder):
     return files, summary
 
 
+def _run_killed_at_call(model_file, output, death, **options):
+    """``run`` interrupted inside the model call number ``death`` (the initial call, then steps
+    1..death-2 done, dying inside the next)."""
+    import tensorfuse.namd._model_surface as surface_module
+
+    calls = {"n": 0}
+    original = surface_module.ModelSurface.__call__
+
+    def dying(self, x):
+        calls["n"] += 1
+        if calls["n"] == death:
+            raise KeyboardInterrupt
+        return original(self, x)
+
+    surface_module.ModelSurface.__call__ = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(model_file, output, **options)
+    finally:
+        surface_module.ModelSurface.__call__ = original
+
+
 @pytest.mark.parametrize("method, death, checkpointed", [("fssh", 38, 30), ("lz", 38, 30), ("fssh", 4, 0)])
 def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(tmp_path, model_file, method, death, checkpointed):
     """Stopped (an exception in the middle of step 37, after the checkpoint at step 30; or in step 3,
@@ -159,23 +181,7 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(tmp_path, model_
     options = dict(method=method, checkpoint_every=10, seed=3)
     run(model_file, tmp_path / "whole", **options)
 
-    import tensorfuse.namd._model_surface as surface_module
-
-    calls = {"n": 0}
-    original = surface_module.ModelSurface.__call__
-
-    def dying(self, x):
-        calls["n"] += 1
-        if calls["n"] == death:  # the initial call, then steps 1..death-2 done, die inside the next
-            raise KeyboardInterrupt
-        return original(self, x)
-
-    surface_module.ModelSurface.__call__ = dying
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run(model_file, tmp_path / "killed", **options)
-    finally:
-        surface_module.ModelSurface.__call__ = original
+    _run_killed_at_call(model_file, tmp_path / "killed", death, **options)
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"] == checkpointed
     assert not (tmp_path / "killed" / "populations.csv").exists()
     resumed = resume_namd(tmp_path / "killed", progress=False)
@@ -375,23 +381,7 @@ def test_load_ensemble_reads_a_finished_run_and_a_killed_one_as_far_as_it_got(tm
     assert torch.equal(ensemble.active, whole.ensemble.active)
     assert [(h.trajectory, h.step) for h in ensemble.hops] == [(h.trajectory, h.step) for h in whole.ensemble.hops]
 
-    import tensorfuse.namd._model_surface as surface_module
-
-    calls = {"n": 0}
-    original = surface_module.ModelSurface.__call__
-
-    def dying(self, x):
-        calls["n"] += 1
-        if calls["n"] == 38:  # after the checkpoint at step 30
-            raise KeyboardInterrupt
-        return original(self, x)
-
-    surface_module.ModelSurface.__call__ = dying
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run(model_file, tmp_path / "killed", **options)
-    finally:
-        surface_module.ModelSurface.__call__ = original
+    _run_killed_at_call(model_file, tmp_path / "killed", 38, **options)  # after the checkpoint at step 30
     partial, _ = load_ensemble(tmp_path / "killed")
     rows = partial.positions.shape[0]
     assert 1 < rows < ensemble.positions.shape[0]
