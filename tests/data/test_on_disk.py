@@ -3,6 +3,7 @@ same training, batches by a budget of atoms, ranks reading disjoint shares, clea
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -286,3 +287,23 @@ def test_the_readme_commands_work_as_written(tmp_path, h5py, monkeypatch):
             warnings.simplefilter("ignore")
             assert cli(command[1:] + (tiny if command[1] == "train" else [])) == 0, command
     assert (tmp_path / "runs/h5/model.pt").exists()
+
+
+def test_a_later_run_removes_the_partial_file_a_killed_run_left(tmp_path, h5py):
+    """``kill -9`` runs no clean-up: the next preprocess into the same output deletes the stale
+    ``.NAME.partial-PID`` (its process is gone) and keeps one whose process still runs."""
+    import subprocess
+    import sys
+
+    write_molecules(tmp_path / "data.xyz", 4, seed=1)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f".data.h5.partial-{dead}"
+    stale.write_bytes(b"\0" * 1000)
+    running = tmp_path / f".data.h5.partial-{os.getppid()}"
+    running.write_bytes(b"\0")
+    other = tmp_path / f".other.h5.partial-{dead}"
+    other.write_bytes(b"\0")
+    preprocess(tmp_path / "data.xyz", tmp_path / "data.h5")
+    assert not stale.exists() and running.exists() and other.exists()
+    assert (tmp_path / "data.h5").exists()

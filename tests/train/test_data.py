@@ -202,3 +202,41 @@ def test_coordinates_beyond_the_supported_range_are_refused_before_the_neighbour
         neighbor_list(positions, np.zeros((3, 3)), np.zeros(3, dtype=bool), 5.0)
     with pytest.raises(ValueError, match="cell vectors"):
         neighbor_list(np.zeros((1, 3)), np.eye(3) * 1e7, np.ones(3, dtype=bool), 5.0)
+
+
+def test_reference_energies_of_one_composition_are_the_defined_minimum_norm_split(monkeypatch):
+    """Frames of one molecule fix only ``sum_Z n_Z E0_Z``: the fit says so and returns the
+    minimum-norm split, the same whatever the order and chunking of the frames (before, a solve of
+    the near-singular system gave per-element values that moved by ~0.1 eV with both)."""
+    from tensorfuse.train import _statistics
+
+    frames, _ = read_frames(bundled_dataset("train"))
+    species = [1, 6, 8]
+    with pytest.warns(UserWarning, match=r"determine only 1 combination\(s\) of the 3"):
+        whole = _statistics.least_squares_e0s(frames, species)
+    monkeypatch.setattr(_statistics, "CHUNK", 7)
+    with pytest.warns(UserWarning):
+        chunked = _statistics.least_squares_e0s(frames[::-1], species)
+    counts = np.array([6.0, 2.0, 1.0])  # C2H6O
+    mean = np.mean([f.energy for f in frames])
+    expected = counts * mean / (counts @ counts)
+    for z, e in zip(species, expected):
+        assert whole[z] == pytest.approx(e, abs=1e-9)
+        assert chunked[z] == pytest.approx(whole[z], abs=1e-9)
+
+
+def test_reference_energies_of_independent_compositions_are_exact_and_silent():
+    from tensorfuse.data._io import Frame
+    from tensorfuse.train._statistics import least_squares_e0s
+
+    truth = {1: -13.6, 8: -2041.0}
+    frames = []
+    for numbers in ([1, 1, 8], [1, 8], [8, 8], [1, 1, 1, 8]):
+        numbers = np.array(numbers)
+        frames.append(Frame(numbers=numbers, positions=np.zeros((len(numbers), 3)), cell=np.zeros((3, 3)),
+                            pbc=np.zeros(3, bool),
+                            energy=float(sum(truth[z] for z in numbers))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted = least_squares_e0s(frames, [1, 8])
+    assert fitted == pytest.approx(truth, abs=1e-9)

@@ -211,3 +211,19 @@ def test_kill_at_random_moments_and_resume_equals_an_uninterrupted_run(tmp_path)
     assert metrics_without_time(runs["killed"]) == metrics_without_time(runs["uninterrupted"])
     assert epochs(runs["killed"]) == list(range(1, 9))
     assert not list(runs["killed"].glob(".*.tmp"))
+
+
+def test_the_run_folders_files_follow_the_umask(tmp_path):
+    """Model, configuration, metrics and checkpoint get ``0o666`` less the umask, as ``.h5`` and
+    ``eval`` outputs always did (before, ``mkstemp`` made them ``-rw-------`` whatever the umask,
+    and a group folder's members could not read a colleague's model)."""
+    import stat
+
+    previous = os.umask(0o002)
+    try:
+        train(tiny_config(tmp_path / "run", max_epochs=1))
+    finally:
+        os.umask(previous)
+    written = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert set(written) >= {"model.pt", "config.yaml", "metrics.csv", "checkpoint_last.pt"}
+    assert set(written.values()) == {0o664}, {k: oct(v) for k, v in written.items()}

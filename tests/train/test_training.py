@@ -1,5 +1,7 @@
 """Training: a short run learns, checkpoints resume exactly, files are safe to load, errors are clear."""
 
+import csv
+import json
 import signal
 import subprocess
 import sys
@@ -34,10 +36,18 @@ def test_short_run_learns_and_writes_its_files(tmp_path, capsys):
     result = train(tiny_config(tmp_path / "run", max_epochs=4))
     history = result.history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    for name in ("config.yaml", "model.pt", "checkpoint_last.pt", "metrics.csv"):
+    for name in ("config.yaml", "model.pt", "checkpoint_last.pt", "metrics.csv", "results.csv", "results.json"):
         assert (tmp_path / "run" / name).exists(), name
     assert set(result.metrics) == {"train", "valid", "test"}
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["splits"]) == {"train", "valid", "test"}
+    assert results["splits"]["test"]["f_mae"] == pytest.approx(result.metrics["test"]["f_mae"])
+    with open(tmp_path / "run" / "results.csv") as f:
+        assert [row["split"] for row in csv.DictReader(f)] == ["train", "valid", "test"]
+    # the epoch line shows the energy error left after a shift fit beside the raw one
+    assert all(r["valid_e_rmse_shifted"] <= r["valid_e_rmse"] for r in history)
     out = capsys.readouterr().out
+    assert "after a shift refit" in out
     assert "epoch    4" in out and "errors, best epoch" in out and "read " in out
     model = load_model(tmp_path / "run" / "model.pt")  # plain data: weights_only=True inside
     assert model.config.species == (1, 6, 8) and model.config.statistics.avg_num_neighbors > 1
@@ -213,3 +223,37 @@ def test_compiled_training_follows_the_eager_run(tmp_path):
             assert b[key] == pytest.approx(a[key], rel=1e-9), key
     for name, weight in _weights(tmp_path / "eager" / "model.pt").items():
         torch.testing.assert_close(_weights(tmp_path / "compiled" / "model.pt")[name], weight, rtol=1e-8, atol=1e-10)
+
+
+def test_the_shifted_energy_error_is_what_a_per_element_least_squares_shift_leaves():
+    """``e_rmse_shifted`` adds up from batch sums; it equals the RMSE of the residuals after the
+    least-squares per-element shift over all frames (mixed compositions: several elements count)."""
+    import numpy as np
+
+    from tensorfuse.data._dataset import GraphDataset
+    from tensorfuse.data._io import Frame
+    from tensorfuse.testing import random_molecule
+    from tensorfuse.train._loss import LossWeights
+    from tensorfuse.train._objective import EnergyObjective
+
+    rng = np.random.default_rng(3)
+    frames = []
+    for seed in range(12):
+        positions, numbers = random_molecule([1, 6, 8], int(rng.integers(3, 8)), seed)
+        frames.append(Frame(numbers=numbers, positions=positions, cell=np.zeros((3, 3)), pbc=np.zeros(3, bool),
+                            energy=float(rng.normal()), forces=rng.normal(size=positions.shape)))
+    dataset = GraphDataset(frames, 3.0)
+    objective = EnergyObjective(LossWeights(1.0, 1.0, 0.0), (1, 6, 8))
+    sums, residuals, counts = {k: 0.0 for k in objective.sum_keys}, [], []
+    for batch in ([0, 1, 2, 3, 4], [5, 6, 7], [8, 9, 10, 11]):
+        graph, targets = dataset.collate(batch)
+        predicted = targets.energy + torch.tensor(rng.normal(size=len(batch)) + 5.0)
+        for k, v in objective.error_sums({"energy": predicted, "forces": targets.forces}, graph, targets).items():
+            sums[k] += v
+        residuals += (targets.energy - predicted).tolist()
+        counts += [[int((frames[i].numbers == z).sum()) for z in (1, 6, 8)] for i in batch]
+    metrics = objective.metrics(sums)
+    shift = np.linalg.lstsq(np.array(counts, float), np.array(residuals), rcond=None)[0]
+    left = np.array(residuals) - np.array(counts, float) @ shift
+    assert metrics["e_rmse_shifted"] == pytest.approx(1000 * np.sqrt(np.mean(left**2)), rel=1e-9)
+    assert metrics["e_rmse_shifted"] < 0.5 * metrics["e_rmse"]

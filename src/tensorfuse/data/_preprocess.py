@@ -55,6 +55,7 @@ def preprocess(source, output, keys: DataKeys = DataKeys(), energy_unit: str | N
     factor = _unit_factor(unit, source)
     started = time.perf_counter()
     report, implausible = ReadReport(str(source), energy_unit=unit), [0, None]
+    _remove_stale_partials(output)
     temporary = output.with_name(f".{output.name}.partial-{os.getpid()}")
     writer = FrameWriter(temporary)
     try:
@@ -77,6 +78,25 @@ def preprocess(source, output, keys: DataKeys = DataKeys(), energy_unit: str | N
     if implausible[0]:
         warnings.warn(energy_scale_message(source, implausible[0], report.frames, implausible[1], unit), stacklevel=2)
     return Preprocessed(output, report, output.stat().st_size, time.perf_counter() - started)
+
+
+def _remove_stale_partials(output: Path) -> None:
+    """Delete ``.NAME.partial-PID`` files of this output left by a killed run (``kill -9`` runs no
+    clean-up); a partial file whose process still runs is another preprocess at work and is kept."""
+    for partial in output.parent.glob(f".{output.name}.partial-*"):
+        pid = partial.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _check_paths(source: Path, output: Path, overwrite: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from tensorfuse.data import AtomicGraph
@@ -19,11 +20,21 @@ from tensorfuse.train._loss import SUM_KEYS, LossWeights, batch_counts, error_su
 
 
 class EnergyObjective:
-    """One potential energy surface: weighted MSE of energy per atom, forces and stress."""
+    """One potential energy surface: weighted MSE of energy per atom, forces and stress.
 
-    def __init__(self, weights: LossWeights):
+    Its metrics include ``e_rmse_shifted``: the energy RMSE left after the best per-element shift
+    (least squares over the evaluated frames). Training learns the constant part of the energy
+    slowly and a shift refit at the end removes it, so during training the plain energy error
+    mostly measures that constant; the shifted one is what the refit will leave. It adds up from
+    sums (the compositions' Gram matrix and residual projections), like every other metric."""
+
+    def __init__(self, weights: LossWeights, species: tuple[int, ...] = ()):
         self.weights = weights
-        self.sum_keys = SUM_KEYS
+        self.species = tuple(species)
+        size = len(self.species)
+        self.composition_keys = (tuple(f"comp.{i}.{j}" for i in range(size) for j in range(size))
+                                 + tuple(f"comp.{i}.e" for i in range(size)))
+        self.sum_keys = SUM_KEYS + self.composition_keys
 
     def counts(self, graph: AtomicGraph, targets: Targets) -> torch.Tensor:
         return batch_counts(graph, targets)
@@ -32,10 +43,31 @@ class EnergyObjective:
         return loss_terms(out, graph, targets, self.weights, counts)
 
     def error_sums(self, out, graph, targets) -> dict[str, float]:
-        return error_sums(out, graph, targets)
+        sums = error_sums(out, graph, targets)
+        if self.species:
+            mask = targets.has_energy
+            residual = (targets.energy - out["energy"].detach())[mask].to(torch.float64)
+            elements = (graph.numbers[:, None] == torch.tensor(self.species, device=graph.numbers.device)).to(torch.float64)
+            counts = torch.zeros(graph.num_graphs, len(self.species), dtype=torch.float64, device=elements.device)
+            counts = counts.index_add_(0, graph.batch, elements)[mask]
+            gram, projection = (counts.T @ counts).cpu(), (counts.T @ residual).cpu()
+            size = len(self.species)
+            sums.update({f"comp.{i}.{j}": float(gram[i, j]) for i in range(size) for j in range(size)})
+            sums.update({f"comp.{i}.e": float(projection[i]) for i in range(size)})
+        return sums
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        return metrics_from_sums(sums)
+        metrics = metrics_from_sums(sums)
+        if self.species and sums.get("n_energy", 0) > 0:
+            from tensorfuse.train._statistics import _per_element_fit
+
+            size = len(self.species)
+            gram = np.array([[sums[f"comp.{i}.{j}"] for j in range(size)] for i in range(size)])
+            projection = np.array([sums[f"comp.{i}.e"] for i in range(size)])
+            shift, _ = _per_element_fit(gram, projection)
+            explained = float(projection @ shift)  # what the best shift removes from the sum of squares
+            metrics["e_rmse_shifted"] = 1000.0 * math.sqrt(max(sums["e_sq"] - explained, 0.0) / sums["n_energy"])
+        return metrics
 
 
 class StatesObjective:
@@ -177,7 +209,8 @@ def _signed_squares(predicted: torch.Tensor, reference: torch.Tensor, graph: Ato
 def objective_for(model_config, options) -> EnergyObjective | StatesObjective:
     """The objective of a model with these training options (per-state weights checked here)."""
     if model_config.num_states == 1:
-        return EnergyObjective(LossWeights(options.energy_weight, options.forces_weight, options.stress_weight))
+        return EnergyObjective(LossWeights(options.energy_weight, options.forces_weight, options.stress_weight),
+                               tuple(model_config.species))
     s = model_config.num_states
     weights = []
     for name, given, default in (("state_energy_weights", options.state_energy_weights, options.energy_weight),

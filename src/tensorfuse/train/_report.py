@@ -17,8 +17,12 @@ def epoch_line(row: dict, valid: dict) -> str:
         if pairs:
             text += "; coupling MAE " + ", ".join(f"{p} {valid['c_mae_' + p]:.1f}" for p in pairs) + " meV/Å"
     elif valid:
+        # the plain energy error is mostly the constant that the final shift refit removes: show
+        # what is left after a shift fit too, or epoch 1's "3983 meV" reads like a failed run
+        shifted = valid.get("e_rmse_shifted", math.nan)
         text += (f"  valid E MAE {valid['e_mae']:.2f} meV ({valid['e_atom_mae']:.2f} meV/atom), "
-                 f"RMSE {valid['e_rmse']:.2f}; F MAE {valid['f_mae']:.2f} meV/Å, RMSE {valid['f_rmse']:.2f}")
+                 f"RMSE {valid['e_rmse']:.2f}" + (f" ({shifted:.2f} after a shift refit)" if math.isfinite(shifted) else "")
+                 + f"; F MAE {valid['f_mae']:.2f} meV/Å, RMSE {valid['f_rmse']:.2f}")
     return text
 
 

@@ -2,7 +2,8 @@
 
 A run folder holds ``config.yaml`` (the run's configuration, written before anything else),
 ``checkpoint_last.pt`` (everything needed to continue exactly), ``model.pt`` (the best model) and
-``metrics.csv`` (one row per epoch). Every file is written atomically (temporary file, then
+``metrics.csv`` (one row per epoch), and at the end ``results.csv``/``results.json`` (the best
+model's errors on every split, in meV units, NaN written as empty/null). Every file is written atomically (temporary file, then
 rename), the checkpoint before the metrics and the metrics are rewritten from the checkpoint's own
 history, so a kill at any point leaves files that agree with the last checkpoint once resumed.
 """
@@ -26,6 +27,7 @@ from tensorfuse.utils._files import atomic_write
 CHECKPOINT_FORMAT = "tensorfuse-checkpoint"
 CHECKPOINT_VERSION = 2
 CONFIG_FILE, CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE = "config.yaml", "checkpoint_last.pt", "model.pt", "metrics.csv"
+RESULTS_CSV, RESULTS_JSON = "results.csv", "results.json"  # the final error table, as MACE's results files
 TEST_FILE = "test.xyz"  # the test frames held out of the training file (data.test_fraction)
 RUN_FILES = (CONFIG_FILE, CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE, "checkpoint_best.pt", TEST_FILE)
 PATH_SETTINGS = ("data.train_file", "data.valid_file", "data.test_file")
@@ -154,6 +156,30 @@ class RunFolder:
     def save_model(self, model_dict: dict) -> None:
         if self.writer:
             atomic_save(model_dict, self.path / MODEL_FILE)
+
+    def write_results(self, metrics: dict[str, dict[str, float]], best_epoch: int | None) -> None:
+        """The final error table: ``results.csv`` (one row per split) and ``results.json``."""
+        if not self.writer or not metrics:
+            return
+        import json
+
+        def plain(value):
+            return value if not isinstance(value, float) or math.isfinite(value) else None
+
+        rows = [{"split": split, "best_epoch": best_epoch, **{k: plain(v) for k, v in m.items()}}
+                for split, m in metrics.items()]
+        columns: list[str] = []
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.path / RESULTS_CSV, lambda f: f.write(buffer.getvalue()), binary=False)
+        text = json.dumps({"best_epoch": best_epoch, "units": "meV, meV/atom, meV/Å, meV/Å³",
+                           "splits": {r.pop("split"): {k: v for k, v in r.items() if k != "best_epoch"} for r in rows}},
+                          indent=1)
+        atomic_write(self.path / RESULTS_JSON, lambda f: f.write(text + "\n"), binary=False)
 
     def write_metrics(self, history: list[dict]) -> None:
         """``metrics.csv``: one row per epoch of ``history`` (on resume: the checkpoint's)."""

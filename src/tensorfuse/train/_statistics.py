@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -11,7 +12,7 @@ from tensorfuse.data._io import DataError, Frame, isolated_atom_energies
 from tensorfuse.model._config import Statistics
 
 CHUNK = 4096  # frames per step of the statistics' passes
-RIDGE = 1e-8  # per-element fits: compositions that do not tell elements apart get a near minimum-norm split
+RANK_TOLERANCE = 1e-10  # eigenvalues of the composition Gram matrix below this (relative) span no element
 
 
 def composition(frames: Sequence[Frame], species: Sequence[int]) -> np.ndarray:
@@ -19,9 +20,17 @@ def composition(frames: Sequence[Frame], species: Sequence[int]) -> np.ndarray:
     return np.array([[np.sum(f.numbers == z) for z in species] for f in frames], dtype=np.float64)
 
 
-def _per_element_fit(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Solution of the (ridge-regularised) normal equations of a per-element least-squares fit."""
-    return np.linalg.solve(gram + RIDGE * np.eye(len(rhs)), rhs)
+def _per_element_fit(gram: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, int]:
+    """Minimum-norm solution of the normal equations of a per-element least-squares fit, and their
+    rank. Frames of one composition (every molecular-dynamics set of one molecule) fix only the sum
+    ``sum_Z n_Z E0_Z``: the minimum-norm split of it is defined and the same whatever the frames'
+    order or chunking, where a solve of the near-singular system amplified rounding into arbitrary
+    per-element values (0.1 eV apart between an ``.xyz`` file and the same frames on disk)."""
+    values, vectors = np.linalg.eigh(gram)
+    kept = values > RANK_TOLERANCE * max(values.max(initial=0.0), 1e-300)
+    scale = values[kept].reshape(-1, *[1] * (np.ndim(rhs) - 1))  # rhs may hold one column per state
+    solution = vectors[:, kept] @ ((vectors[:, kept].T @ rhs) / scale)
+    return solution, int(kept.sum())
 
 
 def least_squares_e0s(frames: Iterable[Frame], species: Sequence[int]) -> dict[int, float]:
@@ -37,7 +46,13 @@ def least_squares_e0s(frames: Iterable[Frame], species: Sequence[int]) -> dict[i
             labelled += len(rows)
     if not labelled:
         raise DataError("cannot fit reference energies: no training frame has an energy")
-    solution = _per_element_fit(gram, rhs)
+    solution, rank = _per_element_fit(gram, rhs)
+    if rank < len(species):
+        warnings.warn(
+            f"the training frames' compositions determine only {rank} combination(s) of the {len(species)} "
+            "elements' reference energies (e.g. every frame is the same molecule): E0s are the minimum-norm "
+            "least-squares solution, right for these compositions but not per element; set data.e0s or add "
+            "isolated-atom frames for transferable E0s", stacklevel=2)
     return {int(z): float(e) for z, e in zip(species, solution)}
 
 
@@ -97,7 +112,7 @@ def compute_statistics(frames: Sequence[Frame], avg_num_neighbors: float, e0: di
             rows = [f for f in frames if f.states.has_energy[s]]
             counts = composition(rows, species)
             residual = np.array([f.states.energies[s] - sum(e0[int(z)] for z in f.numbers) for f in rows])
-            per_state.append(_per_element_fit(counts.T @ counts, counts.T @ residual) if rows else np.zeros(len(species)))
+            per_state.append(_per_element_fit(counts.T @ counts, counts.T @ residual)[0] if rows else np.zeros(len(species)))
         shift = {int(z): [float(per_state[s][k]) for s in range(len(states.names))] for k, z in enumerate(species)}
     return Statistics(avg_num_neighbors=avg_num_neighbors, atomic_energies=e0,
                       energy_scale=scale if scale > 1e-8 else 1.0, energy_shift=shift)
@@ -132,7 +147,7 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
 
     Training on forces (weighted 100:1, as MACE does) learns the constant part of the energy very
     slowly; the forces do not depend on it. A least-squares fit of one shift per element to the
-    residuals ``E_ref - E_model`` (near minimum norm where compositions do not tell elements apart) fixes
+    residuals ``E_ref - E_model`` (minimum norm where compositions do not tell elements apart) fixes
     that exactly, after training, leaving every force unchanged. Returns the new shifts (Z -> eV).
     The normal equations add up batch by batch: the dataset may be read from disk.
 
@@ -155,7 +170,7 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
         gram += counts.T @ counts
         rhs += counts.T @ (energies - predicted.reshape(-1, num_states))
     gram, rhs = _summed(dist, gram, rhs)
-    delta = _per_element_fit(gram, rhs)  # [Z, S]
+    delta, _ = _per_element_fit(gram, rhs)  # [Z, S]
     if num_states > 1:
         shifts = {int(z): [a + float(d) for a, d in zip(statistics.shift_of(int(z), num_states), delta[k])]
                   for k, z in enumerate(species)}
@@ -194,7 +209,7 @@ def _refit_ordered_shifts(model, dataset, batch_size: int, dist=None) -> dict:
             gram += np.einsum("bki,bkj->ij", jacobian, jacobian)
             rhs += np.einsum("bki,bk->i", jacobian, energies - predicted)
         gram, rhs = _summed(dist, gram, rhs)
-        delta = _per_element_fit(gram, rhs).reshape(len(species), num_states)
+        delta = _per_element_fit(gram, rhs)[0].reshape(len(species), num_states)
         statistics = energy_model.config.statistics
         shifts = {int(z): [a + float(d) for a, d in zip(statistics.shift_of(int(z), num_states), delta[k])]
                   for k, z in enumerate(species)}

@@ -334,6 +334,7 @@ class Trainer:
                 metrics[split], _ = evaluate_dataset(best, dataset, opt.valid_batch_size, self.objective, self.stress,
                                                      self.dist, f"testing on {split}")
         self.log(format_metrics(metrics, f"best epoch {state.best_epoch} (EMA weights)"))
+        self.folder.write_results(metrics, state.best_epoch)
         return TrainResult(best, metrics, state.history, self.folder.path)
 
 

@@ -8,14 +8,32 @@ from pathlib import Path
 from typing import Callable, IO
 
 
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it where the system allows
+    (``/proc/self/status`` on Linux): ``os.umask`` can only be read by setting it, which would
+    briefly give other threads' new files the wrong mode."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write: Callable[[IO], None], binary: bool = True) -> None:
     """Call ``write(file)`` on a temporary file in the same folder, flush it to disk, then rename
     it over ``path``: a kill mid-write leaves the previous file intact, never a truncated one (and
-    a ``.NAME.*.tmp`` file that the next writer may remove)."""
+    a ``.NAME.*.tmp`` file that the next writer may remove). The file gets the mode an ordinary
+    ``open`` would give it (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``, so
+    that a group folder's members can read a colleague's model."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
             write(f)
             f.flush()
