@@ -40,7 +40,7 @@ def labelled(frames):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """train.xyz, test.xyz, start.xyz, a trained spherical-basis run in run/, md.xyz/md.log."""
+    """train.xyz, test.xyz, start.xyz, a trained spherical-basis run in run/, md/trajectory.xyz and md/md.log."""
     import os
 
     root = tmp_path_factory.mktemp("workspace")
@@ -163,7 +163,31 @@ def _(ws):
 @case("train: an output folder that cannot be created (below a file), found before any data are read")
 def _(ws):
     return (["train", "--train-file", "train.xyz", *KEYS, "--output", "start.xyz/run", *TINY],
-            ["cannot write to the output folder start.xyz/run"])
+            ["cannot write to the output folder start.xyz/run", "start.xyz is a file, not a folder"])
+
+
+@case("train: a device this torch build does not have")
+def _(ws):
+    if torch.cuda.is_available():
+        return ["train", "--device", "cuda:99", "--output", "gpu"], ["only", "CUDA device(s)"]
+    return ["train", "--device", "cuda", "--output", "gpu"], ["device 'cuda': no CUDA GPU is available"]
+
+
+@case("train: a device name that is none")
+def _(ws):
+    return ["train", "--device", "gpu0", "--output", "gpu"], ["training.device='gpu0'", "expected auto, cpu"]
+
+
+@case("md: an output below a file (it said 'File exists')")
+def _(ws):
+    return (["md", "run/model.pt", "start.xyz", "--steps", "2", "--output", "start.xyz/md"],
+            ["cannot write start.xyz", "start.xyz is a file, not a folder"])
+
+
+@case("eval: an output folder below a file (it said 'Not a directory')")
+def _(ws):
+    return (["eval", "run/model.pt", "test.xyz", *KEYS, "--output", "start.xyz/eval"],
+            ["cannot write start.xyz/eval", "start.xyz is a file, not a folder"])
 
 
 @case("train: a plain flag and its --section.key given with other values")
@@ -303,6 +327,22 @@ def _(ws):
 @case("train: a negative learning rate")
 def _(ws):
     return ["train", "--training.lr", "-1"], ["training.lr=-1"]
+
+
+@case("train: a learning rate of nan (it said 'expected float')")
+def _(ws):
+    return ["train", "--training.lr", "nan"], ["training.lr=nan: must be positive"]
+
+
+@case("train: a loss weight of nan (it was accepted)")
+def _(ws):
+    return ["train", "--training.forces_weight", "nan"], ["training.forces_weight=nan: must be >= 0"]
+
+
+@case("train: --init-model beside a model setting names that setting only (not 'preset')")
+def _(ws):
+    return (["train", "--train-file", "train.xyz", *KEYS, "--init-model", "run/model.pt", "--model.channels", "8",
+             "--output", "tuned"], ["remove the model settings ['channels']"])
 
 
 # -- train: several electronic states ----------------------------------------------------------------
@@ -447,7 +487,8 @@ def _(ws):
 # -- md -------------------------------------------------------------------------------------------
 @case("md: an existing trajectory without --overwrite")
 def _(ws):
-    return ["md", "run/model.pt", "start.xyz", "--steps", "4"], ["md.xyz and md.log already exist", "--overwrite"]
+    return (["md", "run/model.pt", "start.xyz", "--steps", "4"],
+            ["md/trajectory.xyz and md/md.log already exist", "--overwrite"])
 
 
 @case("md: --overwrite, but the start-up fails (unknown element): the old trajectory stays")
@@ -733,7 +774,8 @@ def _(ws):
 
 @case("export: an output that cannot be written (below a file)")
 def _(ws):
-    return ["export", "run/model.pt", "start.xyz/model.pt2"], ["cannot write start.xyz/model.pt2"]
+    return ["export", "run/model.pt", "start.xyz/model.pt2"], ["cannot write start.xyz/model.pt2",
+                                                                 "start.xyz is a file, not a folder"]
 
 
 @case("export: an output without the .pt2 suffix")
@@ -800,6 +842,18 @@ def _(ws):
 @case("bench: zero repeats")
 def _(ws):
     return ["bench", "run/model.pt", "start.xyz", "--repeats", "0"], ["repeats and threads must be >= 1"]
+
+
+@case("bench: repeats that would run for days (it printed nothing for hours)")
+def _(ws):
+    return ["bench", "run/model.pt", "start.xyz", "--repeats", str(10**12)], ["repeats=1000000000000", "10,000"]
+
+
+@case("bench: a CUDA device on a machine without one (a raw AssertionError before)")
+def _(ws):
+    if torch.cuda.is_available():
+        return ["bench", "run/model.pt", "start.xyz", "--device", "cuda:99"], ["CUDA device(s)"]
+    return ["bench", "run/model.pt", "start.xyz", "--device", "cuda"], ["no CUDA GPU is available"]
 
 
 # -- ipi ------------------------------------------------------------------------------------------
@@ -1015,6 +1069,22 @@ def test_hostile_input(name, workspace, tmp_path, monkeypatch, capsys):
     after = _hashes(ws)
     changed = [path for path, digest in before.items() if after.get(path) != digest]
     assert not changed, f"changed or removed: {changed}"
+
+
+def test_md_output_is_a_folder_and_the_old_trajectory_form_still_works(workspace, tmp_path, monkeypatch, capsys):
+    """``--output`` is a folder for every command; ``md --output run.xyz`` (the old form) writes the
+    trajectory there as before, with a one-line deprecation."""
+    monkeypatch.chdir(tmp_path)
+    model = str(workspace / "run" / "model.pt")
+    start = str(workspace / "start.xyz")
+    assert cli(["md", model, start, "--steps", "2", "--interval", "1", "--output", "here"]) == 0
+    assert len(read("here/trajectory.xyz", ":")) == 3 and Path("here/md.log").exists()
+    capsys.readouterr()
+    assert cli(["md", model, start, "--steps", "2", "--interval", "1", "--output", "old.xyz"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --output old.xyz: naming the trajectory file is deprecated" in err
+    assert len(err.strip().splitlines()) == 1
+    assert len(read("old.xyz", ":")) == 3 and Path("old.log").exists()
 
 
 def test_bench_prints_both_dtypes_on_the_users_structure(workspace, monkeypatch, capsys):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 # plain flags -> configuration keys
 TRAIN_FLAGS = {
@@ -37,6 +38,7 @@ TRAIN_FLAGS = {
     "seed": "training.seed",
     "dtype": "training.dtype",
     "compile": "training.compile",
+    "device": "training.device",
     "init_model": "training.init_model",
     "output": "output",
 }
@@ -46,9 +48,12 @@ def _parse_value(text: str):
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        return float(value)  # YAML spells these .nan/.inf: "nan" would read as a word, not a number
+    return value
 
 
 def _generic_overrides(extra: list[str]) -> dict:
@@ -119,6 +124,8 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
                       energy_unit=args.energy_unit)
     result = evaluate(args.model, args.data, args.output, data)
     print(format_metrics({"data": result.metrics}, f"{args.model} on {args.data}"))
+    if result.coverage():
+        print(result.coverage())
     print(f"parity plot: {result.plot}\npredictions: {result.written}")
     return 0
 
@@ -156,21 +163,37 @@ def _md(args: argparse.Namespace, extra: list[str]) -> int:
     models = [args.model] + list(args.committee or [])
     calculator = Calculator(models if len(models) > 1 else args.model, device=args.device, dtype=args.dtype,
                             active_state=int(args.state) if args.state.isdigit() else args.state, compile=args.compile)
-    log = args.log or str(Path(args.output).with_suffix(".log"))
+    trajectory, log = _md_files(args.output, args.log)
     print(f"MD ({args.ensemble}) of {len(atoms)} atoms from {args.structure}: {args.steps} steps of "
-          f"{args.timestep} fs at {args.temperature} K; trajectory {args.output}, log {log}")
+          f"{args.timestep} fs at {args.temperature} K; trajectory {trajectory}, log {log}")
     try:
         result = run_md(calculator, atoms, args.ensemble, args.steps, args.timestep, args.temperature,
-                        args.pressure, args.friction, args.output, log, args.interval, args.seed,
+                        args.pressure, args.friction, trajectory, log, args.interval, args.seed,
                         overwrite=args.overwrite, uncertainty=_uncertainty_limits(args))
     except MDExplosion as error:
-        print(f"tensorfuse md: stopped: {error}. The trajectory up to there is in {args.output}.", file=sys.stderr)
+        print(f"tensorfuse md: stopped: {error}. The trajectory up to there is in {trajectory}.", file=sys.stderr)
         return 3
     print(f"done: {result.steps} steps, {result.ms_per_step:.1f} ms/step, total-energy change "
           f"{1000 * result.energy_drift:+.3f} meV/atom; {calculator.neighbor_list_builds} neighbour-list builds")
     if result.uncertain is not None:
         print(f"committee: {result.uncertain_frames} recorded frames crossed the spread limits (in {result.uncertain})")
     return 0
+
+
+TRAJECTORY_SUFFIXES = (".xyz", ".extxyz", ".traj")
+
+
+def _md_files(output: str, log: str | None) -> tuple[str, str]:
+    """Trajectory and log of ``md --output``: a folder, as for the other commands. The old form (a
+    trajectory file, log beside it with ``.log``) still works, with a one-line deprecation."""
+    import warnings
+
+    if Path(output).suffix.lower() in TRAJECTORY_SUFFIXES:
+        warnings.warn(f"--output {output}: naming the trajectory file is deprecated; --output is a folder now (as for "
+                      f"train, eval and namd), with trajectory.xyz and md.log in it", FutureWarning)
+        return output, log or str(Path(output).with_suffix(".log"))
+    folder = Path(output)
+    return str(folder / "trajectory.xyz"), log or str(folder / "md.log")
 
 
 def _namd(args: argparse.Namespace, extra: list[str]) -> int:
@@ -448,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dtype", choices=["float32", "float64"])
     train.add_argument("--compile", action="store_true", default=None,
                        help="torch.compile energy and forces into one graph (minutes of compiling first)")
+    train.add_argument("--device", help="auto (default: the GPU when torch sees one, else the CPU), cpu, cuda, "
+                                        "cuda:N or mps")
     train.add_argument("--init-model", help="fine-tune: start from this trained model's weights (its architecture; "
                                             "E0s fitted to the new data; --training.freeze '[embedding, layers.0]')")
     train.add_argument("--output", help="output folder (model.pt, checkpoints, metrics.csv)")
@@ -477,8 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     md.add_argument("--pressure", type=float, default=1.0, help="bar, for NPT (default 1)")
     md.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs (default 0.01)")
-    md.add_argument("--output", default="md.xyz", help="trajectory (extxyz, default md.xyz)")
-    md.add_argument("--log", help="log file (default: the trajectory name with .log)")
+    md.add_argument("--output", default="md", help="output folder, as for train, eval and namd (default md): "
+                    "trajectory.xyz (extxyz) and md.log in it")
+    md.add_argument("--log", help="log file (default: md.log in the output folder)")
     md.add_argument("--interval", type=int, default=10, help="steps between frames and log lines")
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
@@ -635,8 +661,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tensorfuse {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except OSError as error:  # files that cannot be read or written
-        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
-        print(f"tensorfuse {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        import errno
+
+        from tensorfuse.utils._files import unwritable_reason
+
+        filename = getattr(error, "filename", None)
+        if filename and error.errno in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder should be
+            message = f"cannot write {filename}: {unwritable_reason(Path(filename) / '_', error)}"
+        else:
+            message = (f"{filename}: " if filename else "") + str(error.strerror or error)
+        print(f"tensorfuse {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

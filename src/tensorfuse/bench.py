@@ -39,13 +39,22 @@ class BenchResult:
     threads: int
 
 
+MAX_REPEATS = 10_000
+
+
 def benchmark(model_path, atoms, dtypes=DTYPES, repeats: int = 20, threads: int = 1,
               device: str = "cpu") -> list[BenchResult]:
     """Measure ``model_path`` on ``atoms`` (ASE) in each dtype, one fresh process per dtype."""
     from tensorfuse.model._serialization import load_model
 
+    from tensorfuse.utils._device import resolve_device
+
     if repeats < 1 or threads < 1:
         raise ValueError(f"repeats and threads must be >= 1, got {repeats} and {threads}")
+    if repeats > MAX_REPEATS:
+        raise ValueError(f"repeats={repeats} is more than {MAX_REPEATS:,}: a median of that many calls says nothing "
+                         "more and could run for days")
+    resolve_device(device)  # a one-line error here, not an assertion inside the child process
     unknown = sorted(set(dtypes) - set(DTYPES))
     if unknown:
         raise ValueError(f"dtypes must be among {list(DTYPES)}, got {unknown}")

@@ -185,12 +185,15 @@ def test_kcal_per_mol_read_as_ev_is_flagged(tmp_path):
         read_frames(bundled_dataset("test"))
 
 
-def test_a_one_frame_training_file_trains_without_a_validation_set(tmp_path):
-    """It was reported as "no training frame has an energy" (the frame went to validation)."""
+def test_a_one_frame_training_file_trains_without_a_validation_set(tmp_path, capsys):
+    """It was reported as "no training frame has an energy" (the frame went to validation); then
+    every epoch line printed "valid loss nan"."""
     write(tmp_path / "one.xyz", _ethanol(":1"))
     with pytest.warns(UserWarning, match="only 1 training frame: no validation set"):
         result = _tiny_run(tmp_path, tmp_path / "one.xyz")
     assert set(result.metrics) == {"train"} and len(result.history) == 1
+    epoch_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert epoch_lines and all("(no validation set)" in line and "nan" not in line for line in epoch_lines)
 
 
 def test_coordinates_beyond_the_supported_range_are_refused_before_the_neighbour_list():

@@ -171,6 +171,17 @@ def test_eval_command_writes_plot_and_predictions(tmp_path, capsys):
 
     frames = read(tmp_path / "eval" / "predictions_ethanol_test.xyz", ":")
     assert len(frames) == 100 and "pred_forces" in frames[0].arrays
+    # frames without an energy: the errors say over how many frames they are
+    from ase.io import write
+
+    unlabelled = read(bundled_dataset("test"), ":")
+    for atoms in unlabelled[:3]:
+        atoms.calc = None
+        atoms.arrays["forces"] = frames[0].arrays["pred_forces"] * 0 + 0.1
+    write(tmp_path / "partial.xyz", unlabelled)
+    assert cli(["eval", str(tmp_path / "run" / "model.pt"), str(tmp_path / "partial.xyz"),
+                "--output", str(tmp_path / "eval")]) == 0
+    assert "errors are over the labelled frames only: energy 97 of 100" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("architecture", ["mace", "cormorant"])
@@ -257,3 +268,31 @@ def test_the_shifted_energy_error_is_what_a_per_element_least_squares_shift_leav
     left = np.array(residuals) - np.array(counts, float) @ shift
     assert metrics["e_rmse_shifted"] == pytest.approx(1000 * np.sqrt(np.mean(left**2)), rel=1e-9)
     assert metrics["e_rmse_shifted"] < 0.5 * metrics["e_rmse"]
+
+
+def test_parity_plot_tick_labels_do_not_overlap():
+    """Absolute energies per atom (about -412.3 eV for ethanol, spread 0.01 eV) gave tick labels that
+    ran into each other on the energy axis: they are drawn relative to the mean now."""
+    import numpy as np
+    from matplotlib.pyplot import close
+
+    from tensorfuse.data._io import read_frames
+    from tensorfuse.train import bundled_dataset
+    from tensorfuse.train._evaluate import _parity_figure
+
+    frames, _ = read_frames(bundled_dataset("test"))
+    rng = np.random.default_rng(0)
+    predictions = [{"energy": f.energy + rng.normal(scale=0.05), "forces": f.forces + rng.normal(size=f.forces.shape)}
+                   for f in frames]
+    fig = _parity_figure(frames, predictions, {"e_atom_mae": 1.0, "f_mae": 1.0})
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    try:
+        for ax in fig.axes:
+            for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+                boxes = [t.get_window_extent(renderer) for t in labels if t.get_text() and t.get_visible()]
+                assert len(boxes) >= 2
+                assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), \
+                    [t.get_text() for t in labels]
+    finally:
+        close(fig)

@@ -18,7 +18,7 @@ from tensorfuse.data import AtomicGraph, batch_graphs
 from tensorfuse.model._config import ModelConfig
 from tensorfuse.model._potential import Potential
 from tensorfuse.nn._kernels import tensor_paths
-from tensorfuse.utils._files import atomic_write
+from tensorfuse.utils._files import atomic_write, unwritable_reason
 
 EXPORT_FORMAT = "tensorfuse-export"
 EXPORT_VERSION = 2  # 2: the program returns the energy model's dict of outputs (1: a tuple)
@@ -115,8 +115,7 @@ def export_model(model: Potential, path, overwrite: bool = False) -> Path:
     try:
         atomic_write(path, lambda f: torch.export.save(program, f, extra_files={"tensorfuse.json": json.dumps(meta)}))
     except (OSError, RuntimeError) as error:
-        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise ValueError(f"cannot write {path}: {reason}") from None
+        raise ValueError(f"cannot write {path}: {unwritable_reason(path, error)}") from None
     return path
 
 

@@ -16,7 +16,7 @@ from tensorfuse.utils._dataclasses import check_field_types
 DTYPES = ("float32", "float64")
 TOP_LEVEL = ("data", "model", "training", "output", "resume", "overwrite")
 RESUMABLE_CHANGES = ("training.max_epochs", "training.time_budget", "training.early_stopping_patience",
-                     "training.compile")
+                     "training.compile", "training.device")
 """Settings a resumed run may change (to train longer or shorter); every other one must match."""
 
 
@@ -171,6 +171,9 @@ class OptimConfig:
     seed: int = 0
     dtype: str = "float64"
     compile: bool = False  # torch.compile energy and forces as one graph (compiles minutes at the start)
+    # where to train: "auto" (the GPU when torch sees one, else the CPU; under torchrun each rank its
+    # LOCAL_RANK's GPU), "cpu", "cuda" or "cuda:N" (one process), "mps"
+    device: str = "auto"
     # fine-tuning: start from a trained model's weights (its architecture, normalization and the E0s
     # of elements the new data lack; E0s of the data's elements fitted anew; elements new to it get
     # fresh per-element rows), optionally with some parts frozen, named as in the model ("embedding",
@@ -195,7 +198,7 @@ class OptimConfig:
         if not self.lr > 0:
             _fail("training", "lr", self.lr, "must be positive")
         for name in ("energy_weight", "forces_weight", "stress_weight", "weight_decay", "couplings_weight"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN too
                 _fail("training", name, getattr(self, name), "must be >= 0")
         for name in ("state_energy_weights", "state_forces_weights"):
             value = getattr(self, name)
@@ -210,6 +213,8 @@ class OptimConfig:
             _fail("training", "clip_grad", self.clip_grad, "must be positive, or null")
         if self.dtype not in DTYPES:
             _fail("training", "dtype", self.dtype, f"expected one of {DTYPES}")
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+            _fail("training", "device", self.device, "expected auto, cpu, cuda, cuda:N or mps")
         if not 0.0 < self.scheduler_factor < 1.0:
             _fail("training", "scheduler_factor", self.scheduler_factor, "must be in (0, 1)")
 

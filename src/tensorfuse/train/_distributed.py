@@ -29,13 +29,24 @@ class Distributed:
         return self.rank == 0
 
     @classmethod
-    def from_environment(cls) -> "Distributed":
-        """Read torchrun's variables; initialize the process group when there are several ranks."""
+    def from_environment(cls, device: str = "auto") -> "Distributed":
+        """Read torchrun's variables; initialize the process group when there are several ranks.
+        ``device``: ``"auto"`` (CUDA when available), or a device name, checked here (a one-line
+        error for a device this build or machine lacks); ranks use their local GPU."""
+        from tensorfuse.utils._device import resolve_device
+
+        requested = None if device == "auto" else resolve_device(device)
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
+            if requested is not None:
+                return cls(device=requested)
             return cls(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = torch.cuda.is_available()
+        if requested is not None and requested.type not in ("cpu", "cuda"):
+            raise ValueError(f"device {device!r}: distributed training runs on cpu or cuda")
+        if requested is not None and requested.type == "cuda" and requested.index is not None:
+            raise ValueError(f"device {device!r}: under torchrun every rank uses its local GPU; give cuda or auto")
+        use_cuda = torch.cuda.is_available() if requested is None else requested.type == "cuda"
         if use_cuda:
             torch.cuda.set_device(local)
         if not dist.is_initialized():

@@ -23,6 +23,15 @@ class Evaluation:
     predictions: list  # per frame: {"energy": float, "forces": [n, 3], ("stress": [3, 3])}
     plot: Path | None
     written: Path | None
+    labelled: dict = dataclasses.field(default_factory=dict)  # label -> frames that have it, and "frames"
+
+    def coverage(self) -> str | None:
+        """A line saying over how many frames each error is, when some frames lack a label."""
+        total = self.labelled.get("frames", 0)
+        partial = {k: n for k, n in self.labelled.items() if k != "frames" and 0 < n < total}
+        if not partial:
+            return None
+        return ("errors are over the labelled frames only: " + ", ".join(f"{k} {n} of {total}" for k, n in partial.items()))
 
 
 def evaluate(model_path, data_path, output_dir=None, data: DataConfig | None = None,
@@ -87,7 +96,80 @@ def evaluate(model_path, data_path, output_dir=None, data: DataConfig | None = N
     else:
         plot = output_dir / f"parity_{stem}.png"
         _parity_plot(plot, frames, predictions, metrics)
-    return Evaluation(metrics, predictions, plot, written)
+    return Evaluation(metrics, predictions, plot, written, _labelled(frames, names))
+
+
+def _labelled(frames, names) -> dict:
+    counts = {"frames": len(frames)}
+    if names:
+        for k, name in enumerate(names):
+            counts[f"energy {name}"] = sum(bool(f.states.has_energy[k]) for f in frames)
+            counts[f"forces {name}"] = sum(bool(f.states.has_forces[k]) for f in frames)
+    else:
+        counts["energy"] = sum(f.energy is not None for f in frames)
+        counts["forces"] = sum(f.forces is not None for f in frames)
+        counts["stress"] = sum(f.stress is not None or f.virial is not None for f in frames)
+    return counts
+
+
+def _state_view(frame, k: int):
+    """The frame with state ``k``'s energy and forces as its labels (None where missing)."""
+    labels = frame.states
+    return dataclasses.replace(frame, energy=float(labels.energies[k]) if labels.has_energy[k] else None,
+                               forces=labels.forces[k] if labels.has_forces[k] else None)
+
+
+def _parity_plot(path: Path, frames, predictions, metrics, title: str = "") -> None:
+    import matplotlib.pyplot as plt
+
+    fig = _parity_figure(frames, predictions, metrics, title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _parity_figure(frames, predictions, metrics, title: str = ""):
+    """Energy per atom and force parity panels. Energies are drawn relative to the reference
+    mean: absolute energies per atom (e.g. -400.123 eV) give tick labels that overlap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    with_e = [(f.energy / f.num_atoms, p["energy"] / f.num_atoms) for f, p in zip(frames, predictions) if f.energy is not None]
+    with_f = [(f.forces.ravel(), p["forces"].ravel()) for f, p in zip(frames, predictions) if f.forces is not None]
+    mean = float(np.mean([e for e, _ in with_e])) if with_e else 0.0
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    for ax, pairs, label, unit, mae in (
+        (axes[0], [(a - mean, b - mean) for a, b in with_e], "energy per atom", "eV/atom", metrics["e_atom_mae"]),
+        (axes[1], [(a, b) for x, y in with_f for a, b in zip(x, y)], "force components", "eV/Å", metrics["f_mae"]),
+    ):
+        if pairs:
+            ref, pred = np.array(pairs).T
+            ax.scatter(ref, pred, s=4, alpha=0.5)
+            lo, hi = min(ref.min(), pred.min()), max(ref.max(), pred.max())
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            ax.set_title(f"{title}{label}: MAE {mae:.2f} m{unit}")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(MaxNLocator(nbins=5))
+        ax.ticklabel_format(useOffset=False)
+        shifted = f" − ({mean:.4f})" if ax is axes[0] and with_e else ""
+        ax.set_xlabel(f"reference{shifted} ({unit})")
+        ax.set_ylabel(f"predicted{shifted} ({unit})")
+    fig.tight_layout()
+    return fig
+
+def _labelled(frames, names) -> dict:
+    counts = {"frames": len(frames)}
+    if names:
+        for k, name in enumerate(names):
+            counts[f"energy {name}"] = sum(bool(f.states.has_energy[k]) for f in frames)
+            counts[f"forces {name}"] = sum(bool(f.states.has_forces[k]) for f in frames)
+    else:
+        counts["energy"] = sum(f.energy is not None for f in frames)
+        counts["forces"] = sum(f.forces is not None for f in frames)
+        counts["stress"] = sum(f.stress is not None or f.virial is not None for f in frames)
+    return counts
 
 
 def _state_view(frame, k: int):

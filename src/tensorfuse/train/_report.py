@@ -8,8 +8,10 @@ from pathlib import Path
 
 
 def epoch_line(row: dict, valid: dict) -> str:
-    text = (f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4g}  valid loss {row['valid_loss']:.4g}  "
-            f"lr {row['lr']:.2e}  {row['time_s']:.1f} s")
+    validated = math.isfinite(row["valid_loss"]) or bool(valid)
+    text = (f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4g}  "
+            + (f"valid loss {row['valid_loss']:.4g}  " if validated else "(no validation set)  ")
+            + f"lr {row['lr']:.2e}  {row['time_s']:.1f} s")
     states = [k[len("f_mae_"):] for k in valid if k.startswith("f_mae_")]
     if states:  # several electronic states: the force MAE of each, the coupling MAEs
         text += "  valid F MAE " + ", ".join(f"{s} {valid['f_mae_' + s]:.1f}" for s in states) + " meV/Å"

@@ -22,7 +22,7 @@ import torch
 
 from tensorfuse.model._serialization import atomic_save
 from tensorfuse.train._config import RESUMABLE_CHANGES, TrainConfig
-from tensorfuse.utils._files import atomic_write
+from tensorfuse.utils._files import atomic_write, unwritable_reason
 
 CHECKPOINT_FORMAT = "tensorfuse-checkpoint"
 CHECKPOINT_VERSION = 2
@@ -60,7 +60,8 @@ class RunFolder:
                 with tempfile.TemporaryFile(dir=self.path):
                     pass
             except OSError as error:
-                raise ValueError(f"cannot write to the output folder {self.path}: {error.strerror or error}") from None
+                raise ValueError(f"cannot write to the output folder {self.path}: "
+                                 f"{unwritable_reason(self.path / 'x', error)}") from None
 
     def start(self, config: TrainConfig) -> None:
         """Begin a new run once everything was checked: delete an overwritten run's files, then
@@ -91,7 +92,8 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path / CONFIG_FILE, lambda f: f.write(text), binary=False)
         except OSError as error:
-            raise ValueError(f"cannot write to the output folder {self.path}: {error.strerror or error}") from None
+            raise ValueError(f"cannot write to the output folder {self.path}: "
+                             f"{unwritable_reason(self.path / 'x', error)}") from None
 
     def stored_config(self) -> TrainConfig:
         """The configuration of the run in this folder (``config.yaml``, or the checkpoint's for runs

@@ -46,7 +46,7 @@ def train(config: TrainConfig) -> TrainResult:
     """Train a potential as described by ``config``; returns the model (EMA weights of the best
     validation epoch) and its errors. Writes ``config.yaml``, ``model.pt``, ``checkpoint_last.pt``
     and ``metrics.csv`` to ``config.output``; with ``config.resume`` it continues the run there."""
-    dist = Distributed.from_environment()
+    dist = Distributed.from_environment(config.training.device)
     try:
         return Trainer(config, dist).run()
     finally:
@@ -126,9 +126,11 @@ class Trainer:
         path = self.options.init_model
         if path is None:
             return None
-        if dict(self.config.model) != {"preset": "small"}:
+        # the default model section is {"preset": "small"}: a setting given on top of it keeps that preset
+        given = sorted(k for k, v in self.config.model.items() if (k, v) != ("preset", "small"))
+        if given:
             raise ValueError(f"training.init_model: the architecture comes from {path}; remove the model settings "
-                             f"{sorted(self.config.model)}")
+                             f"{given}")
         from tensorfuse.model._serialization import load_model
 
         pretrained = load_model(path, dtype=self.dtype)

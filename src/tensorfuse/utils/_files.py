@@ -43,3 +43,16 @@ def atomic_write(path, write: Callable[[IO], None], binary: bool = True) -> None
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def unwritable_reason(path, error: BaseException) -> str:
+    """Why ``path`` (a file or a folder to create) could not be written, said the same way by every
+    command: an ancestor that is a file is named (the OS says "File exists" for one call and "Not
+    a directory" for another), otherwise the OS's reason."""
+    for ancestor in Path(path).parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                return f"{ancestor} is a file, not a folder"
+            break
+    reason = getattr(error, "strerror", None) or str(error).strip()
+    return reason.splitlines()[0] if reason else type(error).__name__
