@@ -221,3 +221,56 @@ def test_a_server_that_never_answers_is_given_up_on_in_time():
         finally:
             for filler in fillers:
                 filler.close()
+
+
+@pytest.mark.parametrize("periodic", [False, True], ids=["molecule", "periodic"])
+def test_ipis_own_python_driver_runs_the_model_in_process(periodic, model_file, tmp_path, capsys):
+    """``i-pi-py_driver -m custom -P $(tensorfuse ipi --pes-file) -o template=...,model=...``: i-PI's
+    own driver loads the model; the forces i-PI received are the calculator's, and a molecule gets
+    a zero virial where a periodic box gets the model's."""
+    pytest.importorskip("ipi")
+    driver_script = Path(sys.executable).parent / "i-pi-py_driver"
+    if not driver_script.exists():
+        pytest.skip("i-pi-py_driver is not installed beside this Python")
+    assert cli(["ipi", "--pes-file"]) == 0
+    pes_file = capsys.readouterr().out.strip()
+    assert pes_file.endswith("ipi_pes.py") and Path(pes_file).exists()
+    start = _structure(periodic)
+    write(tmp_path / "init.xyz", start, format="extxyz")
+    port = _free_port()
+    (tmp_path / "input.xml").write_text(
+        INPUT.format(steps=STEPS, beads=1, mode="inet", pbc="true" if periodic else "false", address="127.0.0.1",
+                     port=f"<port>{port}</port>").replace("[ step, potential ]", "[ step, potential, pressure_md ]"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "ipi.log", "w") as out:
+        server = subprocess.Popen([sys.executable, str(Path(sys.executable).parent / "i-pi"), "input.xml"],
+                                  cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env)
+        time.sleep(1.0)
+        client = subprocess.Popen([sys.executable, str(driver_script), "-m", "custom", "-P", pes_file,
+                                   "-a", "127.0.0.1", "-p", str(port),
+                                   "-o", f"template={tmp_path / 'init.xyz'},model={model_file}"],
+                                  cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            assert server.wait(timeout=120) == 0, (tmp_path / "ipi.log").read_text()[-3000:]
+            client.wait(timeout=30)
+        finally:
+            for process in (server, client):
+                if process.poll() is None:
+                    process.kill()
+    calculator = Calculator(model_file)
+    positions = read(tmp_path / "sim.pos_0.extxyz", index=":")
+    forces = read(tmp_path / "sim.for_0.extxyz", index=":")
+    assert len(positions) == len(forces) == STEPS + 1
+    for frame, received in zip(positions, forces):
+        atoms = start.copy()
+        atoms.positions, atoms.cell = frame.positions, frame.cell
+        atoms.calc = calculator
+        expected = atoms.get_forces()
+        got = received.calc.get_forces() if received.calc is not None else received.arrays["forces"]
+        assert np.abs(got - expected).max() < 1e-6 * np.abs(expected).max()
+    table = np.loadtxt(tmp_path / "sim.out", ndmin=2)
+    assert table.shape[0] == STEPS + 1
+    atoms = start.copy()
+    atoms.positions, atoms.cell = positions[0].positions, positions[0].cell
+    atoms.calc = calculator
+    np.testing.assert_allclose(table[0, 1] * units.Hartree, atoms.get_potential_energy(), rtol=1e-7, atol=1e-6)

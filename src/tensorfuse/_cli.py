@@ -351,6 +351,11 @@ def _ipi(args: argparse.Namespace, extra: list[str]) -> int:
 
     if extra:
         raise ValueError(f"unknown argument(s) {extra}")
+    if args.pes_file:
+        print(driver.PES_FILE)
+        return 0
+    if not (args.model and args.structure):
+        raise ValueError("give a MODEL and i-PI's initial STRUCTURE (or --pes-file for i-pi-py_driver's custom PES)")
     if (args.address is None) == (args.unix is None):
         raise ValueError("give i-PI's socket: --address HOST:PORT (<ffsocket mode=\"inet\">) or --unix NAME "
                          "(<ffsocket mode=\"unix\">)")
@@ -589,8 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     lmp.set_defaults(run=_lammps)
 
     ipi = sub.add_parser("ipi", help="serve a model's forces to i-PI over a socket (path-integral MD and more)")
-    ipi.add_argument("model", help="model file (model.pt)")
-    ipi.add_argument("structure", help="i-PI's initial structure (its elements, atom order and periodicity)")
+    ipi.add_argument("model", nargs="?", help="model file (model.pt)")
+    ipi.add_argument("structure", nargs="?", help="i-PI's initial structure (its elements, atom order and periodicity)")
+    ipi.add_argument("--pes-file", action="store_true", help="print the path of tensorfuse's PES module for i-PI's own "
+                     "driver (i-pi-py_driver -m custom -P PATH -o template=init.xyz,model=model.pt) and exit")
     ipi.add_argument("--address", metavar="HOST:PORT", help="i-PI's <ffsocket mode=\"inet\"> address and port")
     ipi.add_argument("--unix", metavar="NAME", help="i-PI's <ffsocket mode=\"unix\"> address (socket /tmp/ipi_NAME)")
     ipi.add_argument("--connect-timeout", type=float, default=30.0,

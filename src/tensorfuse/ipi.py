@@ -19,6 +19,10 @@ same file). Periodicity comes from that file as well:
   and the virial is zero. Keep i-PI from wrapping the atoms into its box, which would tear the
   molecule apart: ``<ffsocket pbc="false">`` (i-PI's default).
 
+i-PI's own Python driver can load the model in process instead: ``i-pi-py_driver -m custom -P
+PES_FILE -o template=init.xyz,model=model.pt`` (:mod:`tensorfuse.ipi_pes`; ``tensorfuse ipi
+--pes-file`` prints the path).
+
 Connecting retries for ``connect_timeout`` seconds, so the driver may start before i-PI has
 opened its socket; an address nobody listens on ends in one :class:`ConnectionError` naming it.
 """
@@ -28,8 +32,11 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
 
 DEFAULT_PORT = 31415
+PES_FILE = Path(__file__).resolve().with_name("ipi_pes.py")  # for i-pi-py_driver -m custom -P PES_FILE
 UNIX_PREFIX = "/tmp/ipi_"  # where i-PI (and ASE's client) put <ffsocket mode="unix"> sockets
 _RETRY_SECONDS = 0.2
 
