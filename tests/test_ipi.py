@@ -164,14 +164,15 @@ def test_ipi_receives_the_models_forces(mode, periodic, model_file, tmp_path, ca
 
 
 def test_the_example_runs_as_the_readme_says(model_file, tmp_path, capsys):
-    """examples/ipi as committed (8 beads), cut to 2 steps on a free port, driven by the README's command."""
+    """examples/ipi as committed (8 beads), cut to 2 steps on a free port, driven by the command of
+    the manual's i-PI page (docs/ipi.md)."""
     import shlex
     import shutil
 
     pytest.importorskip("ipi")
     root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text().split("## Path-integral MD with i-PI", 1)[1]
-    block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    page = (root / "docs" / "ipi.md").read_text()
+    block = page.split("```bash\n", 1)[1].split("```", 1)[0]
     commands = [shlex.split(line, comments=True) for line in block.splitlines()]
     assert [c[:2] for c in commands] == [["tensorfuse", "train"], ["i-pi", "input.xml"], ["tensorfuse", "ipi"]]
     driver = commands[2][1:]
@@ -232,6 +233,9 @@ def test_ipis_own_python_driver_runs_the_model_in_process(periodic, model_file, 
     driver_script = Path(sys.executable).parent / "i-pi-py_driver"
     if not driver_script.exists():
         pytest.skip("i-pi-py_driver is not installed beside this Python")
+    page = (Path(__file__).resolve().parents[1] / "docs" / "ipi.md").read_text()  # the command the manual gives
+    assert 'i-pi-py_driver -m custom -P "$(tensorfuse ipi --pes-file)" -a localhost -p 31415 ' \
+           '-o template=init.xyz,model=run/model.pt' in page
     assert cli(["ipi", "--pes-file"]) == 0
     pes_file = capsys.readouterr().out.strip()
     assert pes_file.endswith("ipi_pes.py") and Path(pes_file).exists()

@@ -260,35 +260,6 @@ def test_bad_files_and_settings_are_one_line_errors(tmp_path, h5py, monkeypatch)
         FrameStore(tmp_path / "data.h5")
 
 
-def test_the_readme_commands_work_as_written(tmp_path, h5py, monkeypatch):
-    """The README section's commands, run from a scratch folder (the bundled files by their full
-    path; training cut to one epoch of a tiny model, the torchrun line parsed only)."""
-    import shlex
-    from pathlib import Path
-
-    from tensorfuse._cli import _split_dotted, build_parser
-    from tensorfuse._cli import main as cli
-
-    root = Path(__file__).resolve().parents[2]
-    text = (root / "README.md").read_text().split("## Data larger than memory", 1)[1]
-    block = text.split("```bash\n", 1)[1].split("```", 1)[0].replace("src/tensorfuse/", f"{root}/src/tensorfuse/")
-    commands = [shlex.split(line, comments=True) for line in block.splitlines() if "tensorfuse" in line
-                and not line.startswith("pip ")]
-    assert [c[c.index("tensorfuse") + 1] for c in commands] == ["preprocess", "preprocess", "train", "train", "eval"]
-    monkeypatch.chdir(tmp_path)
-    tiny = ["--max-epochs", "1", "--data.max_train_frames", "20", "--model.channels", "4", "--model.l_max_edge", "1",
-            "--model.radial_mlp", "[8]", "--model.readout_hidden", "4"]
-    for command in commands:
-        if command[0] == "torchrun":
-            known, dotted = _split_dotted(command[command.index("tensorfuse") + 1:])
-            assert build_parser().parse_args(known).train_file == "train.h5" and dotted
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            assert cli(command[1:] + (tiny if command[1] == "train" else [])) == 0, command
-    assert (tmp_path / "runs/h5/model.pt").exists()
-
-
 def test_a_later_run_removes_the_partial_file_a_killed_run_left(tmp_path, h5py):
     """``kill -9`` runs no clean-up: the next preprocess into the same output deletes the stale
     ``.NAME.partial-PID`` (its process is gone) and keeps one whose process still runs."""

@@ -33,16 +33,17 @@ class DynamicsOptions:
     ``start`` is a structure (Wigner sampling of the model's minimum) or, with ``sampling: file``, a
     file of frames with velocities (e.g. initial conditions shared with a reference run)."""
 
+    # a structure (Wigner sampling of the model's minimum) or, with sampling: file, frames with velocities
     start: str = ""
-    sampling: str = "wigner"
-    initial_state: str = "S1"
-    trajectories: int = 50
-    steps: int = 400
-    timestep: float = 0.5
-    temperature: float = 0.0
-    method: str = "fssh"
-    seed: int = 0
-    interval: int = 2
+    sampling: str = "wigner"  # wigner or file
+    initial_state: str = "S1"  # the state every trajectory starts on
+    trajectories: int = 50  # trajectories per iteration
+    steps: int = 400  # steps per trajectory
+    timestep: float = 0.5  # fs
+    temperature: float = 0.0  # K, of the Wigner sampling (0: zero-point motion only)
+    method: str = "fssh"  # fssh, fssh-ba or lz
+    seed: int = 0  # seed of the initial conditions and the hops
+    interval: int = 2  # steps between recorded frames
 
     def __post_init__(self):
         if not self.start or not Path(self.start).exists():
@@ -60,13 +61,13 @@ class SelectionOptions:
     trajectory per ``separation_fs``, and none within ``min_distance`` Å (RMS of the interatomic
     distances) of one already chosen: one event does not fill the batch."""
 
-    frames: int = 20
-    energy_spread: float | None = 0.2
-    gap_spread: float | None = 0.2
-    forces_spread: float | None = 1.0
-    small_gap: float = 0.5
-    separation_fs: float = 10.0
-    min_distance: float = 0.05
+    frames: int = 20  # at most this many frames labelled per iteration
+    energy_spread: float | None = 0.2  # eV: committee spread of a state's energy that flags a frame; null: not checked
+    gap_spread: float | None = 0.2  # eV: committee spread of a gap that flags a frame; null: not checked
+    forces_spread: float | None = 1.0  # eV/Å: committee spread of the forces that flags a frame; null: not checked
+    small_gap: float = 0.5  # eV: a flagged frame's rank is doubled where a gap is below this
+    separation_fs: float = 10.0  # at most one frame per trajectory per this many fs
+    min_distance: float = 0.05  # Å (RMS of interatomic distances): no two chosen frames closer than this
 
     def __post_init__(self):
         if self.frames < 1:
@@ -84,15 +85,15 @@ class LabellerOptions:
     sharing the orbitals, if more than the labelled ones, see :class:`tensorfuse.qm.CasscfSettings`), ``command``
     (``command`` with ``{input}`` and ``{output}``) or ``python`` (``function``: "module:name")."""
 
-    kind: str = "model"
-    model: str | None = None
-    command: str | None = None
-    function: str | None = None
-    ncas: int = 2
-    nelecas: int = 2
-    basis: str = "6-31g*"
-    workers: int = 1
-    average: int | None = None
+    kind: str = "model"  # model, casscf, command or python
+    model: str | None = None  # the reference model file (kind: model)
+    command: str | None = None  # a program with {input} and {output} (kind: command)
+    function: str | None = None  # module:name of a Python labeller (kind: python)
+    ncas: int = 2  # active orbitals (casscf)
+    nelecas: int = 2  # active electrons (casscf)
+    basis: str = "6-31g*"  # basis set (casscf)
+    workers: int = 1  # single-thread labelling processes
+    average: int | None = None  # states sharing the orbitals, if more than the labelled ones (casscf)
 
     def __post_init__(self):
         if self.kind not in LABELLERS:
@@ -112,8 +113,9 @@ class StopOptions:
     trajectories cross a spread limit and the initial state's population at each of ``times_fs``
     changed by less than its standard error since the previous iteration."""
 
-    max_iterations: int = 5
-    flagged_fraction: float = 0.05
+    max_iterations: int = 5  # the loop ends after this many iterations
+    flagged_fraction: float = 0.05  # converged when fewer than this fraction of trajectories are flagged ...
+    # ... and the initial state's population at these times moved less than its standard error
     times_fs: tuple[float, ...] = (25.0, 50.0, 100.0)
 
     def __post_init__(self):
@@ -135,18 +137,21 @@ class AdaptiveConfig:
     the previous iteration's members. ``output``: the run folder (one subfolder per iteration).
     """
 
-    data: str = ""
-    states: tuple[str, ...] = ("S0", "S1")
-    data_options: Mapping[str, Any] = field(default_factory=dict)
+    data: str = ""  # the labelled file to start from
+    states: tuple[str, ...] = ("S0", "S1")  # the electronic states
+    data_options: Mapping[str, Any] = field(default_factory=dict)  # other keys of the training data section
+    # the model section of tensorfuse train (every member the same)
     model: Mapping[str, Any] = field(default_factory=dict)
+    # the training section of tensorfuse train (seeds 0 .. committee - 1)
     training: Mapping[str, Any] = field(default_factory=dict)
-    committee: int = 2
-    fine_tune: bool = True
+    committee: int = 2  # members of the committee
+    fine_tune: bool = True  # later iterations start from the previous iteration's members
+    # the ensemble run on each iteration's committee
     dynamics: DynamicsOptions = field(default_factory=DynamicsOptions)
-    selection: SelectionOptions = field(default_factory=SelectionOptions)
-    labeller: LabellerOptions = field(default_factory=LabellerOptions)
-    stop: StopOptions = field(default_factory=StopOptions)
-    output: str = "runs/adaptive"
+    selection: SelectionOptions = field(default_factory=SelectionOptions)  # which frames are labelled
+    labeller: LabellerOptions = field(default_factory=LabellerOptions)  # how frames are labelled
+    stop: StopOptions = field(default_factory=StopOptions)  # when the loop ends
+    output: str = "runs/adaptive"  # the run folder (one subfolder per iteration, summary.csv)
 
     def __post_init__(self):
         if not self.data or not Path(self.data).exists():

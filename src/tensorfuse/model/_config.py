@@ -190,7 +190,9 @@ class ModelConfig:
     l_max : largest degree of the hidden node features (the last layer keeps scalars only).
     l_max_edge : largest degree of the edge harmonics and of the atomic density ``A``.
     num_layers : message-passing layers.
-    r_max : cutoff radius (Å); ``num_bessel`` radial basis functions; ``cutoff_p`` envelope exponent.
+    r_max : cutoff radius (Å).
+    num_bessel : Bessel radial basis functions.
+    cutoff_p : exponent of the polynomial envelope that takes the radial basis smoothly to zero at ``r_max``.
     radial_mlp : hidden widths of the radial MLP.
     parity : ``"natural"`` features (0e, 1o, 2e, ...) or ``"all"``, adding pseudotensor channels
         (0o, 1e, ...) produced by the odd (Levi-Civita) products.

@@ -47,6 +47,8 @@ class TensorProductSpec:
     paths : iterable of (i1, i2, ir_out), optional
         An explicit list; each is checked for the triangle and parity rules.
 
+    Notes
+    -----
     Paths are ordered by output irrep (``l``, then even before odd parity), then by inputs, and
     each path has its own output block: ``irreps_out`` has one irrep per path, so the outputs of
     one degree form a contiguous ``[num_paths_l, 2l+1]`` block (see :meth:`degree_blocks`).

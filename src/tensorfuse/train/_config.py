@@ -55,27 +55,31 @@ class DataConfig:
     Every state's energy key must match some frame.
     """
 
+    # extxyz (any file ASE reads), rMD17 .npz or a preprocessed .h5; unset: the bundled ethanol data
     train_file: str | None = None
-    valid_file: str | None = None
-    test_file: str | None = None
-    valid_fraction: float = 0.05
-    test_fraction: float = 0.0
-    max_train_frames: int | None = None
-    max_valid_frames: int | None = None
-    energy_key: str = "energy"
-    forces_key: str | None = None
-    stress_key: str | None = None
-    virial_key: str | None = None
+    valid_file: str | None = None  # validation frames; unset: a random valid_fraction of the training file
+    test_file: str | None = None  # test frames, evaluated once at the end
+    valid_fraction: float = 0.05  # of the training file held out for validation when there is no valid_file
+    test_fraction: float = 0.0  # of the training file held out as test frames (written to test.xyz in the run folder)
+    max_train_frames: int | None = None  # use at most this many training frames (the first after shuffling)
+    max_valid_frames: int | None = None  # use at most this many validation frames
+    energy_key: str = "energy"  # key of the energy in every frame's info (or its ASE calculator)
+    forces_key: str | None = None  # per-atom key of the forces; unset: 'forces' where frames have them
+    stress_key: str | None = None  # key of the stress (3x3 or Voigt 6); unset: 'stress' where frames have it
+    virial_key: str | None = None  # key of the virial (eV); unset: 'virial' where frames have it
+    # unit of the file's energies (eV, kcal/mol, ...; unset: eV, kcal/mol for rMD17 .npz)
     energy_unit: str | None = None
+    # reference energies: auto (isolated-atom frames, else least squares; the minimum-norm split, with a warning, where
+    # the compositions do not tell the elements apart), isolated, average or {Z: eV}
     e0s: Any = "auto"
-    min_distance: float = 0.5
-    allow_missing_labels: bool = False
-    states: tuple[str, ...] = ()
-    state_energy_key: str = "energy_{state}"
-    state_forces_key: str = "forces_{state}"
-    coupling_key: str = "nac_{i}_{j}"
-    coupling_kind: str = "nac"
-    coupling_projection: str = "rigid"
+    min_distance: float = 0.5  # atoms closer than this (Å) in a frame are an error
+    allow_missing_labels: bool = False  # train on frames that lack some labels (masked) instead of refusing them
+    states: tuple[str, ...] = ()  # names of the electronic states, lowest first (e.g. [S0, S1]); empty: one surface
+    state_energy_key: str = "energy_{state}"  # template of each state's energy key
+    state_forces_key: str = "forces_{state}"  # template of each state's forces key
+    coupling_key: str = "nac_{i}_{j}"  # template of each pair's coupling key
+    coupling_kind: str = "nac"  # nac (derivative couplings, 1/Å) or scaled (ΔE·d in the energy unit per Å)
+    coupling_projection: str = "rigid"  # rigid (components along rigid translations and rotations removed) or none
 
     def __post_init__(self):
         check_field_types(self, functools.partial(_fail, "data"))
@@ -148,28 +152,29 @@ class DataConfig:
 class OptimConfig:
     """The optimization: loss weights, Adam (AMSGrad), learning-rate schedule, EMA, budget."""
 
-    max_epochs: int = 100
+    max_epochs: int = 100  # stop after this many epochs
     time_budget: float | None = None  # minutes of wall clock for the whole run
-    batch_size: int = 5
+    batch_size: int = 5  # training frames per batch
     # training batches filled up to this many atoms instead of batch_size frames (data of mixed sizes)
     batch_atoms: int | None = None
-    valid_batch_size: int = 10
-    lr: float = 0.01
-    weight_decay: float = 5e-7
-    energy_weight: float = 1.0
+    valid_batch_size: int = 10  # frames per evaluation batch
+    lr: float = 0.01  # learning rate of Adam (AMSGrad)
+    weight_decay: float = 5e-7  # Adam's L2 weight decay
+    energy_weight: float = 1.0  # loss weight of the energy per atom
     forces_weight: float = 100.0  # MACE's default weighting (energy per atom : force components)
-    stress_weight: float = 1.0
+    stress_weight: float = 1.0  # loss weight of the stress
     state_energy_weights: tuple[float, ...] | None = None  # per state (default: energy_weight for every state)
     state_forces_weights: tuple[float, ...] | None = None  # per state (default: forces_weight)
     couplings_weight: float = 10.0  # of the coupling loss (ΔE·d, eV/Å, better sign per frame and pair)
     refit_energy_shift: bool = True  # after training: per-element energy shift by least squares
+    # decay of the exponential moving average of the weights (used to validate and save); null: none
     ema_decay: float | None = 0.99
-    clip_grad: float | None = None
-    scheduler_patience: int = 5
-    scheduler_factor: float = 0.8
-    early_stopping_patience: int | None = None
-    seed: int = 0
-    dtype: str = "float64"
+    clip_grad: float | None = None  # gradient norm clipping; null: none
+    scheduler_patience: int = 5  # epochs without improvement before ReduceLROnPlateau lowers the learning rate
+    scheduler_factor: float = 0.8  # ReduceLROnPlateau's factor
+    early_stopping_patience: int | None = None  # stop after this many epochs without improvement; null: never
+    seed: int = 0  # seed of the weights, the split into training and validation and the batches
+    dtype: str = "float64"  # float64 or float32, of the model and the training
     compile: bool = False  # torch.compile energy and forces as one graph (compiles minutes at the start)
     # where to train: "auto" (the GPU when torch sees one, else the CPU; under torchrun each rank its
     # LOCAL_RANK's GPU), "cpu", "cuda" or "cuda:N" (one process), "mps"
@@ -179,7 +184,7 @@ class OptimConfig:
     # fresh per-element rows), optionally with some parts frozen, named as in the model ("embedding",
     # "layers.0", "layers.1.product", "readouts")
     init_model: str | None = None
-    freeze: tuple[str, ...] = ()
+    freeze: tuple[str, ...] = ()  # model parts kept fixed while fine-tuning (e.g. [embedding, layers.0])
 
     def __post_init__(self):
         check_field_types(self, functools.partial(_fail, "training"))
@@ -231,12 +236,13 @@ class TrainConfig:
     :data:`RESUMABLE_CHANGES`.
     """
 
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # the data section (DataConfig)
+    # the model section: a preset and any ModelConfig field
     model: Mapping[str, Any] = field(default_factory=lambda: {"preset": "small"})
-    training: OptimConfig = field(default_factory=OptimConfig)
-    output: str = "runs/tensorfuse"
-    resume: bool = False
-    overwrite: bool = False
+    training: OptimConfig = field(default_factory=OptimConfig)  # the training section (OptimConfig)
+    output: str = "runs/tensorfuse"  # the run folder
+    resume: bool = False  # continue the run in output with its stored configuration
+    overwrite: bool = False  # replace a run already in output (its files are deleted)
 
     def __post_init__(self):
         if isinstance(self.data, Mapping):
