@@ -22,20 +22,11 @@ from ase.io import read, write
 from tensorfuse._cli import main as cli
 from tensorfuse.train import bundled_dataset
 
+from ._frames import labelled
+
 KEYS = ["--energy-key", "REF_energy", "--forces-key", "REF_forces"]
 TINY = ["--model.channels", "4", "--model.l_max_edge", "1", "--model.radial_mlp", "[8]", "--model.readout_hidden",
         "4", "--model.num_bessel", "4", "--batch-size", "4", "--data.valid_fraction", "0.2"]
-
-
-def labelled(frames):
-    """Frames with REF_energy/REF_forces labels (no ASE calculator), as most users' files have."""
-    out = []
-    for atoms in frames:
-        copy = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        copy.info["REF_energy"] = atoms.get_potential_energy()
-        copy.arrays["REF_forces"] = atoms.get_forces()
-        out.append(copy)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ._frames import labelled
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 DATASETS = ROOT / "src" / "tensorfuse" / "datasets"
@@ -129,18 +131,6 @@ def shrink(args: list[str]) -> list[str]:
     return args
 
 
-def _labelled(frames):
-    from ase import Atoms
-
-    out = []
-    for atoms in frames:
-        copy = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        copy.info["REF_energy"] = atoms.get_potential_energy()
-        copy.arrays["REF_forces"] = atoms.get_forces()
-        out.append(copy)
-    return out
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """The files the pages' commands name (data.xyz, test.xyz, start.xyz, ethylene.xyz, big.xyz,
@@ -153,9 +143,9 @@ def workspace(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("docs_workspace")
     ethanol = read(DATASETS / "ethanol_train.xyz", ":20")
-    write(root / "data.xyz", _labelled(ethanol[:16]))
+    write(root / "data.xyz", labelled(ethanol[:16]))
     write(root / "test.xyz", ethanol[16:])  # plain energy/forces keys, as eval reads by default
-    write(root / "big.xyz", _labelled(ethanol))
+    write(root / "big.xyz", labelled(ethanol))
     write(root / "start.xyz", ethanol[0])
     write(root / "ethylene.xyz", read(DATASETS / "ethylene_casscf.xyz", 0))
     starts = read(DATASETS / "ethylene_casscf.xyz", ":2")

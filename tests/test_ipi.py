@@ -107,6 +107,24 @@ def _run_ipi_with_driver(folder: Path, driver_argv: list[str], timeout: float = 
     return text
 
 
+def _check_received_forces(folder: Path, bead: int, start: Atoms, calculator) -> list[float]:
+    """The forces i-PI received for ``bead`` equal the calculator's at the positions it wrote (i-PI's
+    "ase" trajectories are in Å and eV/Å, with 8 decimals); returns the calculator's energies there."""
+    positions = read(folder / f"sim.pos_{bead}.extxyz", index=":")
+    forces = read(folder / f"sim.for_{bead}.extxyz", index=":")
+    assert len(positions) == len(forces) == STEPS + 1
+    energies = []
+    for frame, received in zip(positions, forces):
+        atoms = start.copy()
+        atoms.positions, atoms.cell = frame.positions, frame.cell
+        atoms.calc = calculator
+        expected = atoms.get_forces()
+        got = received.calc.get_forces() if received.calc is not None else received.arrays["forces"]
+        assert np.abs(got - expected).max() < 1e-6 * np.abs(expected).max(), (bead, got - expected)
+        energies.append(atoms.get_potential_energy())
+    return energies
+
+
 def _structure(periodic: bool) -> Atoms:
     frame = read(bundled_dataset("train"), index=0)
     atoms = Atoms(numbers=frame.numbers, positions=frame.positions - frame.positions.mean(0))
@@ -140,22 +158,7 @@ def test_ipi_receives_the_models_forces(mode, periodic, model_file, tmp_path, ca
     assert "connected" in out and "done: i-PI ended the run" in out, out
 
     calculator = Calculator(model_file)
-    bead_energies = []
-    for bead in range(BEADS):
-        # i-PI's "ase" trajectories are in Å and eV/Å, with 8 decimals
-        positions = read(tmp_path / f"sim.pos_{bead}.extxyz", index=":")
-        forces = read(tmp_path / f"sim.for_{bead}.extxyz", index=":")
-        assert len(positions) == len(forces) == STEPS + 1
-        energies = []
-        for frame, received in zip(positions, forces):
-            atoms = start.copy()
-            atoms.positions, atoms.cell = frame.positions, frame.cell
-            atoms.calc = calculator
-            expected = atoms.get_forces()
-            got = received.calc.get_forces() if received.calc is not None else received.arrays["forces"]
-            assert np.abs(got - expected).max() < 1e-6 * np.abs(expected).max(), (bead, got - expected)
-            energies.append(atoms.get_potential_energy())
-        bead_energies.append(energies)
+    bead_energies = [_check_received_forces(tmp_path, bead, start, calculator) for bead in range(BEADS)]
     assert not np.allclose(bead_energies[0], bead_energies[1])  # the beads are distinct configurations
     # i-PI's potential: the beads' mean, in hartree
     table = np.loadtxt(tmp_path / "sim.out", ndmin=2)
@@ -261,20 +264,7 @@ def test_ipis_own_python_driver_runs_the_model_in_process(periodic, model_file, 
             for process in (server, client):
                 if process.poll() is None:
                     process.kill()
-    calculator = Calculator(model_file)
-    positions = read(tmp_path / "sim.pos_0.extxyz", index=":")
-    forces = read(tmp_path / "sim.for_0.extxyz", index=":")
-    assert len(positions) == len(forces) == STEPS + 1
-    for frame, received in zip(positions, forces):
-        atoms = start.copy()
-        atoms.positions, atoms.cell = frame.positions, frame.cell
-        atoms.calc = calculator
-        expected = atoms.get_forces()
-        got = received.calc.get_forces() if received.calc is not None else received.arrays["forces"]
-        assert np.abs(got - expected).max() < 1e-6 * np.abs(expected).max()
+    energies = _check_received_forces(tmp_path, 0, start, Calculator(model_file))
     table = np.loadtxt(tmp_path / "sim.out", ndmin=2)
     assert table.shape[0] == STEPS + 1
-    atoms = start.copy()
-    atoms.positions, atoms.cell = positions[0].positions, positions[0].cell
-    atoms.calc = calculator
-    np.testing.assert_allclose(table[0, 1] * units.Hartree, atoms.get_potential_energy(), rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(table[:, 1] * units.Hartree, energies, rtol=1e-7, atol=1e-6)

@@ -170,14 +170,7 @@ class RunFolder:
 
         rows = [{"split": split, "best_epoch": best_epoch, **{k: plain(v) for k, v in m.items()}}
                 for split, m in metrics.items()]
-        columns: list[str] = []
-        for row in rows:
-            columns += [k for k in row if k not in columns]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(self.path / RESULTS_CSV, lambda f: f.write(buffer.getvalue()), binary=False)
+        _write_csv(self.path / RESULTS_CSV, rows)
         text = json.dumps({"best_epoch": best_epoch, "units": "meV, meV/atom, meV/Å, meV/Å³",
                            "splits": {r.pop("split"): {k: v for k, v in r.items() if k != "best_epoch"} for r in rows}},
                           indent=1)
@@ -190,14 +183,19 @@ class RunFolder:
         if not history:
             (self.path / METRICS_FILE).unlink(missing_ok=True)
             return
-        columns: list[str] = []
-        for row in history:
-            columns += [k for k in row if k not in columns]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
-        atomic_write(self.path / METRICS_FILE, lambda f: f.write(buffer.getvalue()), binary=False)
+        _write_csv(self.path / METRICS_FILE, history)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    """``rows`` as CSV, atomically; the columns are every key in order of first appearance."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=False)
 
 
 def _stored_form(config: TrainConfig) -> dict:
