@@ -84,7 +84,12 @@ def matched_channels(name: str) -> int:
     return min(range(8, 65, 2), key=lambda c: abs(parameters(name, c) - target))
 
 
-def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float = 1.0) -> dict:
+def _best_epoch(folder) -> int | None:
+    results = Path(folder) / "results.json"
+    return json.loads(results.read_text())["best_epoch"] if results.exists() else None
+
+
+def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float = 1.0, best_by: str = "loss") -> dict:
     from tensorfuse import TrainConfig, train
 
     channels = matched_channels(name)
@@ -100,12 +105,13 @@ def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float 
         data={"train_file": str(paths["train"]), "test_file": str(paths["test"]), "valid_fraction": 0.1, **data},
         model=model_section(name, channels),
         training={"max_epochs": 100000, "time_budget": budget, "batch_size": 5, "lr": 0.01, "energy_weight": energy_weight,
-                  "forces_weight": 100.0, "ema_decay": 0.99, "dtype": "float64", **weights},
+                  "forces_weight": 100.0, "ema_decay": 0.99, "dtype": "float64", "best_by": best_by, **weights},
         output=str(work / name), overwrite=True,
     ))
     summary = {"model": name, "channels": channels, "parameters": sum(p.numel() for p in result.model.parameters()),
                "epochs": len(result.history), "minutes": (time.perf_counter() - start) / 60,
-               "test": result.metrics["test"], "state": state, "energy_weight": energy_weight}
+               "test": result.metrics["test"], "state": state, "energy_weight": energy_weight, "best_by": best_by,
+               "best_epoch": _best_epoch(result.output)}
     if not state:  # the couplings against the file's own vectors, rigid-body parts included
         from tensorfuse import DataConfig, evaluate
 
@@ -168,6 +174,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(DATA), help="the labelled file (split once into test and training)")
     parser.add_argument("--table", action="store_true", help="print the table of the finished runs")
     parser.add_argument("--energy-weight", type=float, default=1.0, help="of the energy per atom (forces: 100)")
+    parser.add_argument("--best-by", choices=["loss", "forces"], default="loss",
+                        help="the epoch kept: lowest validation loss, or lowest force (+ coupling) MAE")
     args = parser.parse_args()
     work = Path(args.work)
     if args.table:
@@ -181,7 +189,7 @@ def main() -> None:
     tune_malloc()
     paths = splits(work, Path(args.data))
     for name in args.models:
-        summary = run(name, paths, args.budget, work, args.energy_weight)
+        summary = run(name, paths, args.budget, work, args.energy_weight, args.best_by)
         print(json.dumps({k: v for k, v in summary.items() if k != "test"}), flush=True)
 
 

@@ -270,3 +270,35 @@ def test_the_energy_shift_refit_recovers_the_shifts_of_ordered_states(tmp_path, 
     for atoms in frames:
         energies = model.predict(atoms)["energy"]
         assert abs(energies[0] - atoms.info["energy_S0"]) < 1e-6 and abs(energies[1] - atoms.info["energy_S1"]) < 1e-6
+
+
+def test_best_by_forces_keeps_the_epoch_of_the_lowest_force_and_coupling_error(tmp_path):
+    """``training.best_by: forces`` keeps the epoch whose validation force MAE (mean over states) plus
+    coupling MAE is lowest, whatever the loss did; ``loss`` keeps the lowest validation loss."""
+    import json
+
+    from tensorfuse import TrainConfig, train
+    from tensorfuse.datasets import path
+
+    def run(best_by):
+        config = TrainConfig(
+            data={"train_file": str(path("ethylene_casscf")), "states": ["S0", "S1"], "max_train_frames": 20,
+                  "max_valid_frames": 8},
+            model={"channels": 4, "l_max_edge": 1, "radial_mlp": [8], "readout_hidden": 4, "num_bessel": 4,
+                   "couplings": "diabatic"},
+            # a loss of energies alone: its best epoch is not the forces' (epochs 6 and 1 with this seed)
+            training={"max_epochs": 6, "batch_size": 4, "seed": 0, "best_by": best_by, "lr": 0.05,
+                      "energy_weight": 1000.0, "forces_weight": 1.0, "couplings_weight": 0.0},
+            output=str(tmp_path / best_by))
+        return train(config)
+
+    kept = {}
+    for best_by in ("forces", "loss"):
+        result = run(best_by)
+        def score(row):
+            if best_by == "loss":
+                return row["valid_loss"]
+            return (row["valid_f_mae_S0"] + row["valid_f_mae_S1"]) / 2 + row["valid_c_mae_S0_S1"]
+        kept[best_by] = json.loads((tmp_path / best_by / "results.json").read_text())["best_epoch"]
+        assert kept[best_by] == min(result.history, key=score)["epoch"]
+    assert kept["forces"] != kept["loss"]

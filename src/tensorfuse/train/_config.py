@@ -14,6 +14,7 @@ from tensorfuse.model._config import LEGACY_KEYS, PRESETS, ModelConfig
 from tensorfuse.utils._dataclasses import check_field_types
 
 DTYPES = ("float32", "float64")
+BEST_BY = ("loss", "forces")
 TOP_LEVEL = ("data", "model", "training", "output", "resume", "overwrite")
 RESUMABLE_CHANGES = ("training.max_epochs", "training.time_budget", "training.early_stopping_patience",
                      "training.compile", "training.device")
@@ -173,6 +174,10 @@ class OptimConfig:
     scheduler_patience: int = 5  # epochs without improvement before ReduceLROnPlateau lowers the learning rate
     scheduler_factor: float = 0.8  # ReduceLROnPlateau's factor
     early_stopping_patience: int | None = None  # stop after this many epochs without improvement; null: never
+    # which epoch's model is kept (and what early stopping watches): "loss" (the validation loss) or "forces" (the
+    # validation force MAE, averaged over states, plus the coupling MAE of a multi-state model with couplings: errors
+    # the final energy-shift refit cannot change, where the loss also counts energy offsets that the refit removes)
+    best_by: str = "loss"
     seed: int = 0  # seed of the weights, the split into training and validation and the batches
     dtype: str = "float64"  # float64 or float32, of the model and the training
     compile: bool = False  # torch.compile energy and forces as one graph (compiles minutes at the start)
@@ -216,6 +221,8 @@ class OptimConfig:
             _fail("training", "ema_decay", self.ema_decay, "must be in (0, 1), or null for no EMA")
         if self.clip_grad is not None and not self.clip_grad > 0:
             _fail("training", "clip_grad", self.clip_grad, "must be positive, or null")
+        if self.best_by not in BEST_BY:
+            _fail("training", "best_by", self.best_by, f"expected one of {BEST_BY}")
         if self.dtype not in DTYPES:
             _fail("training", "dtype", self.dtype, f"expected one of {DTYPES}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):

@@ -303,11 +303,20 @@ class Trainer:
                "train_loss": train_loss, "valid_loss": valid_loss,
                **{f"train_{k}": v for k, v in train_metrics.items()},
                **{f"valid_{k}": v for k, v in valid_metrics.items()}}
-        improved = self.state.record(row, monitored, lambda: model_to_dict(evaluation))
+        improved = self.state.record(row, self._selection_value(monitored, valid_metrics),
+                                     lambda: model_to_dict(evaluation))
         now = time.perf_counter()
         self.state.elapsed += now - self.started
         self.started = now
         return row, valid_metrics, improved
+
+    def _selection_value(self, loss: float, valid: dict) -> float:
+        """What ``training.best_by`` compares between epochs (lower is better)."""
+        if self.options.best_by == "loss" or not valid:
+            return loss
+        forces = [v for k, v in valid.items() if k.startswith("f_mae_")] or [valid["f_mae"]]
+        couplings = [v for k, v in valid.items() if k.startswith("c_mae_") and math.isfinite(v)]
+        return sum(forces) / len(forces) + (sum(couplings) / len(couplings) if couplings else 0.0)
 
     def _save(self, improved: bool) -> None:
         checkpoint = {
