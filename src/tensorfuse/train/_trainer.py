@@ -314,7 +314,11 @@ class Trainer:
         """What ``training.best_by`` compares between epochs (lower is better)."""
         if self.options.best_by == "loss" or not valid:
             return loss
-        forces = [v for k, v in valid.items() if k.startswith("f_mae_")] or [valid["f_mae"]]
+        forces = [v for k, v in valid.items() if k.startswith("f_mae_") and math.isfinite(v)]
+        if not forces and math.isfinite(valid.get("f_mae", math.nan)):
+            forces = [valid["f_mae"]]
+        if not forces:  # validation frames without forces: nothing else to compare
+            return loss
         couplings = [v for k, v in valid.items() if k.startswith("c_mae_") and math.isfinite(v)]
         return sum(forces) / len(forces) + (sum(couplings) / len(couplings) if couplings else 0.0)
 
