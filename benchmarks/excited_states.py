@@ -89,7 +89,8 @@ def _best_epoch(folder) -> int | None:
     return json.loads(results.read_text())["best_epoch"] if results.exists() else None
 
 
-def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float = 1.0, best_by: str = "loss") -> dict:
+def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float = 1.0, best_by: str = "loss",
+        couplings_weight: float = 10.0) -> dict:
     from tensorfuse import TrainConfig, train
 
     channels = matched_channels(name)
@@ -99,7 +100,7 @@ def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float 
         weights = {}
     else:
         data = {"states": STATES}
-        weights = {"couplings_weight": 10.0}
+        weights = {"couplings_weight": couplings_weight}
     start = time.perf_counter()
     result = train(TrainConfig(
         data={"train_file": str(paths["train"]), "test_file": str(paths["test"]), "valid_fraction": 0.1, **data},
@@ -111,6 +112,7 @@ def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float 
     summary = {"model": name, "channels": channels, "parameters": sum(p.numel() for p in result.model.parameters()),
                "epochs": len(result.history), "minutes": (time.perf_counter() - start) / 60,
                "test": result.metrics["test"], "state": state, "energy_weight": energy_weight, "best_by": best_by,
+               "couplings_weight": couplings_weight if not state else None,
                "best_epoch": _best_epoch(result.output)}
     if not state:  # the couplings against the file's own vectors, rigid-body parts included
         from tensorfuse import DataConfig, evaluate
@@ -174,6 +176,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DATA), help="the labelled file (split once into test and training)")
     parser.add_argument("--table", action="store_true", help="print the table of the finished runs")
     parser.add_argument("--energy-weight", type=float, default=1.0, help="of the energy per atom (forces: 100)")
+    parser.add_argument("--couplings-weight", type=float, default=10.0, help="of the couplings (ΔE·d, eV/Å)")
     parser.add_argument("--best-by", choices=["loss", "forces"], default="loss",
                         help="the epoch kept: lowest validation loss, or lowest force (+ coupling) MAE")
     args = parser.parse_args()
@@ -189,7 +192,7 @@ def main() -> None:
     tune_malloc()
     paths = splits(work, Path(args.data))
     for name in args.models:
-        summary = run(name, paths, args.budget, work, args.energy_weight, args.best_by)
+        summary = run(name, paths, args.budget, work, args.energy_weight, args.best_by, args.couplings_weight)
         print(json.dumps({k: v for k, v in summary.items() if k != "test"}), flush=True)
 
 
