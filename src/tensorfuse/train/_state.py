@@ -59,8 +59,10 @@ class ExponentialMovingAverage:
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))  # warm-up, as torch_ema
+        # frozen weights (fine-tuning) stay bit for bit: d*w + (1-d)*w is not always w in floating point
+        frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
         for k, v in model.state_dict().items():
-            if k in self.shadow:
+            if k in self.shadow and k not in frozen:
                 self.shadow[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
 
     def state_dict(self) -> dict:
