@@ -204,8 +204,6 @@ def _run_line(line: str, folder: Path, variables: dict) -> None:
         assert result.returncode == 0, (line, result.stderr[-2000:])
         return
     if words[0] == "torchrun":
-        from tensorfuse.train import TrainConfig  # noqa: F401  (the run below imports it in each rank)
-
         args = shrink(words[words.index("tensorfuse") + 1:])
         result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                                  "-m", "tensorfuse", *args], cwd=folder, capture_output=True, text=True, timeout=600,

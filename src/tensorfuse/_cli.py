@@ -124,8 +124,8 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
                       energy_unit=args.energy_unit)
     result = evaluate(args.model, args.data, args.output, data)
     print(format_metrics({"data": result.metrics}, f"{args.model} on {args.data}"))
-    if result.coverage():
-        print(result.coverage())
+    if coverage := result.coverage():
+        print(coverage)
     print(f"parity plot: {result.plot}\npredictions: {result.written}")
     return 0
 
@@ -674,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
 
         filename = getattr(error, "filename", None)
         if filename and error.errno in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder should be
-            message = f"cannot write {filename}: {unwritable_reason(Path(filename) / '_', error)}"
+            message = f"cannot write {filename}: {unwritable_reason(filename, error, folder=True)}"
         else:
             message = (f"{filename}: " if filename else "") + str(error.strerror or error)
         print(f"tensorfuse {args.command}: error: {message}", file=sys.stderr)

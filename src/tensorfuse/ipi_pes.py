@@ -34,6 +34,7 @@ class TensorfuseDriver(ASEDriver):
         self.ase_calculator = make_calculator(self.model_path, self.device, self.dtype)
         check_elements(self.template_ase, self.ase_calculator, str(self.template))
         self.periodic = bool(self.template_ase.pbc.all())
+        self.capabilities = ["energy", "forces", "stress"]  # a molecule's stress is a zero, added below
 
     def compute_structure(self, cell, pos):
         cell, pos = self.convert_units(cell, pos)
@@ -45,5 +46,4 @@ class TensorfuseDriver(ASEDriver):
         properties = dict(structure.get_properties(["energy", "forces"] + (["stress"] if self.periodic else [])))
         if not self.periodic:  # a molecule has no stress: i-PI gets a zero virial
             properties["stress"] = np.zeros((3, 3))
-        self.capabilities = ["energy", "forces", "stress"]
         return self.post_process(properties, structure)

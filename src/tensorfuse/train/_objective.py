@@ -17,6 +17,7 @@ import torch
 from tensorfuse.data import AtomicGraph
 from tensorfuse.data._dataset import Targets
 from tensorfuse.train._loss import SUM_KEYS, LossWeights, batch_counts, error_sums, loss_terms, metrics_from_sums
+from tensorfuse.train._statistics import graph_composition, per_element_fit
 
 
 class EnergyObjective:
@@ -45,12 +46,10 @@ class EnergyObjective:
     def error_sums(self, out, graph, targets) -> dict[str, float]:
         sums = error_sums(out, graph, targets)
         if self.species:
-            mask = targets.has_energy
-            residual = (targets.energy - out["energy"].detach())[mask].to(torch.float64)
-            elements = (graph.numbers[:, None] == torch.tensor(self.species, device=graph.numbers.device)).to(torch.float64)
-            counts = torch.zeros(graph.num_graphs, len(self.species), dtype=torch.float64, device=elements.device)
-            counts = counts.index_add_(0, graph.batch, elements)[mask]
-            gram, projection = (counts.T @ counts).cpu(), (counts.T @ residual).cpu()
+            mask = targets.has_energy.cpu().numpy()
+            residual = (targets.energy - out["energy"].detach()).double().cpu().numpy()[mask]
+            counts = graph_composition(graph, self.species)[mask]
+            gram, projection = counts.T @ counts, counts.T @ residual
             size = len(self.species)
             sums.update({f"comp.{i}.{j}": float(gram[i, j]) for i in range(size) for j in range(size)})
             sums.update({f"comp.{i}.e": float(projection[i]) for i in range(size)})
@@ -59,12 +58,10 @@ class EnergyObjective:
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         metrics = metrics_from_sums(sums)
         if self.species and sums.get("n_energy", 0) > 0:
-            from tensorfuse.train._statistics import _per_element_fit
-
             size = len(self.species)
             gram = np.array([[sums[f"comp.{i}.{j}"] for j in range(size)] for i in range(size)])
             projection = np.array([sums[f"comp.{i}.e"] for i in range(size)])
-            shift, _ = _per_element_fit(gram, projection)
+            shift, _ = per_element_fit(gram, projection)
             explained = float(projection @ shift)  # what the best shift removes from the sum of squares
             metrics["e_rmse_shifted"] = 1000.0 * math.sqrt(max(sums["e_sq"] - explained, 0.0) / sums["n_energy"])
         return metrics

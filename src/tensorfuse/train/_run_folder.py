@@ -61,7 +61,7 @@ class RunFolder:
                     pass
             except OSError as error:
                 raise ValueError(f"cannot write to the output folder {self.path}: "
-                                 f"{unwritable_reason(self.path / 'x', error)}") from None
+                                 f"{unwritable_reason(self.path, error, folder=True)}") from None
 
     def start(self, config: TrainConfig) -> None:
         """Begin a new run once everything was checked: delete an overwritten run's files, then
@@ -93,7 +93,7 @@ class RunFolder:
             atomic_write(self.path / CONFIG_FILE, lambda f: f.write(text), binary=False)
         except OSError as error:
             raise ValueError(f"cannot write to the output folder {self.path}: "
-                             f"{unwritable_reason(self.path / 'x', error)}") from None
+                             f"{unwritable_reason(self.path, error, folder=True)}") from None
 
     def stored_config(self) -> TrainConfig:
         """The configuration of the run in this folder (``config.yaml``, or the checkpoint's for runs

@@ -20,7 +20,7 @@ def composition(frames: Sequence[Frame], species: Sequence[int]) -> np.ndarray:
     return np.array([[np.sum(f.numbers == z) for z in species] for f in frames], dtype=np.float64)
 
 
-def _per_element_fit(gram: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, int]:
+def per_element_fit(gram: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, int]:
     """Minimum-norm solution of the normal equations of a per-element least-squares fit, and their
     rank. Frames of one composition (every molecular-dynamics set of one molecule) fix only the sum
     ``sum_Z n_Z E0_Z``: the minimum-norm split of it is defined and the same whatever the frames'
@@ -46,7 +46,7 @@ def least_squares_e0s(frames: Iterable[Frame], species: Sequence[int]) -> dict[i
             labelled += len(rows)
     if not labelled:
         raise DataError("cannot fit reference energies: no training frame has an energy")
-    solution, rank = _per_element_fit(gram, rhs)
+    solution, rank = per_element_fit(gram, rhs)
     if rank < len(species):
         warnings.warn(
             f"the training frames' compositions determine only {rank} combination(s) of the {len(species)} "
@@ -112,7 +112,7 @@ def compute_statistics(frames: Sequence[Frame], avg_num_neighbors: float, e0: di
             rows = [f for f in frames if f.states.has_energy[s]]
             counts = composition(rows, species)
             residual = np.array([f.states.energies[s] - sum(e0[int(z)] for z in f.numbers) for f in rows])
-            per_state.append(_per_element_fit(counts.T @ counts, counts.T @ residual)[0] if rows else np.zeros(len(species)))
+            per_state.append(per_element_fit(counts.T @ counts, counts.T @ residual)[0] if rows else np.zeros(len(species)))
         shift = {int(z): [float(per_state[s][k]) for s in range(len(states.names))] for k, z in enumerate(species)}
     return Statistics(avg_num_neighbors=avg_num_neighbors, atomic_energies=e0,
                       energy_scale=scale if scale > 1e-8 else 1.0, energy_shift=shift)
@@ -166,11 +166,11 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
     num_states = config.num_states
     gram, rhs = np.zeros((len(species), len(species))), np.zeros((len(species), num_states))
     for graph, energies, predicted in _predicted_batches(model, dataset, batch_size, dist):
-        counts = _graph_composition(graph, species)
+        counts = graph_composition(graph, species)
         gram += counts.T @ counts
         rhs += counts.T @ (energies - predicted.reshape(-1, num_states))
     gram, rhs = _summed(dist, gram, rhs)
-    delta, _ = _per_element_fit(gram, rhs)  # [Z, S]
+    delta, _ = per_element_fit(gram, rhs)  # [Z, S]
     if num_states > 1:
         shifts = {int(z): [a + float(d) for a, d in zip(statistics.shift_of(int(z), num_states), delta[k])]
                   for k, z in enumerate(species)}
@@ -198,7 +198,7 @@ def _refit_ordered_shifts(model, dataset, batch_size: int, dist=None) -> dict:
         for graph, energies, predicted in _predicted_batches(model, dataset, batch_size, dist):
             slopes = np.zeros(predicted.shape + (num_states,))  # dE_k / d(shift of state a) of one atom
             device_graph = graph.to(next(model.parameters()).device)
-            counts = _graph_composition(graph, species)  # [B, Z]
+            counts = graph_composition(graph, species)  # [B, Z]
             for a in range(num_states):  # every atom's shift moved: the structure's by its atom count
                 with torch.no_grad():
                     buffer[:, a] += SHIFT_STEP
@@ -209,7 +209,7 @@ def _refit_ordered_shifts(model, dataset, batch_size: int, dist=None) -> dict:
             gram += np.einsum("bki,bkj->ij", jacobian, jacobian)
             rhs += np.einsum("bki,bk->i", jacobian, energies - predicted)
         gram, rhs = _summed(dist, gram, rhs)
-        delta = _per_element_fit(gram, rhs)[0].reshape(len(species), num_states)
+        delta = per_element_fit(gram, rhs)[0].reshape(len(species), num_states)
         statistics = energy_model.config.statistics
         shifts = {int(z): [a + float(d) for a, d in zip(statistics.shift_of(int(z), num_states), delta[k])]
                   for k, z in enumerate(species)}
@@ -261,10 +261,10 @@ def _labelled_batches(dataset, positions: np.ndarray, batch_size: int, num_state
         yield pending, np.array(energies)
 
 
-def _graph_composition(graph, species: Sequence[int]) -> np.ndarray:
+def graph_composition(graph, species: Sequence[int]) -> np.ndarray:
     """``[structures, species]`` atom counts of a batched graph."""
     lookup = np.full(max(species) + 1, -1)
     lookup[list(species)] = np.arange(len(species))
     counts = np.zeros((graph.num_graphs, len(species)))
-    np.add.at(counts, (graph.batch.numpy(), lookup[graph.numbers.numpy()]), 1.0)
+    np.add.at(counts, (graph.batch.cpu().numpy(), lookup[graph.numbers.cpu().numpy()]), 1.0)
     return counts

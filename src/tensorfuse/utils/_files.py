@@ -45,11 +45,12 @@ def atomic_write(path, write: Callable[[IO], None], binary: bool = True) -> None
         raise
 
 
-def unwritable_reason(path, error: BaseException) -> str:
-    """Why ``path`` (a file or a folder to create) could not be written, said the same way by every
-    command: an ancestor that is a file is named (the OS says "File exists" for one call and "Not
-    a directory" for another), otherwise the OS's reason."""
-    for ancestor in Path(path).parents:
+def unwritable_reason(path, error: BaseException, folder: bool = False) -> str:
+    """Why ``path`` (a file, or with ``folder`` a folder, to create) could not be written, said the
+    same way by every command: a file where a folder must be is named (the OS says "File exists"
+    for one call and "Not a directory" for another), otherwise the OS's reason."""
+    path = Path(path)
+    for ancestor in ([path] if folder else []) + list(path.parents):
         if ancestor.exists():
             if not ancestor.is_dir():
                 return f"{ancestor} is a file, not a folder"
