@@ -835,6 +835,11 @@ def _(ws):
     return ["bench", "run/model.pt", "start.xyz", "--repeats", "0"], ["repeats and threads must be >= 1"]
 
 
+@case("ipi: --pes-file with a model (it was ignored)")
+def _(ws):
+    return ["ipi", "--pes-file", "run/model.pt"], ["--pes-file prints the PES module's path", "-o template="]
+
+
 @case("bench: repeats that would run for days (it printed nothing for hours)")
 def _(ws):
     return ["bench", "run/model.pt", "start.xyz", "--repeats", str(10**12)], ["repeats=1000000000000", "10,000"]

@@ -352,6 +352,9 @@ def _ipi(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise ValueError(f"unknown argument(s) {extra}")
     if args.pes_file:
+        if args.model or args.structure:
+            raise ValueError("--pes-file prints the PES module's path and takes no MODEL or STRUCTURE (give those to "
+                             "i-pi-py_driver: -o template=STRUCTURE,model=MODEL)")
         print(driver.PES_FILE)
         return 0
     if not (args.model and args.structure):
