@@ -248,6 +248,7 @@ def _pages() -> list[Path]:
     return sorted(p for p in DOCS.rglob("*.md") if bash_blocks(p))
 
 
+@pytest.mark.slow  # about a minute for all pages: the default suite stays under 10 minutes in a fresh clone
 @pytest.mark.parametrize("page", _pages(), ids=lambda p: str(p.relative_to(DOCS)))
 def test_every_command_of_the_page_runs(page, workspace, tmp_path, monkeypatch):
     import shutil
