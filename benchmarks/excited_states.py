@@ -90,10 +90,11 @@ def _best_epoch(folder) -> int | None:
 
 
 def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float = 1.0, best_by: str = "loss",
-        couplings_weight: float = 10.0) -> dict:
+        couplings_weight: float = 10.0, channels: int | None = None, l_max: int | None = None) -> dict:
     from tensorfuse import TrainConfig, train
 
-    channels = matched_channels(name)
+    channels = channels or matched_channels(name)
+    section = {**model_section(name, channels), **({"l_max": l_max} if l_max is not None else {})}
     state = MODELS[name].get("state")
     if state:
         data = {"energy_key": f"energy_{state}", "forces_key": f"forces_{state}"}
@@ -104,7 +105,7 @@ def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float 
     start = time.perf_counter()
     result = train(TrainConfig(
         data={"train_file": str(paths["train"]), "test_file": str(paths["test"]), "valid_fraction": 0.1, **data},
-        model=model_section(name, channels),
+        model=section,
         training={"max_epochs": 100000, "time_budget": budget, "batch_size": 5, "lr": 0.01, "energy_weight": energy_weight,
                   "forces_weight": 100.0, "ema_decay": 0.99, "dtype": "float64", "best_by": best_by, **weights},
         output=str(work / name), overwrite=True,
@@ -113,7 +114,7 @@ def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float 
                "epochs": len(result.history), "minutes": (time.perf_counter() - start) / 60,
                "test": result.metrics["test"], "state": state, "energy_weight": energy_weight, "best_by": best_by,
                "couplings_weight": couplings_weight if not state else None,
-               "best_epoch": _best_epoch(result.output)}
+               "best_epoch": _best_epoch(result.output), "l_max": section["l_max"]}
     if not state:  # the couplings against the file's own vectors, rigid-body parts included
         from tensorfuse import DataConfig, evaluate
 
@@ -179,6 +180,9 @@ def main() -> None:
     parser.add_argument("--couplings-weight", type=float, default=10.0, help="of the couplings (ΔE·d, eV/Å)")
     parser.add_argument("--best-by", choices=["loss", "forces"], default="loss",
                         help="the epoch kept: lowest validation loss, or lowest force (+ coupling) MAE")
+    parser.add_argument("--channels", type=int, help="channels of every model (default: matched to the parameter "
+                        f"count of mace-standard with {REFERENCE_CHANNELS})")
+    parser.add_argument("--l-max", type=int, help=f"of the node features (default {BASE['l_max']})")
     args = parser.parse_args()
     work = Path(args.work)
     if args.table:
@@ -192,7 +196,8 @@ def main() -> None:
     tune_malloc()
     paths = splits(work, Path(args.data))
     for name in args.models:
-        summary = run(name, paths, args.budget, work, args.energy_weight, args.best_by, args.couplings_weight)
+        summary = run(name, paths, args.budget, work, args.energy_weight, args.best_by, args.couplings_weight,
+                      args.channels, args.l_max)
         print(json.dumps({k: v for k, v in summary.items() if k != "test"}), flush=True)
 
 

@@ -1,7 +1,9 @@
 """The potential: configuration, builder, energy model, the force/stress wrapper, model files
-(``save_model``, ``load_model``, ``load_potential``) and exported programs (``export_model``)."""
+(``save_model``, ``load_model``, ``load_potential``), exported programs (``export_model``) and models
+compiled ahead of time for C++ (``compile_model``)."""
 
 from tensorfuse.model._build import build_model
+from tensorfuse.model._compiled import compile_model
 from tensorfuse.model._committee import Committee, UncertaintyLimits
 from tensorfuse.model._config import (
     ARCHITECTURES,
@@ -31,6 +33,7 @@ __all__ = [
     "Statistics",
     "UncertaintyLimits",
     "build_model",
+    "compile_model",
     "export_model",
     "feature_irreps",
     "layer_irreps",

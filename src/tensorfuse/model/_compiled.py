@@ -1,0 +1,150 @@
+"""Inference without Python: the model compiled ahead of time (AOTInductor) into a package that
+C++ loads (the LAMMPS plugin, ``pair_style tensorfuse``) and Python can run too.
+
+The compiled function works on atoms and edges as a domain-decomposed MD code holds them: a
+process's own atoms followed by ghost atoms (periodic images and other processes' atoms), the
+edges between all of them, and a weight per atom that is 1 for the atoms whose site energies the
+process owns and 0 for ghosts. It returns the owned energy, the site energies, the forces on every
+atom (ghosts included: the MD code adds them onto their owners) and the derivative of the energy
+with respect to every edge vector, from which the caller forms the virial and per-atom virials
+(``W = -sum_e r_e (x) dE/dr_e``). The forces are in the compiled graph: autograd is traced
+ahead of time (``make_fx``), so nothing differentiates at run time.
+
+Two phantom atoms one edge apart, far from everything, are appended by the caller (the plugin) so
+that a process with no atoms or no edges still calls the function with shapes it was compiled for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tensorfuse.data import AtomicGraph
+from tensorfuse.model._potential import Potential
+from tensorfuse.nn._kernels import tensor_paths
+from tensorfuse.utils._files import unwritable_reason
+
+COMPILED_FORMAT = "tensorfuse-compiled"
+COMPILED_VERSION = 1
+
+
+class _DomainFunction(torch.nn.Module):
+    """``(positions, numbers, edge_index, offsets, owned, state_weights) -> (energy, site energies,
+    forces, dE/d(edge vectors))``. The vector of edge ``e`` (sender ``j``, receiver ``i``) is
+    ``x_j - x_i + offsets[e]`` (a periodic image's shift); ``state_weights [S]`` picks (or mixes)
+    the states of a multi-state model."""
+
+    def __init__(self, energy_model, num_states: int):
+        super().__init__()
+        self.energy_model = energy_model
+        self.num_states = num_states
+
+    def forward(self, positions, numbers, edge_index, offsets, owned, state_weights):
+        positions = positions.detach().requires_grad_(True)
+        offsets = offsets.detach().requires_grad_(True)  # shifts of a unit cell: their gradient is dE/dr_e
+        cell = torch.eye(3, dtype=positions.dtype).unsqueeze(0)
+        pbc = torch.zeros(1, 3, dtype=torch.bool)
+        batch = torch.zeros(positions.shape[0], dtype=torch.long)
+        node = self.energy_model(AtomicGraph(positions, numbers, edge_index, offsets, cell, pbc, batch))["node_energy"]
+        if self.num_states > 1:
+            node = node @ state_weights
+        node = node * owned
+        energy = node.sum()
+        gradient, edge_gradient = torch.autograd.grad(energy, [positions, offsets])
+        return energy, node, -gradient, edge_gradient
+
+
+@contextlib.contextmanager
+def _traced():
+    """Model code takes its traced branches (shape-generic, no data-dependent checks) while
+    ``make_fx`` records it: the branches ``torch.compiler.is_compiling()`` selects under export."""
+    previous = torch.compiler._is_compiling_flag
+    torch.compiler._is_compiling_flag = True
+    try:
+        yield
+    finally:
+        torch.compiler._is_compiling_flag = previous
+
+
+def _example(model: Potential):
+    """13 jittered atoms of every species, their edges within the cutoff (no offsets), 9 owned."""
+    species = list(model.config.species)
+    dtype = next(model.parameters()).dtype
+    rng = np.random.default_rng(0)
+    n = 13
+    positions = rng.uniform(0.0, 1.1 * model.config.r_max, (n, 3))
+    distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    receiver, sender = np.nonzero((distances < model.config.r_max) & (distances > 0))
+    owned = (np.arange(n) < 9).astype(float)
+    weights = np.eye(model.config.num_states)[0]
+    return (torch.tensor(positions, dtype=dtype), torch.tensor([species[i % len(species)] for i in range(n)]),
+            torch.tensor(np.stack([sender, receiver])), torch.zeros(len(sender), 3, dtype=dtype),
+            torch.tensor(owned, dtype=dtype),
+            torch.tensor(weights, dtype=dtype))
+
+
+def compile_model(model: Potential, path, overwrite: bool = False) -> Path:
+    """Compile ``model`` ahead of time into ``path`` (a ``.pt2`` AOTInductor package, CPU), for the
+    LAMMPS plugin (``pair_style tensorfuse``). Takes about a minute; the package is replaced only
+    once the new one is complete."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from tensorfuse import __version__
+    from tensorfuse.utils._files import atomic_write
+
+    if not isinstance(model, Potential):
+        raise ValueError(f"compile_model needs a tensorfuse Potential, got {type(model).__name__}")
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ValueError(f"{path}: a compiled model is a .pt2 file")
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} already exists: give --overwrite to replace it, or another output name")
+    model = model.to("cpu").eval()
+    config = model.config
+    function = _DomainFunction(model.energy_model, config.num_states).eval()
+    example = _example(model)
+    with tensor_paths(model.energy_model), _traced():
+        graph = make_fx(function, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+    atoms, edges = torch.export.Dim("atoms", min=2), torch.export.Dim("edges", min=2)
+    with torch.no_grad():  # the graph holds its own backward already
+        program = torch.export.export(graph, example, dynamic_shapes=[{0: atoms}, {0: atoms}, {1: edges}, {0: edges},
+                                                                      {0: atoms}, None], strict=False)
+    from ase.data import atomic_masses, chemical_symbols
+
+    metadata = {"format": COMPILED_FORMAT, "format_version": str(COMPILED_VERSION), "tensorfuse_version": __version__,
+                "dtype": str(example[0].dtype).replace("torch.", ""), "r_max": repr(float(config.r_max)),
+                "num_layers": str(config.num_layers), "species": " ".join(str(z) for z in config.species),
+                "elements": " ".join(chemical_symbols[z] for z in config.species),
+                "masses": " ".join(repr(float(atomic_masses[z])) for z in config.species),
+                "states": " ".join(config.states), "config": json.dumps(config.to_dict())}
+
+    def write(handle):
+        torch._inductor.aoti_compile_and_package(program, package_path=handle,
+                                                 inductor_configs={"aot_inductor.metadata": metadata})
+
+    try:
+        atomic_write(path, write)
+    except (OSError, RuntimeError) as error:
+        raise ValueError(f"cannot write {path}: {unwritable_reason(path, error)}") from None
+    return path
+
+
+def is_compiled_package(path) -> bool:
+    """Whether ``path`` is an AOTInductor package (not a ``torch.export`` program)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/aotinductor/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def compiled_metadata(path) -> dict[str, str]:
+    """The metadata of a compiled package (species, elements, masses, r_max, states, ...)."""
+    return dict(torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(str(path), "model"))
