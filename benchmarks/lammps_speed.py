@@ -1,4 +1,4 @@
-"""MD speed in LAMMPS (``tensorfuse lammps``, fix external) beside the ASE calculator, same model.
+"""MD speed in LAMMPS (``pair_style tensorfuse`` and ``tensorfuse lammps``'s fix external) beside the ASE calculator, same model.
 
 The model of ``model_speed.py`` (2 layers, 64 channels, correlation 3, r_max 5 Å, untrained
 weights). Each case runs NVE velocity Verlet, 0.5 fs, in a fresh process: ``ase`` is ASE's
@@ -6,10 +6,13 @@ weights). Each case runs NVE velocity Verlet, 0.5 fs, in a fresh process: ``ase`
 ``lammps-N`` is LAMMPS under ``mpiexec -n N`` (domain decomposition; each process evaluates its
 halo of other processes' atoms, twice the receptive field deep, so small boxes pay a lot). Every
 process runs one thread. Reported: ms per step after 5 warm-up steps (LAMMPS: the loop time of
-``run``, measured around it), and the change of total energy per atom.
+``run``, measured around it), and the change of total energy per atom. ``plugin-N`` is plain
+``lmp`` (``mpiexec -n N`` for N > 1) with ``pair_style tensorfuse`` and the model compiled ahead of
+time (``tensorfuse export --for lammps``; compiled once per system and dtype, not timed); its time
+is LAMMPS's own loop time of the timed ``run``.
 
-    python benchmarks/lammps_speed.py [--systems aspirin si_512 water_540] [--lmax 1] [--dtypes float64 float32]
-        [--impls ase lammps-1 lammps-2] [--steps 50]
+    python benchmarks/lammps_speed.py [--systems aspirin si_512 water_540 si_10648] [--lmax 1]
+        [--dtypes float64 float32] [--impls ase lammps-1 lammps-2 plugin-1 plugin-2] [--steps 50]
 """
 
 from __future__ import annotations
@@ -45,6 +48,59 @@ def lammps_ready(atoms):
         atoms.pbc = False
         atoms.cell = np.zeros((3, 3))
     return atoms
+
+
+def run_plugin_case(case: dict, folder: Path, mpiexec: str | None) -> dict:
+    """``lmp -in`` (under ``mpiexec -n N``) with the plugin: 5 warm-up steps, then ``steps`` timed."""
+    import re
+
+    import numpy as np
+    from ase import units
+    from ase.io import write
+    from ase.md import velocitydistribution as velocities
+
+    from tensorfuse.lammps import build_plugin, lammps_environment, lammps_executable
+
+    atoms = lammps_ready(SYSTEMS[case["system"]]()[0])
+    velocities.MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    elements = [e for e in ELEMENTS if e in set(atoms.get_chemical_symbols())]
+    boundary = "p p p" if atoms.pbc.any() else "f f f"
+    if not atoms.pbc.any():  # a box around the molecule for the data file
+        atoms.cell = np.diag(np.ptp(atoms.positions, axis=0) + 20.0)
+        atoms.positions += 10.0 - atoms.positions.min(0)
+    write(folder / "structure.data", atoms, format="lammps-data", specorder=elements, masses=True, units="metal",
+          velocities=True)
+    steps = case["steps"]
+    (folder / "in.lammps").write_text(f"""
+units metal
+atom_style atomic
+boundary {boundary}
+read_data structure.data
+plugin load {build_plugin()}
+pair_style tensorfuse
+pair_coeff * * {case['compiled']} {' '.join(elements)}
+timestep 0.0005
+fix integrate all nve
+thermo_style custom step pe ke etotal
+thermo_modify format float %.15g
+thermo {steps}
+run 5
+run {steps} pre no post no
+""")
+    processes = int(case["impl"].split("-")[1])
+    command = [str(lammps_executable()), "-in", "in.lammps", "-log", "log.lammps", "-screen", "none"]
+    if processes > 1:
+        command = [mpiexec, "-n", str(processes), *command]
+    proc = subprocess.run(command, cwd=folder, capture_output=True, text=True,
+                          env={**lammps_environment(), "OMP_NUM_THREADS": "1"})
+    log = (folder / "log.lammps").read_text()
+    if proc.returncode != 0:
+        raise RuntimeError(log[-1000:] + proc.stderr[-1000:])
+    loop = [float(x) for x in re.findall(r"Loop time of (\S+) on", log)][-1]
+    energies = [float(line.split()[3]) for line in log.splitlines()
+                if len(line.split()) == 4 and line.split()[0].isdigit()]
+    return {**case, "atoms": len(atoms), "ms_per_step": 1e3 * loop / steps,
+            "drift_mev_per_atom": 1e3 * (energies[-1] - energies[-2]) / len(atoms)}
 
 
 def run_case(case: dict) -> dict | None:
@@ -102,7 +158,7 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["aspirin", "si_512", "water_540"])
     parser.add_argument("--lmax", type=int, nargs="+", default=[1])
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
-    parser.add_argument("--impls", nargs="+", default=["ase", "lammps-1", "lammps-2"])
+    parser.add_argument("--impls", nargs="+", default=["ase", "lammps-1", "lammps-2", "plugin-1", "plugin-2"])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -128,6 +184,20 @@ def main() -> None:
                 rows = {}
                 for impl in args.impls:
                     case = dict(system=system, lmax=lmax, dtype=dtype, impl=impl, steps=args.steps, model=str(path))
+                    if impl.startswith("plugin-"):
+                        compiled = folder / f"{system}_l{lmax}_{dtype}.pt2"
+                        if not compiled.exists():
+                            from tensorfuse import load_model
+                            from tensorfuse.model import compile_model
+
+                            compile_model(load_model(path, dtype=getattr(__import__("torch"), dtype)), compiled)
+                        work = folder / f"{system}_l{lmax}_{dtype}_{impl}"
+                        work.mkdir()
+                        try:
+                            rows[impl] = run_plugin_case({**case, "compiled": str(compiled)}, work, mpiexec)
+                        except RuntimeError as error:
+                            print(f"# {impl} {system} L={lmax} {dtype} failed: {error}", file=sys.stderr)
+                        continue
                     command = [sys.executable, __file__, "--case", json.dumps(case)]
                     if impl.startswith("lammps-") and impl != "lammps-1":
                         command = [mpiexec, "-n", impl.split("-")[1], *command]

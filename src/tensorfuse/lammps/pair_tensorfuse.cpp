@@ -14,6 +14,10 @@
 // communication (newton_pair on); per-atom energies are the site energies; the virial and
 // per-atom virials come from the gradient of the energy with respect to every edge vector.
 //
+// This library links libtorch and is loaded by the plugin (tensorfuse_plugin.cpp) with its own
+// symbols first: liblammps exports a reference BLAS (dgemm_, ...) that would otherwise replace
+// libtorch's own and make every matrix product several times slower.
+//
 // Written for tensorfuse from the documented Pair interface; no LAMMPS source is copied.
 
 #include "atom.h"
@@ -285,6 +289,53 @@ void PairTensorfuse::compute(int eflag, int vflag)
       for (int k = 0; k < 3; k++) offsets.push_back(x[j][k] - xs[k]);
     }
   }
+  // only what reaches an owned atom within num_layers messages: hops from the owned atoms against
+  // the edges' direction; a ghost h hops away needs its incoming edges if h < num_layers, itself
+  // (its embedding) if h <= num_layers, nothing beyond (halo atoms the ghost cutoff brought in)
+  if (nodes > nlocal) {
+    std::vector<int> start(nodes + 1, 0), by_receiver(senders.size());
+    for (auto r : receivers) start[r + 1]++;
+    for (int a = 0; a < nodes; a++) start[a + 1] += start[a];
+    std::vector<int> fill(start.begin(), start.end() - 1);
+    for (size_t e = 0; e < senders.size(); e++) by_receiver[fill[receivers[e]]++] = (int) e;
+    std::vector<int> hops(nodes, num_layers + 1), frontier, next;
+    for (int a = 0; a < nlocal; a++) {
+      hops[a] = 0;
+      frontier.push_back(a);
+    }
+    for (int h = 1; h <= num_layers && !frontier.empty(); h++) {
+      next.clear();
+      for (int r : frontier)
+        for (int k = start[r]; k < start[r + 1]; k++) {
+          int s = (int) senders[by_receiver[k]];
+          if (hops[s] > h) {
+            hops[s] = h;
+            next.push_back(s);
+          }
+        }
+      frontier.swap(next);
+    }
+    std::vector<int> renumber(nodes, -1);
+    int kept = 0;
+    for (int a = 0; a < nodes; a++)
+      if (hops[a] <= num_layers) renumber[a] = kept++;
+    size_t m = 0;
+    for (size_t e = 0; e < senders.size(); e++) {
+      if (hops[receivers[e]] >= num_layers) continue;
+      senders[m] = renumber[senders[e]];
+      receivers[m] = renumber[receivers[e]];
+      for (int k = 0; k < 3; k++) offsets[3 * m + k] = offsets[3 * e + k];
+      m++;
+    }
+    senders.resize(m);
+    receivers.resize(m);
+    offsets.resize(3 * m);
+    std::vector<int> kept_atoms(kept);
+    for (int a = 0; a < nodes; a++)
+      if (renumber[a] >= 0) kept_atoms[renumber[a]] = atom_of[a];
+    atom_of.swap(kept_atoms);
+    nodes = kept;
+  }
   // two phantom atoms one edge apart, alone: every call has atoms and edges
   const int phantom = nodes;
   const int n = nodes + 2;
@@ -361,39 +412,8 @@ void PairTensorfuse::compute(int eflag, int vflag)
   }
 }
 
-// the plugin entry point (LAMMPS's documented `lammpsplugin_init` and its registration struct)
-extern "C" {
-typedef void *(lammpsplugin_factory1)(void *);
-typedef void *(lammpsplugin_factory2)(void *, int, char **);
-typedef struct {
-  const char *version;
-  const char *style;
-  const char *name;
-  const char *info;
-  const char *author;
-  union {
-    lammpsplugin_factory1 *v1;
-    lammpsplugin_factory2 *v2;
-  } creator;
-  void *handle;
-} lammpsplugin_t;
-typedef void (*lammpsplugin_regfunc)(lammpsplugin_t *, void *);
-}
-
-static Pair *tensorfuse_creator(LAMMPS *lmp)
+// what the plugin's loader (tensorfuse_plugin.cpp) calls: the pair style of this library
+extern "C" void *tensorfuse_create_pair(void *lmp)
 {
-  return new PairTensorfuse(lmp);
-}
-
-extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
-{
-  lammpsplugin_t plugin;
-  plugin.version = TENSORFUSE_LAMMPS_VERSION;
-  plugin.style = "pair";
-  plugin.name = "tensorfuse";
-  plugin.info = "tensorfuse machine-learned potential (compiled model)";
-  plugin.author = "tensorfuse developers";
-  plugin.creator.v1 = (lammpsplugin_factory1 *) &tensorfuse_creator;
-  plugin.handle = handle;
-  ((lammpsplugin_regfunc) regfunc)(&plugin, lmp);
+  return new PairTensorfuse((LAMMPS *) lmp);
 }

@@ -8,7 +8,9 @@ process owns and 0 for ghosts. It returns the owned energy, the site energies, t
 atom (ghosts included: the MD code adds them onto their owners) and the derivative of the energy
 with respect to every edge vector, from which the caller forms the virial and per-atom virials
 (``W = -sum_e r_e (x) dE/dr_e``). The forces are in the compiled graph: autograd is traced
-ahead of time (``make_fx``), so nothing differentiates at run time.
+ahead of time (``make_fx``), so nothing differentiates at run time. The fused CPU kernels stay in
+the graph as the C++ operators ``tensorfuse::message_passing`` and ``tensorfuse::product_basis``
+(and their backward operators): the plugin compiles them in; Python loads them with the kernels.
 
 Two phantom atoms one edge apart, far from everything, are appended by the caller (the plugin) so
 that a process with no atoms or no edges still calls the function with shapes it was compiled for.
@@ -26,7 +28,7 @@ import torch
 
 from tensorfuse.data import AtomicGraph
 from tensorfuse.model._potential import Potential
-from tensorfuse.nn._kernels import tensor_paths
+from tensorfuse.nn._kernels import load_kernel, tensor_paths
 from tensorfuse.utils._files import unwritable_reason
 
 COMPILED_FORMAT = "tensorfuse-compiled"
@@ -110,7 +112,10 @@ def compile_model(model: Potential, path, overwrite: bool = False) -> Path:
     config = model.config
     function = _DomainFunction(model.energy_model, config.num_states).eval()
     example = _example(model)
-    with tensor_paths(model.energy_model), _traced():
+    kernels = all(load_kernel(name) is not None for name in ("message", "product"))  # the fused kernels where built
+    if kernels:
+        function(*example)  # an eager call builds the kernels' tables, which the traced branches then use
+    with (contextlib.nullcontext() if kernels else tensor_paths(model.energy_model)), _traced():
         graph = make_fx(function, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
     atoms, edges = torch.export.Dim("atoms", min=2), torch.export.Dim("edges", min=2)
     with torch.no_grad():  # the graph holds its own backward already
@@ -118,7 +123,7 @@ def compile_model(model: Potential, path, overwrite: bool = False) -> Path:
                                                                       {0: atoms}, None], strict=False)
     from ase.data import atomic_masses, chemical_symbols
 
-    metadata = {"format": COMPILED_FORMAT, "format_version": str(COMPILED_VERSION), "tensorfuse_version": __version__,
+    metadata = {"format": COMPILED_FORMAT, "kernels": "fused" if kernels else "none", "format_version": str(COMPILED_VERSION), "tensorfuse_version": __version__,
                 "dtype": str(example[0].dtype).replace("torch.", ""), "r_max": repr(float(config.r_max)),
                 "num_layers": str(config.num_layers), "species": " ".join(str(z) for z in config.species),
                 "elements": " ".join(chemical_symbols[z] for z in config.species),

@@ -1,12 +1,15 @@
-"""The fused CPU kernels as PyTorch operators, so that ``torch.compile`` keeps them in its graph.
+"""The fused CPU kernels as PyTorch operators, so that traced graphs (``torch.compile``,
+``torch.export``, AOTInductor packages for C++) keep them.
 
 Eager code calls the kernels through ``autograd.Function`` s (``_product_kernel``,
 ``_tensor_product``), whose backward can build a graph (training on forces) by the tensor path.
-A compiled graph needs registered operators instead: ``tensorfuse::product_basis`` and
-``tensorfuse::message_passing``, each with a fake (shape-only) version and a backward operator.
-The backward operators have backward operators of their own (the kernels' second derivatives, as
-in eager mode), so compiled training on forces keeps the kernels too; third derivatives are not
-supported.
+A traced graph needs registered operators instead: ``tensorfuse::product_basis`` and
+``tensorfuse::message_passing`` and their backward operators are defined in C++ beside the kernels
+(so that C++ without Python, the LAMMPS plugin, runs them too); their fake (shape-only) versions
+and autograd formulas are registered here once a kernel is loaded (:func:`register`). The backward
+operators have backward operators of their own (the kernels' second derivatives, as in eager
+mode; Python operators), so compiled training on forces keeps the kernels too; third derivatives
+are not supported.
 """
 
 from __future__ import annotations
@@ -17,32 +20,25 @@ from torch import Tensor
 from tensorfuse.nn._kernels import load_kernel
 
 
-@torch.library.custom_op("tensorfuse::product_basis", mutates_args=())
 def product_basis(A: Tensor, W: Tensor, species: Tensor, dout: int, level_dims: list[int], level_index: list[Tensor],
                   level_coef: list[Tensor], collapse: Tensor, horner: Tensor, final_index: Tensor, final_coef: Tensor,
                   n_s: int) -> Tensor:
-    return load_kernel("product").forward(A, W.transpose(1, 2), species, dout, level_dims, level_index, level_coef,
-                                          collapse, horner, final_index, final_coef, n_s)
+    """``B [N, C, dout]`` of the product basis (the C++ operator; its kernel must be loaded).
+
+    The operator's tensor lists end in a placeholder (empty tensor) that it drops: AOTInductor's
+    C++ runner reads an empty tensor list (a product of correlation 2 has no intermediate levels)
+    as None."""
+    placeholder = A.new_zeros(0)
+    return torch.ops.tensorfuse.product_basis(A, W, species, dout, level_dims, [*level_index, placeholder],
+                                              [*level_coef, placeholder], collapse, horner, final_index, final_coef,
+                                              n_s)
 
 
-@product_basis.register_fake
-def _(A, W, species, dout, *plan):
+def _product_fake(A, W, species, dout, *plan):
     return A.new_empty(A.shape[0], A.shape[1], dout)
 
 
-@torch.library.custom_op("tensorfuse::product_basis_backward", mutates_args=())
-def product_basis_backward(grad: Tensor, A: Tensor, W: Tensor, species: Tensor, need_W: bool, dout: int,
-                           level_dims: list[int], level_index: list[Tensor], level_coef: list[Tensor],
-                           collapse: Tensor, horner: Tensor, final_index: Tensor, final_coef: Tensor,
-                           n_s: int) -> tuple[Tensor, Tensor]:
-    grad_A, grad_Wt = load_kernel("product").backward(grad, A, W.transpose(1, 2), species, need_W, dout, level_dims,
-                                                      level_index, level_coef, collapse, horner, final_index,
-                                                      final_coef, n_s)
-    return grad_A, grad_Wt.transpose(1, 2).contiguous() if need_W else torch.zeros_like(W)
-
-
-@product_basis_backward.register_fake
-def _(grad, A, W, *rest):
+def _product_backward_fake(grad, A, W, *rest):
     return torch.empty_like(A), torch.empty_like(W)
 
 
@@ -55,13 +51,10 @@ def _product_setup(ctx, inputs, output):
 def _product_backward(ctx, grad):
     A, W, species = ctx.saved_tensors
     need_A, need_W = ctx.needs_input_grad[:2]
-    grad_A, grad_W = product_basis_backward(grad, A, W, species, need_W, *ctx.rest)
+    grad_A, grad_W = torch.ops.tensorfuse.product_basis_backward(grad, A, W, species, need_W, *ctx.rest)
     nothing = tuple([None] * len(x) if isinstance(x, list) and all(isinstance(t, Tensor) for t in x) else None
                     for x in ctx.rest)  # one None per tensor of a tensor list (list[int] is one leaf)
     return (grad_A if need_A else None, grad_W if need_W else None, None) + nothing
-
-
-product_basis.register_autograd(_product_backward, setup_context=_product_setup)
 
 
 @torch.library.custom_op("tensorfuse::product_basis_double_backward", mutates_args=())
@@ -69,10 +62,11 @@ def product_basis_double_backward(grad: Tensor, A: Tensor, W: Tensor, species: T
                                   dout: int, level_dims: list[int], level_index: list[Tensor],
                                   level_coef: list[Tensor], collapse: Tensor, horner: Tensor, final_index: Tensor,
                                   final_coef: Tensor, n_s: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(d grad, d A, d W)`` from upstream gradients ``u`` (of grad_A) and ``v`` (of grad_W)."""
+    """``(d grad, d A, d W)`` from upstream gradients ``u`` (of grad_A) and ``v`` (of grad_W); the
+    tensor lists end in the operators' placeholder (see :func:`product_basis`)."""
     d_grad, d_A, d_Wt = load_kernel("product").double_backward(
         grad, A, W.transpose(1, 2), species, u, v.transpose(1, 2), True, True, True, dout, level_dims,
-        level_index, level_coef, collapse, horner, final_index, final_coef, n_s)
+        level_index[:-1], level_coef[:-1], collapse, horner, final_index, final_coef, n_s)
     return d_grad, d_A, d_Wt.transpose(1, 2).contiguous()
 
 
@@ -98,34 +92,24 @@ def _product_double_backward(ctx, u, v):
     return (d_grad if need[0] else None, d_A if need[1] else None, d_W if need[2] else None, None, None) + nothing
 
 
-product_basis_backward.register_autograd(_product_double_backward, setup_context=_product_backward_setup)
 
 
-@torch.library.custom_op("tensorfuse::message_passing", mutates_args=())
 def message_passing(h: Tensor, x2: Tensor, w: Tensor, sender: Tensor, receiver: Tensor, U: Tensor, pairs: Tensor,
                     path: Tensor, dout: int) -> Tensor:
-    A = load_kernel("message").forward(h.transpose(1, 2), x2 @ U, w, sender, receiver, pairs, path, dout)
-    return A.transpose(1, 2).contiguous()
+    """``A [N, C, dout]`` of fused message passing (the C++ operator; its kernel must be loaded)."""
+    return torch.ops.tensorfuse.message_passing(h, x2, w, sender, receiver, U, pairs, path, dout)
 
 
-@message_passing.register_fake
-def _(h, x2, w, sender, receiver, U, pairs, path, dout):
+def message_passing_backward(grad, h, x2, w, sender, receiver, U, pairs, path, need_h, need_x2, need_w):
+    return torch.ops.tensorfuse.message_passing_backward(grad, h, x2, w, sender, receiver, U, pairs, path, need_h,
+                                                         need_x2, need_w)
+
+
+def _message_fake(h, x2, w, sender, receiver, U, pairs, path, dout):
     return h.new_empty(h.shape[0], h.shape[1], dout)
 
 
-@torch.library.custom_op("tensorfuse::message_passing_backward", mutates_args=())
-def message_passing_backward(grad: Tensor, h: Tensor, x2: Tensor, w: Tensor, sender: Tensor, receiver: Tensor,
-                             U: Tensor, pairs: Tensor, path: Tensor, need_h: bool, need_x2: bool,
-                             need_w: bool) -> tuple[Tensor, Tensor, Tensor]:
-    grad_h, grad_M, grad_w = load_kernel("message").backward(grad.transpose(1, 2), h.transpose(1, 2), x2 @ U, w,
-                                                             sender, receiver, pairs, path, grad.shape[2], need_h,
-                                                             need_x2, need_w)
-    return (grad_h.transpose(1, 2).contiguous() if need_h else torch.zeros_like(h),
-            grad_M @ U.T if need_x2 else torch.zeros_like(x2), grad_w if need_w else torch.zeros_like(w))
-
-
-@message_passing_backward.register_fake
-def _(grad, h, x2, w, *rest):
+def _message_backward_fake(grad, h, x2, w, *rest):
     return torch.empty_like(h), torch.empty_like(x2), torch.empty_like(w)
 
 
@@ -140,7 +124,6 @@ def _message_backward(ctx, grad):
     return tuple(g if n else None for g, n in zip(grads, need)) + (None,) * 6
 
 
-message_passing.register_autograd(_message_backward, setup_context=_message_setup)
 
 
 @torch.library.custom_op("tensorfuse::message_passing_double_backward", mutates_args=())
@@ -176,4 +159,24 @@ def _message_double_backward(ctx, a, c, b):
     return tuple(g if n else None for g, n in zip(grads, need)) + (None,) * 8
 
 
-message_passing_backward.register_autograd(_message_double_backward, setup_context=_message_backward_setup)
+_registered: set[str] = set()
+
+
+def register(name: str) -> None:
+    """Fake functions and autograd formulas of kernel ``name``'s C++ operators (once it is loaded)."""
+    if name in _registered:
+        return
+    _registered.add(name)
+    library = torch.library
+    if name == "product":
+        library.register_fake("tensorfuse::product_basis")(_product_fake)
+        library.register_fake("tensorfuse::product_basis_backward")(_product_backward_fake)
+        library.register_autograd("tensorfuse::product_basis", _product_backward, setup_context=_product_setup)
+        library.register_autograd("tensorfuse::product_basis_backward", _product_double_backward,
+                                  setup_context=_product_backward_setup)
+    elif name == "message":
+        library.register_fake("tensorfuse::message_passing")(_message_fake)
+        library.register_fake("tensorfuse::message_passing_backward")(_message_backward_fake)
+        library.register_autograd("tensorfuse::message_passing", _message_backward, setup_context=_message_setup)
+        library.register_autograd("tensorfuse::message_passing_backward", _message_double_backward,
+                                  setup_context=_message_backward_setup)

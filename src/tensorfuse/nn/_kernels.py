@@ -41,6 +41,9 @@ def load_kernel(name: str):
         _loaded[name] = load(name=extension, sources=[str(source)],
                              extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
                              verbose=False)
+        from tensorfuse.nn._kernel_ops import register
+
+        register(name)  # its C++ operators' shapes and derivatives
     except Exception as error:  # no compiler or headers: the tensor path still works
         text = str(error).strip().splitlines()
         _failed[name] = f"{type(error).__name__}: {text[0] if text else ''}"

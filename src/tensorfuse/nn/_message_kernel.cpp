@@ -11,7 +11,12 @@
 // copies of the output. Every index is checked before use. Layouts: h [N, d1, C], A and grad_A
 // [N, dout, C], grad_h [N, d1, C] (the Python side transposes these node-sized tensors); w and
 // grad_w stay [E, C, P] (edge-sized, transposed per edge in cache).
+#ifdef TENSORFUSE_NO_PYTHON  // compiled into the LAMMPS plugin: the operators only, no Python module
+#include <torch/all.h>
+#else
 #include <torch/extension.h>
+#endif
+#include <torch/library.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -255,7 +260,46 @@ std::vector<torch::Tensor> message_backward(torch::Tensor G, torch::Tensor h, to
   return {grad_h, grad_M, grad_w};
 }
 
+// The operators of traced graphs (torch.compile, torch.export, AOTInductor, the LAMMPS plugin), in
+// the layouts of the Python side: h and A [N, C, d], x2 [E, d2] with the used couplings U [d2, pairs].
+// Their fake (shape) functions and autograd formulas are registered in tensorfuse.nn._kernel_ops.
+namespace {
+
+torch::Tensor message_passing_op(const torch::Tensor& h, const torch::Tensor& x2, const torch::Tensor& w,
+                                 const torch::Tensor& sender, const torch::Tensor& receiver, const torch::Tensor& U,
+                                 const torch::Tensor& pairs, const torch::Tensor& path, int64_t dout) {
+  return message_forward(h.transpose(1, 2), x2.matmul(U), w, sender, receiver, pairs, path, dout)
+      .transpose(1, 2)
+      .contiguous();
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> message_passing_backward_op(
+    const torch::Tensor& grad, const torch::Tensor& h, const torch::Tensor& x2, const torch::Tensor& w,
+    const torch::Tensor& sender, const torch::Tensor& receiver, const torch::Tensor& U, const torch::Tensor& pairs,
+    const torch::Tensor& path, bool need_h, bool need_x2, bool need_w) {
+  auto g = message_backward(grad.transpose(1, 2), h.transpose(1, 2), x2.matmul(U), w, sender, receiver, pairs, path,
+                            grad.size(2), need_h, need_x2, need_w);
+  return {need_h ? g[0].transpose(1, 2).contiguous() : torch::zeros_like(h),
+          need_x2 ? g[1].matmul(U.t()) : torch::zeros_like(x2), need_w ? g[2] : torch::zeros_like(w)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(tensorfuse, m) {
+  m.def("message_passing(Tensor h, Tensor x2, Tensor w, Tensor sender, Tensor receiver, Tensor U, Tensor pairs, "
+        "Tensor path, int dout) -> Tensor");
+  m.def("message_passing_backward(Tensor grad, Tensor h, Tensor x2, Tensor w, Tensor sender, Tensor receiver, "
+        "Tensor U, Tensor pairs, Tensor path, bool need_h, bool need_x2, bool need_w) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(tensorfuse, CPU, m) {
+  m.impl("message_passing", &message_passing_op);
+  m.impl("message_passing_backward", &message_passing_backward_op);
+}
+
+#ifndef TENSORFUSE_NO_PYTHON
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &message_forward, "fused message passing, forward");
   m.def("backward", &message_backward, "fused message passing, backward");
 }
+#endif

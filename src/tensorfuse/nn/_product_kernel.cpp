@@ -15,7 +15,12 @@
 // with W the species' path weights (already scaled). The backward recomputes the forward buffers
 // of the atom and runs the entries in reverse; it gives dB/dA and (optionally) dB/dW. The backward
 // of the backward (training on forces) runs the same atom-level code on dual numbers.
+#ifdef TENSORFUSE_NO_PYTHON  // compiled into the LAMMPS plugin: the operators only, no Python module
+#include <torch/all.h>
+#else
 #include <torch/extension.h>
+#endif
+#include <torch/library.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -444,8 +449,57 @@ std::vector<torch::Tensor> product_double_backward(torch::Tensor grad, torch::Te
   return {d_grad, d_A, d_W};
 }
 
+// The operators of traced graphs (torch.compile, torch.export, AOTInductor, the LAMMPS plugin), with
+// the weights W [Z, C, P] as the Python side holds them. Their fake (shape) functions and autograd
+// formulas are registered in tensorfuse.nn._kernel_ops. The tensor lists end in a placeholder that is
+// dropped here: AOTInductor's C++ runner reads an empty tensor list as None.
+namespace {
+
+std::vector<torch::Tensor> without_placeholder(std::vector<torch::Tensor> list) {
+  TORCH_CHECK(!list.empty(), "tensorfuse product operator: a tensor list lacks its trailing placeholder");
+  list.pop_back();
+  return list;
+}
+
+torch::Tensor product_basis_op(const torch::Tensor& A, const torch::Tensor& W, const torch::Tensor& species,
+                               int64_t dout, std::vector<int64_t> level_dims, std::vector<torch::Tensor> level_index,
+                               std::vector<torch::Tensor> level_coef, const torch::Tensor& collapse,
+                               const torch::Tensor& horner, const torch::Tensor& final_index,
+                               const torch::Tensor& final_coef, int64_t n_s) {
+  return product_forward(A, W.transpose(1, 2), species, dout, level_dims, without_placeholder(level_index),
+                         without_placeholder(level_coef), collapse, horner, final_index, final_coef, n_s);
+}
+
+std::tuple<torch::Tensor, torch::Tensor> product_basis_backward_op(
+    const torch::Tensor& grad, const torch::Tensor& A, const torch::Tensor& W, const torch::Tensor& species,
+    bool need_W, int64_t dout, std::vector<int64_t> level_dims, std::vector<torch::Tensor> level_index,
+    std::vector<torch::Tensor> level_coef, const torch::Tensor& collapse, const torch::Tensor& horner,
+    const torch::Tensor& final_index, const torch::Tensor& final_coef, int64_t n_s) {
+  auto g = product_backward(grad, A, W.transpose(1, 2), species, need_W, dout, level_dims,
+                            without_placeholder(level_index), without_placeholder(level_coef), collapse, horner,
+                            final_index, final_coef, n_s);
+  return {g[0], need_W ? g[1].transpose(1, 2).contiguous() : torch::zeros_like(W)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(tensorfuse, m) {
+  m.def("product_basis(Tensor A, Tensor W, Tensor species, int dout, int[] level_dims, Tensor[] level_index, "
+        "Tensor[] level_coef, Tensor collapse, Tensor horner, Tensor final_index, Tensor final_coef, int n_s) -> Tensor");
+  m.def("product_basis_backward(Tensor grad, Tensor A, Tensor W, Tensor species, bool need_W, int dout, "
+        "int[] level_dims, Tensor[] level_index, Tensor[] level_coef, Tensor collapse, Tensor horner, "
+        "Tensor final_index, Tensor final_coef, int n_s) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(tensorfuse, CPU, m) {
+  m.impl("product_basis", &product_basis_op);
+  m.impl("product_basis_backward", &product_basis_backward_op);
+}
+
+#ifndef TENSORFUSE_NO_PYTHON
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &product_forward, "product basis, forward");
   m.def("backward", &product_backward, "product basis, backward");
   m.def("double_backward", &product_double_backward, "product basis, backward of the backward");
 }
+#endif
