@@ -238,3 +238,12 @@ def test_the_command_line_runs_an_input_script_with_the_model(lammps, model, tmp
     start = float(next(line.split()[1] for line in out.splitlines() if line.startswith("START_PE")))
     assert start == pytest.approx(atoms.get_potential_energy(), abs=1e-6)  # (print's 6+ digits)
     assert "Loop time of" in out and "for 3 steps with 9 atoms" in out
+
+
+def test_an_element_order_that_contradicts_the_masses_is_refused(lammps, model):
+    """``--elements H C O`` on types whose masses say C, H, O ran silently wrong (issue 26)."""
+    atoms = ethanol_in_box(True)
+    lmp = lammps.lammps_from_atoms(atoms, ["C", "H", "O"])
+    with pytest.raises(ValueError, match="atom type 1 has mass 12.011 but is given element H"):
+        lammps.LammpsDriver(lmp, model, ["H", "C", "O"]).attach()
+    lmp.close()

@@ -3,6 +3,7 @@ ahead of time): energy, forces, virial, per-atom energies and per-atom virials e
 calculator's; two MPI processes equal one; NVE conserves energy; LAMMPS's own commands (minimize,
 fix npt, rerun) run; wrong input is a one-line LAMMPS error."""
 
+import copy
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from ase.io import write
 
 from tensorfuse import ModelConfig, build_model
 from tensorfuse.calculator import Calculator
+from tensorfuse.model._compiled import compiled_metadata
 
 from .test_lammps import CONFIG, ethanol_in_box, silicon
 
@@ -273,3 +275,42 @@ def test_the_compiled_function_equals_the_model_on_a_molecule(compiled, model):
     assert float(energy) == pytest.approx(expected["energy"], abs=1e-10)
     assert float(site.sum()) == pytest.approx(expected["energy"], abs=1e-10)
     assert np.abs(forces.numpy() - expected["forces"]).max() < 1e-10
+
+
+@pytest.mark.slow
+def test_a_multi_state_model_runs_the_chosen_state(plugin, tmp_path):
+    """``pair_style tensorfuse state S1``: the adiabatic state's energy, forces and virial (diabatic
+    state energies: eigenvalues of the whole structure's matrix, on one process)."""
+    from tensorfuse.model import compile_model
+
+    model = build_model(ModelConfig(species=(1, 6, 8, 14), r_max=4.0, states=("S0", "S1"), **CONFIG),
+                        dtype=torch.float64, seed=1)
+    compiled = compile_model(model, tmp_path / "two_states.pt2")
+    atoms = ethanol_in_box(True)
+    data = write_data(tmp_path, atoms, ["C", "H", "O"])
+    energies = []
+    for state in ("S0", "S1"):
+        run_lmp(tmp_path, header(data, plugin, compiled, "C H O", style=f"state {state}") + MEASURE)
+        result = measured(tmp_path, len(atoms))
+        expected_atoms = atoms.copy()
+        expected_atoms.calc = Calculator(model, active_state=state)
+        assert result["energy"] == pytest.approx(expected_atoms.get_potential_energy(), abs=1e-8)
+        assert np.abs(result["forces"] - expected_atoms.get_forces()).max() < 1e-8
+        stress = expected_atoms.get_stress(voigt=False)
+        np.testing.assert_allclose(result["virial"], -stress[[0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]] * atoms.get_volume(),
+                                   atol=1e-8)
+        energies.append(result["energy"])
+    assert energies[0] < energies[1]
+    result = run_lmp(tmp_path, header(data, plugin, compiled, "C H O", style="state S2") + "run 0\n", check=False)
+    assert "state S2 is not among the model's states (S0 S1)" in (tmp_path / "log.lammps").read_text()
+
+
+@pytest.mark.slow
+def test_a_float32_model_runs_in_float32(plugin, model, tmp_path):
+    from tensorfuse.model import compile_model
+
+    compiled = compile_model(copy.deepcopy(model).to(torch.float32), tmp_path / "float32.pt2")
+    assert compiled_metadata(compiled)["dtype"] == "float32"
+    atoms = silicon(2)
+    run_lmp(tmp_path, header(write_data(tmp_path, atoms, ["Si"]), plugin, compiled, "Si") + MEASURE)
+    check_against_ase(tmp_path, atoms, model, measured(tmp_path, len(atoms)), tolerance=2e-4)

@@ -178,11 +178,27 @@ class LammpsDriver:
                              f"({list(elements)}): give one element per type, in type order")
         return np.array([0] + numbers, dtype=np.int64)  # indexed by LAMMPS type (1-based)
 
+    def _check_masses(self) -> None:
+        """Each type's mass (where set) within 0.6 u of its element's: a wrong element order is an
+        error, not a silently wrong run (isotopes such as D need their own element's model)."""
+        from ase.data import atomic_masses, chemical_symbols
+
+        try:
+            masses = np.asarray(self.lmp.numpy.extract_atom("mass"))
+        except Exception:  # per-atom masses (atom_style with rmass) or none yet
+            return
+        for t, z in enumerate(self.type_numbers[1:], start=1):
+            if t < len(masses) and masses[t] > 0 and abs(masses[t] - atomic_masses[z]) > 0.6:
+                raise ValueError(f"atom type {t} has mass {masses[t]:.6g} but is given element {chemical_symbols[z]} "
+                                 f"(mass {atomic_masses[z]:.6g}): is the element order (--elements) the order of "
+                                 "the types?")
+
     # -- setting LAMMPS up ------------------------------------------------------------------------
     def attach(self) -> "LammpsDriver":
         units = self.lmp.extract_global("units")
         if units != "metal":
             raise ValueError(f"LAMMPS uses 'units {units}': tensorfuse models need 'units metal' (eV, Å, ps)")
+        self._check_masses()
         processes = int(self.lmp.extract_setting("world_size"))
         config = self.model.config
         if processes > 1 and config.num_states > 1 and config.state_energies != "independent":

@@ -128,6 +128,9 @@ class PairTensorfuse : public Pair {
       error->all(FLERR, "pair_style tensorfuse needs newton_pair on (forces on ghost atoms go to their owners)");
     if (atom->tag_enable == 0) error->all(FLERR, "pair_style tensorfuse needs atom IDs");
     check_masses();
+    if (states.size() > 1 && metadata["state_energies"] != "independent" && comm->nprocs > 1)
+      error->all(FLERR, "pair_style tensorfuse: this model's {} state energies are ordered over the whole structure, "
+                 "which no single process holds: run it on one process", metadata["state_energies"]);
     neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
     double halo = num_layers * r_max + neighbor->skin;
     if (comm->cutghostuser < halo) {

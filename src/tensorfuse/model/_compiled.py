@@ -12,8 +12,11 @@ ahead of time (``make_fx``), so nothing differentiates at run time. The fused CP
 the graph as the C++ operators ``tensorfuse::message_passing`` and ``tensorfuse::product_basis``
 (and their backward operators): the plugin compiles them in; Python loads them with the kernels.
 
-Two phantom atoms one edge apart, far from everything, are appended by the caller (the plugin) so
-that a process with no atoms or no edges still calls the function with shapes it was compiled for.
+The last two atoms are phantoms one edge apart, appended by the caller (the plugin) so that a
+process with no atoms or no edges still calls the function with shapes it was compiled for; they
+form a structure of their own (batch 1). A multi-state model whose adiabatic energies are
+eigenvalues or ordered gaps of the whole structure (``state_energies`` other than
+``independent``) is exact on one process only (the plugin refuses several).
 """
 
 from __future__ import annotations
@@ -49,9 +52,12 @@ class _DomainFunction(torch.nn.Module):
     def forward(self, positions, numbers, edge_index, offsets, owned, state_weights):
         positions = positions.detach().requires_grad_(True)
         offsets = offsets.detach().requires_grad_(True)  # shifts of a unit cell: their gradient is dE/dr_e
-        cell = torch.eye(3, dtype=positions.dtype).unsqueeze(0)
-        pbc = torch.zeros(1, 3, dtype=torch.bool)
-        batch = torch.zeros(positions.shape[0], dtype=torch.long)
+        cell = torch.eye(3, dtype=positions.dtype).expand(2, 3, 3)
+        pbc = torch.zeros(2, 3, dtype=torch.bool)
+        # the caller's two phantom atoms (the last two) are a structure of their own: a multi-state
+        # model's adiabatic energies are eigenvalues (or ordered gaps) of a whole structure
+        n = positions.shape[0]
+        batch = (torch.arange(n) >= n - 2).long()
         node = self.energy_model(AtomicGraph(positions, numbers, edge_index, offsets, cell, pbc, batch))["node_energy"]
         if self.num_states > 1:
             node = node @ state_weights
@@ -74,7 +80,8 @@ def _traced():
 
 
 def _example(model: Potential):
-    """13 jittered atoms of every species, their edges within the cutoff (no offsets), 9 owned."""
+    """13 jittered atoms of every species (the last two the phantoms), their edges within the
+    cutoff (no offsets), 9 owned."""
     species = list(model.config.species)
     dtype = next(model.parameters()).dtype
     rng = np.random.default_rng(0)
@@ -128,7 +135,8 @@ def compile_model(model: Potential, path, overwrite: bool = False) -> Path:
                 "num_layers": str(config.num_layers), "species": " ".join(str(z) for z in config.species),
                 "elements": " ".join(chemical_symbols[z] for z in config.species),
                 "masses": " ".join(repr(float(atomic_masses[z])) for z in config.species),
-                "states": " ".join(config.states), "config": json.dumps(config.to_dict())}
+                "states": " ".join(config.states), "state_energies": str(config.state_energies) if config.states else "",
+                "config": json.dumps(config.to_dict())}
 
     def write(handle):
         torch._inductor.aoti_compile_and_package(program, package_path=handle,
