@@ -780,6 +780,33 @@ def _(ws):
     return ["export", "junk.pt", "junk.pt2"], ["junk.pt is not a tensorfuse model file"]
 
 
+@case("export --for lammps: an existing output without --overwrite")
+def _(ws):
+    (ws / "old.pt2").write_bytes(b"an earlier compiled model")
+    return ["export", "run/model.pt", "old.pt2", "--for", "lammps"], ["old.pt2 already exists", "--overwrite"]
+
+
+@case("export --for lammps: an output without the .pt2 suffix")
+def _(ws):
+    return ["export", "run/model.pt", "compiled.so", "--for", "lammps"], ["compiled.so", ".pt2"]
+
+
+@case("export --for lammps: a folder as the output")
+def _(ws):
+    (ws / "out.pt2").mkdir()
+    return ["export", "run/model.pt", "out.pt2", "--for", "lammps"], ["cannot write out.pt2: it is a folder"]
+
+
+@case("export: --dtype without --for lammps")
+def _(ws):
+    return ["export", "run/model.pt", "x.pt2", "--dtype", "float32"], ["--dtype applies to --for lammps"]
+
+
+@case("lammps-plugin: an argument it does not take")
+def _(ws):
+    return ["lammps-plugin", "model.pt2"], ["model.pt2"]
+
+
 # -- fine-tuning ----------------------------------------------------------------------------------
 @case("train: --init-model names a missing file")
 def _(ws):

@@ -230,7 +230,8 @@ def test_plain_lmp_loads_the_plugin_from_its_path(compiled, plugin, tmp_path):
     assert "Loop time" in result.stdout
 
 
-@pytest.mark.parametrize("case", ["element order", "unknown element", "units", "state", "newton", "count"])
+@pytest.mark.parametrize("case", ["element order", "unknown element", "units", "state", "newton", "count", "model file",
+                                  "not a model"])
 def test_wrong_input_is_a_one_line_lammps_error(plugin, compiled, tmp_path, case):
     atoms = ethanol_in_box(True)
     data = write_data(tmp_path, atoms, ["C", "H", "O"])
@@ -243,6 +244,8 @@ def test_wrong_input_is_a_one_line_lammps_error(plugin, compiled, tmp_path, case
                                                                               "states (a single-state model)"),
         "newton": ("units metal", "units metal\nnewton off", "needs newton_pair on"),
         "count": ("C H O", "C H", "needs one element per atom type: 3 types, 2 elements given"),
+        "model file": (str(compiled), "absent.pt2", "the model file absent.pt2 does not exist"),
+        "not a model": (str(compiled), "structure.data", "cannot read structure.data as a compiled tensorfuse model"),
     }[case]
     old, new, message = expected
     assert old in script

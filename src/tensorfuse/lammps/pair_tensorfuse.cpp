@@ -37,6 +37,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -175,6 +176,9 @@ class PairTensorfuse : public Pair {
 
   void load_model(const std::string &path)
   {
+    if (!std::ifstream(path).good())
+      error->all(FLERR, "pair_coeff: the model file {} does not exist or cannot be read (make it with "
+                 "'tensorfuse export MODEL.pt {} --for lammps')", path, path);
     try {
       metadata = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
     } catch (const std::exception &e) {
