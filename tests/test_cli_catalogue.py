@@ -802,11 +802,6 @@ def _(ws):
     return ["export", "run/model.pt", "x.pt2", "--dtype", "float32"], ["--dtype applies to --for lammps"]
 
 
-@case("lammps-plugin: an argument it does not take")
-def _(ws):
-    return ["lammps-plugin", "model.pt2"], ["model.pt2"]
-
-
 # -- fine-tuning ----------------------------------------------------------------------------------
 @case("train: --init-model names a missing file")
 def _(ws):
