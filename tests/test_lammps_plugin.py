@@ -182,23 +182,40 @@ def test_two_mpi_processes_equal_one(plugin, compiled, tmp_path):
     np.testing.assert_allclose(two["site_virial_sum"], one["site_virial_sum"], atol=1e-10)
 
 
-def test_nve_conserves_energy_and_lammps_commands_run(plugin, compiled, tmp_path):
-    atoms = silicon(2)
-    data = write_data(tmp_path, atoms, ["Si"])
+def test_nve_follows_ase_velocity_verlet_and_lammps_commands_run(plugin, compiled, model, tmp_path):
+    """100 steps of 1 fs at 600 K (LAMMPS rebuilds its neighbour lists and ghosts on the way): the
+    trajectory equals ASE's velocity Verlet from the same start, and the total energy stays put."""
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = silicon(2, seed=1)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(0))
+    write(tmp_path / "start.data", atoms, format="lammps-data", specorder=["Si"], masses=True, units="metal",
+          velocities=True)
+    data = "start.data"
     run_lmp(tmp_path, header(data, plugin, compiled, "Si") + """
-velocity all create 600 4 mom yes rot yes
-timestep 0.0005
+timestep 0.001
 fix integrate all nve
 thermo_style custom step pe ke etotal
 thermo_modify format float %.15g
 thermo 10
 dump frames all custom 50 frames.dump id type x y z
+dump_modify frames format float %.17g sort id
 run 100
-unfix integrate
-undump frames
 """)
     rows = thermo_rows(tmp_path)
     assert rows.shape == (11, 4)
+    final = np.loadtxt(tmp_path / "frames.dump", skiprows=2 * (9 + len(atoms)) + 9)[:, 2:]
+    reference = atoms.copy()
+    reference.calc = Calculator(model)
+    start = reference.get_total_energy()
+    VelocityVerlet(reference, timestep=1.0 * units.fs).run(100)
+    shift = final - reference.positions
+    shift -= np.rint(shift @ np.linalg.inv(atoms.cell.array)) @ atoms.cell.array  # LAMMPS wraps atoms
+    assert np.abs(shift).max() < 1e-8, np.abs(shift).max()
+    assert rows[-1, 1] == pytest.approx(reference.get_potential_energy(), abs=1e-7)
+    assert rows[0, 3] == pytest.approx(start, rel=1e-6)  # LAMMPS's unit constants are rounded (mvv2e)
     drift = np.abs(rows[:, 3] - rows[0, 3]).max()
     assert drift < 1e-3 * rows[:, 2].mean(), (drift, rows[:, 2].mean())  # below 0.1 % of the kinetic energy
     # minimize, fix npt and rerun, as for any pair style
