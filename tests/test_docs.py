@@ -343,6 +343,7 @@ def test_the_photodynamics_example_parses_and_its_data_exist():
             assert Path(args.structure) == path("ethylene_casscf") and args.initial_state == "S1"
 
 
+@pytest.mark.slow  # 20 s: the default suite stays under 10 minutes in a fresh clone (the parse test above stays)
 def test_the_photodynamics_example_runs_as_written(tmp_path, monkeypatch):
     """The whole example with a shorter training and ensemble (the minutes of the page are for a
     useful model): the trained model has a minimum to sample (Wigner), the run and the resume work."""
