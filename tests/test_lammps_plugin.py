@@ -244,7 +244,8 @@ rerun frames.dump dump x y z
 
 
 def test_plain_lmp_loads_the_plugin_from_its_path(compiled, plugin, tmp_path):
-    """With ``tensorfuse lammps-plugin --env``'s LAMMPS_PLUGIN_PATH, no ``plugin load`` line."""
+    """With ``tensorfuse lammps-plugin --env``'s LAMMPS_PLUGIN_PATH, no ``plugin load`` line; a
+    suffix flag (``-sf omp``) falls back to the plain style as for any pair style."""
     from tensorfuse.lammps import lammps_environment, lammps_executable
 
     atoms = silicon(2)
@@ -252,7 +253,7 @@ def test_plain_lmp_loads_the_plugin_from_its_path(compiled, plugin, tmp_path):
     (tmp_path / "in.lammps").write_text(script + "run 0\n")
     environment = lammps_environment()
     environment["LAMMPS_PLUGIN_PATH"] = str(plugin.parent)
-    result = subprocess.run([str(lammps_executable()), "-in", "in.lammps", "-log", "none"], cwd=tmp_path,
+    result = subprocess.run([str(lammps_executable()), "-sf", "omp", "-in", "in.lammps", "-log", "none"], cwd=tmp_path,
                             env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:]
     assert "Loop time" in result.stdout
