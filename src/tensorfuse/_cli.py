@@ -331,9 +331,11 @@ def _export(args: argparse.Namespace, extra: list[str]) -> int:
         raise ValueError(f"the output {args.output} is the model itself: exporting would destroy it; "
                          "give another output name (e.g. model.pt2)")
     if args.target == "lammps":
+        import torch
+
         from tensorfuse.model import compile_model
 
-        path = compile_model(load_model(args.model, dtype=_dtype_or_none(args.dtype)), args.output,
+        path = compile_model(load_model(args.model, dtype=getattr(torch, args.dtype) if args.dtype else None), args.output,
                              overwrite=args.overwrite)
         print(f"compiled {args.model} to {path} (AOTInductor package for pair_style tensorfuse: pair_coeff * * {path} "
               f"ELEMENTS...; see tensorfuse lammps-plugin)")
@@ -344,12 +346,6 @@ def _export(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"exported {args.model} to {path} (torch.export program; load with tensorfuse.load_model "
           f"or pass it to tensorfuse.Calculator)")
     return 0
-
-
-def _dtype_or_none(name):
-    import torch
-
-    return None if name is None else getattr(torch, name)
 
 
 def _lammps_plugin(args: argparse.Namespace, extra: list[str]) -> int:

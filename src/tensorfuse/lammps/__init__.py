@@ -2,7 +2,7 @@
 
 * ``pair_style tensorfuse`` (:mod:`tensorfuse.lammps._plugin`): a C++ plugin that plain ``lmp``
   loads with ``plugin load``; it runs a model compiled ahead of time
-  (:func:`tensorfuse.model.compile_model`, ``tensorfuse compile``) without Python, with LAMMPS's own
+  (:func:`tensorfuse.model.compile_model`, ``tensorfuse export --for lammps``) without Python, with LAMMPS's own
   neighbour lists, ghost atoms and reverse communication.
 * ``fix external`` driver (:mod:`tensorfuse.lammps._driver`, ``tensorfuse lammps MODEL IN``): the
   Python model attached to LAMMPS's Python module, for models that are not compiled.

@@ -1,4 +1,4 @@
-// pair_style tensorfuse: a tensorfuse model (compiled ahead of time by `tensorfuse compile`) as a
+// pair_style tensorfuse: a tensorfuse model (compiled ahead of time by `tensorfuse export ... --for lammps`) as a
 // LAMMPS pair style, loaded at run time with `plugin load`.
 //
 //   plugin load   /path/to/tensorfuseplugin.so        # `tensorfuse lammps-plugin` prints the path
@@ -112,6 +112,7 @@ class PairTensorfuse : public Pair {
     load_model(arg[2]);
     type_number.assign(ntypes + 1, -1);
     type_mass.assign(ntypes + 1, 0.0);
+    type_element.assign(ntypes + 1, "");
     for (int t = 1; t <= ntypes; t++) {
       std::string element = arg[2 + t];
       int k = 0;
@@ -121,7 +122,7 @@ class PairTensorfuse : public Pair {
                    element, t, metadata["elements"]);
       type_number[t] = numbers[k];
       type_mass[t] = masses[k];
-      type_element.push_back(element);
+      type_element[t] = element;
     }
     for (int i = 1; i <= ntypes; i++)
       for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
@@ -194,7 +195,7 @@ class PairTensorfuse : public Pair {
     }
     if (metadata["format"] != "tensorfuse-compiled")
       error->all(FLERR, "pair_coeff: {} is not a compiled tensorfuse model: make one with "
-                 "'tensorfuse compile MODEL.pt OUT.pt2'", path);
+                 "'tensorfuse export MODEL.pt OUT.pt2 --for lammps'", path);
     if (std::stoi(metadata["format_version"]) > 1)
       error->all(FLERR, "pair_coeff: {} is a newer compiled format ({}): rebuild the plugin of a newer tensorfuse",
                  path, metadata["format_version"]);
@@ -212,7 +213,7 @@ class PairTensorfuse : public Pair {
     r_max = std::stod(metadata["r_max"]);
     num_layers = std::stoi(metadata["num_layers"]);
     dtype = metadata["dtype"] == "float32" ? at::kFloat : at::kDouble;
-    cut_global_from_model();
+    cutforce = r_max;
     int num_states = states.empty() ? 1 : (int) states.size();
     std::vector<double> weights(num_states, 0.0);
     if (state_name.empty()) {
@@ -233,8 +234,6 @@ class PairTensorfuse : public Pair {
     state_weights = state_weights.to(dtype);
   }
 
-  void cut_global_from_model() { cutforce = r_max; }
-
   void check_masses()
   {
     for (int t = 1; t <= atom->ntypes; t++) {
@@ -242,7 +241,7 @@ class PairTensorfuse : public Pair {
       double mass = atom->mass[t];
       if (std::fabs(mass - type_mass[t]) > 0.6)
         error->all(FLERR, "pair_coeff: atom type {} has mass {:.6g} but is given element {} (mass {:.6g}): "
-                   "is the element order of pair_coeff the order of the types?", t, mass, type_element[t - 1],
+                   "is the element order of pair_coeff the order of the types?", t, mass, type_element[t],
                    type_mass[t]);
     }
   }
