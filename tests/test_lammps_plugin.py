@@ -17,7 +17,7 @@ from ase.io import write
 
 from tensorfuse import ModelConfig, build_model
 from tensorfuse.calculator import Calculator
-from tensorfuse.model._compiled import compiled_metadata
+from tensorfuse.model._compiled import compiled_metadata, reach_markers
 
 from .test_lammps import CONFIG, ethanol_in_box, silicon
 
@@ -301,9 +301,12 @@ def test_the_compiled_function_equals_the_model_on_a_molecule(compiled, model):
     distances = torch.cdist(positions, positions)
     receiver, sender = torch.nonzero((distances < model.config.r_max) & (distances > 0), as_tuple=True)
     runner = torch._inductor.aoti_load_package(str(compiled))
+    layers = model.config.num_layers  # every layer updates every atom: one process, no ghosts
+    reach = reach_markers([len(atoms)] * layers, [len(sender)] * layers)
     energy, site, forces, _ = runner(positions, torch.tensor(atoms.numbers), torch.stack([sender, receiver]),
                                      torch.zeros(len(sender), 3, dtype=torch.float64),
-                                     torch.ones(len(atoms), dtype=torch.float64), torch.ones(1, dtype=torch.float64))
+                                     torch.ones(len(atoms), dtype=torch.float64), torch.ones(1, dtype=torch.float64),
+                                     *reach)
     assert float(energy) == pytest.approx(expected["energy"], abs=1e-10)
     assert float(site.sum()) == pytest.approx(expected["energy"], abs=1e-10)
     assert np.abs(forces.numpy() - expected["forces"]).max() < 1e-10

@@ -196,8 +196,9 @@ class PairTensorfuse : public Pair {
     if (metadata["format"] != "tensorfuse-compiled")
       error->all(FLERR, "pair_coeff: {} is not a compiled tensorfuse model: make one with "
                  "'tensorfuse export MODEL.pt OUT.pt2 --for lammps'", path);
-    if (std::stoi(metadata["format_version"]) > 1)
-      error->all(FLERR, "pair_coeff: {} is a newer compiled format ({}): rebuild the plugin of a newer tensorfuse",
+    if (std::stoi(metadata["format_version"]) != 2)
+      error->all(FLERR, "pair_coeff: {} is compiled for another version of the plugin (format {}, this plugin reads 2): "
+                 "export it again with this tensorfuse, or rebuild the plugin of the tensorfuse that made it",
                  path, metadata["format_version"]);
     try {
       model = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model", true);
@@ -302,21 +303,23 @@ void PairTensorfuse::compute(int eflag, int vflag)
       for (int k = 0; k < 3; k++) offsets.push_back(x[j][k] - xs[k]);
     }
   }
-  // only what reaches an owned atom within num_layers messages: hops from the owned atoms against
-  // the edges' direction; a ghost h hops away needs its incoming edges if h < num_layers, itself
-  // (its embedding) if h <= num_layers, nothing beyond (halo atoms the ghost cutoff brought in)
+  // hops from the owned atoms against the edges' direction: layer t of L updates the atoms within
+  // L - t hops, from the edges into them; the embedding reaches L hops; nothing beyond (halo atoms
+  // the ghost cutoff brought in). The model's atoms: the owned ones (their own indices), the two
+  // phantoms, then the ghosts by hops; its edges: those into atoms within L - 1 hops, by the hops of
+  // their receiver, the phantoms' two first. Then every layer's atoms and edges are prefixes.
+  const int L = num_layers;
+  std::vector<int> hops(nodes, L + 1);
+  for (int a = 0; a < nlocal; a++) hops[a] = 0;
   if (nodes > nlocal) {
     std::vector<int> start(nodes + 1, 0), by_receiver(senders.size());
     for (auto r : receivers) start[r + 1]++;
     for (int a = 0; a < nodes; a++) start[a + 1] += start[a];
     std::vector<int> fill(start.begin(), start.end() - 1);
     for (size_t e = 0; e < senders.size(); e++) by_receiver[fill[receivers[e]]++] = (int) e;
-    std::vector<int> hops(nodes, num_layers + 1), frontier, next;
-    for (int a = 0; a < nlocal; a++) {
-      hops[a] = 0;
-      frontier.push_back(a);
-    }
-    for (int h = 1; h <= num_layers && !frontier.empty(); h++) {
+    std::vector<int> frontier(nlocal), next;
+    for (int a = 0; a < nlocal; a++) frontier[a] = a;
+    for (int h = 1; h <= L && !frontier.empty(); h++) {
       next.clear();
       for (int r : frontier)
         for (int k = start[r]; k < start[r + 1]; k++) {
@@ -328,36 +331,56 @@ void PairTensorfuse::compute(int eflag, int vflag)
         }
       frontier.swap(next);
     }
-    std::vector<int> renumber(nodes, -1);
-    int kept = 0;
-    for (int a = 0; a < nodes; a++)
-      if (hops[a] <= num_layers) renumber[a] = kept++;
-    size_t m = 0;
-    for (size_t e = 0; e < senders.size(); e++) {
-      if (hops[receivers[e]] >= num_layers) continue;
-      senders[m] = renumber[senders[e]];
-      receivers[m] = renumber[receivers[e]];
-      for (int k = 0; k < 3; k++) offsets[3 * m + k] = offsets[3 * e + k];
-      m++;
-    }
-    senders.resize(m);
-    receivers.resize(m);
-    offsets.resize(3 * m);
-    std::vector<int> kept_atoms(kept);
-    for (int a = 0; a < nodes; a++)
-      if (renumber[a] >= 0) kept_atoms[renumber[a]] = atom_of[a];
-    atom_of.swap(kept_atoms);
-    nodes = kept;
   }
-  // two phantom atoms one edge apart, alone: every call has atoms and edges
-  const int phantom = nodes;
-  const int n = nodes + 2;
-  senders.push_back(phantom);
-  receivers.push_back(phantom + 1);
-  senders.push_back(phantom + 1);
-  receivers.push_back(phantom);
-  for (int k = 0; k < 6; k++) offsets.push_back(0.0);
-  const int64_t nedges = (int64_t) senders.size();
+  std::vector<int> at_hops(L + 2, 0);    // atoms (edges) per hop count of the atom (receiver)
+  for (int a = nlocal; a < nodes; a++) at_hops[hops[a]]++;
+  std::vector<int> renumber(nodes, -1), first(L + 2, 0);
+  first[1] = nlocal + 2;
+  for (int h = 1; h <= L; h++) first[h + 1] = first[h] + at_hops[h];
+  const int n = first[L + 1];
+  for (int a = 0; a < nlocal; a++) renumber[a] = a;
+  for (int a = nlocal; a < nodes; a++)
+    if (hops[a] <= L) renumber[a] = first[hops[a]]++;
+  const int phantom = nlocal;
+  std::vector<int> atom_of_node(n, -1);    // the LAMMPS atom of each model atom (-1: a phantom)
+  for (int a = 0; a < nodes; a++)
+    if (renumber[a] >= 0) atom_of_node[renumber[a]] = atom_of[a];
+  atom_of.swap(atom_of_node);
+  std::vector<int64_t> edge_hops(L + 1, 0);
+  for (size_t e = 0; e < receivers.size(); e++)
+    if (hops[receivers[e]] < L) edge_hops[hops[receivers[e]]]++;
+  edge_hops[0] += 2;    // the phantoms'
+  std::vector<int64_t> edge_first(L + 1, 0);
+  for (int h = 1; h <= L; h++) edge_first[h] = edge_first[h - 1] + edge_hops[h - 1];
+  const int64_t nedges = edge_first[L];
+  std::vector<int64_t> model_senders(nedges), model_receivers(nedges);
+  std::vector<double> model_offsets(3 * nedges, 0.0);
+  model_senders[0] = phantom;
+  model_receivers[0] = phantom + 1;
+  model_senders[1] = phantom + 1;
+  model_receivers[1] = phantom;
+  std::vector<int64_t> slot(edge_first.begin(), edge_first.end());
+  slot[0] = 2;
+  for (size_t e = 0; e < receivers.size(); e++) {
+    int h = hops[receivers[e]];
+    if (h >= L) continue;
+    int64_t m = slot[h]++;
+    model_senders[m] = renumber[senders[e]];
+    model_receivers[m] = renumber[receivers[e]];
+    for (int k = 0; k < 3; k++) model_offsets[3 * m + k] = offsets[3 * e + k];
+  }
+  senders.swap(model_senders);
+  receivers.swap(model_receivers);
+  offsets.swap(model_offsets);
+  // layer t (1..L) updates the atoms within L - t hops and takes the edges into them
+  std::vector<at::Tensor> reach;
+  for (int t = 1; t <= L; t++) {
+    int64_t atoms_t = nlocal + 2, edges_t = 0;
+    for (int h = 1; h <= L - t; h++) atoms_t += at_hops[h];
+    for (int h = 0; h <= L - t; h++) edges_t += edge_hops[h];
+    reach.push_back(at::empty({atoms_t}, at::TensorOptions().dtype(at::kByte)));
+    reach.push_back(at::empty({edges_t}, at::TensorOptions().dtype(at::kByte)));
+  }
 
   auto options = at::TensorOptions().dtype(at::kDouble);
   at::Tensor positions = at::empty({n, 3}, options);
@@ -366,27 +389,29 @@ void PairTensorfuse::compute(int eflag, int vflag)
   double *p = positions.data_ptr<double>();
   int64_t *z = atomic_numbers.data_ptr<int64_t>();
   double *o = owned.data_ptr<double>();
-  for (int a = 0; a < nodes; a++) {
+  for (int a = 0; a < n; a++) {
     int i = atom_of[a];
+    if (i < 0) {    // a phantom: half a cutoff from the other one
+      for (int k = 0; k < 3; k++) p[3 * a + k] = 0.0;
+      p[3 * a] = 0.5 * r_max * (a - phantom);
+      z[a] = numbers[0];
+      continue;
+    }
     for (int k = 0; k < 3; k++) p[3 * a + k] = x[i][k];
     z[a] = type_number[type[i]];
     o[a] = a < nlocal ? 1.0 : 0.0;
-  }
-  for (int a = phantom; a < n; a++) {
-    for (int k = 0; k < 3; k++) p[3 * a + k] = 0.0;
-    p[3 * a] = 0.5 * r_max * (a - phantom);
-    z[a] = numbers[0];
   }
   at::Tensor edge_index = at::empty({2, nedges}, at::TensorOptions().dtype(at::kLong));
   std::memcpy(edge_index.data_ptr<int64_t>(), senders.data(), nedges * sizeof(int64_t));
   std::memcpy(edge_index.data_ptr<int64_t>() + nedges, receivers.data(), nedges * sizeof(int64_t));
   at::Tensor edge_offsets = at::empty({nedges, 3}, options);
   std::memcpy(edge_offsets.data_ptr<double>(), offsets.data(), 3 * nedges * sizeof(double));
-
   std::vector<at::Tensor> outputs;
+  std::vector<at::Tensor> inputs = {positions.to(dtype), atomic_numbers, edge_index, edge_offsets.to(dtype),
+                                    owned.to(dtype), state_weights};
+  inputs.insert(inputs.end(), reach.begin(), reach.end());
   try {
-    outputs = model->run({positions.to(dtype), atomic_numbers, edge_index, edge_offsets.to(dtype), owned.to(dtype),
-                          state_weights});
+    outputs = model->run(inputs);
   } catch (const std::exception &e) {
     error->one(FLERR, "pair_style tensorfuse: the model failed: {}", std::string(e.what()).substr(0, 300));
   }
@@ -394,9 +419,10 @@ void PairTensorfuse::compute(int eflag, int vflag)
   at::Tensor forces = outputs[2].to(at::kDouble).contiguous();
   at::Tensor edge_gradient = outputs[3].to(at::kDouble).contiguous();
   const double *fs = forces.data_ptr<double>();
-  for (int a = 0; a < nodes; a++) {
+  for (int a = 0; a < n; a++) {
     int i = atom_of[a];
-    for (int k = 0; k < 3; k++) f[i][k] += fs[3 * a + k];
+    if (i >= 0)
+      for (int k = 0; k < 3; k++) f[i][k] += fs[3 * a + k];
   }
   if (eflag_global) eng_vdwl += outputs[0].item<double>();
   if (eflag_atom) {
@@ -405,7 +431,7 @@ void PairTensorfuse::compute(int eflag, int vflag)
   }
   if (vflag_either) {
     const double *g = edge_gradient.data_ptr<double>();
-    for (int64_t e = 0; e < nedges - 2; e++) {
+    for (int64_t e = 2; e < nedges; e++) {    // the phantoms' two first edges left out
       const double *xs = x[atom_of[senders[e]]];
       const double *xr = x[atom_of[receivers[e]]];
       double r[3];

@@ -35,36 +35,48 @@ from tensorfuse.nn._kernels import load_kernel, tensor_paths
 from tensorfuse.utils._files import unwritable_reason
 
 COMPILED_FORMAT = "tensorfuse-compiled"
-COMPILED_VERSION = 1
+COMPILED_VERSION = 2  # 2: the reach inputs (per-layer atoms and edges)
 
 
 class _DomainFunction(torch.nn.Module):
-    """``(positions, numbers, edge_index, offsets, owned, state_weights) -> (energy, site energies,
-    forces, dE/d(edge vectors))``. The vector of edge ``e`` (sender ``j``, receiver ``i``) is
-    ``x_j - x_i + offsets[e]`` (a periodic image's shift); ``state_weights [S]`` picks (or mixes)
-    the states of a multi-state model."""
+    """``(positions, numbers, edge_index, offsets, owned, state_weights, *reach) -> (energy, site
+    energies, forces, dE/d(edge vectors))``. The vector of edge ``e`` (sender ``j``, receiver ``i``)
+    is ``x_j - x_i + offsets[e]`` (a periodic image's shift); ``state_weights [S]`` picks (or mixes)
+    the states of a multi-state model. ``reach`` is two vectors per layer whose lengths (their
+    values are not read) are the atoms the layer updates and the edges into them, prefixes of the
+    atoms and edges (see :meth:`EnergyModel.forward`); the last layer's atoms are the owned atoms
+    and, last among them, the two phantoms, and the site energies are theirs."""
 
     def __init__(self, energy_model, num_states: int):
         super().__init__()
         self.energy_model = energy_model
         self.num_states = num_states
 
-    def forward(self, positions, numbers, edge_index, offsets, owned, state_weights):
+    def forward(self, positions, numbers, edge_index, offsets, owned, state_weights, *reach):
         positions = positions.detach().requires_grad_(True)
         offsets = offsets.detach().requires_grad_(True)  # shifts of a unit cell: their gradient is dE/dr_e
         cell = torch.eye(3, dtype=positions.dtype).expand(2, 3, 3)
         pbc = torch.zeros(2, 3, dtype=torch.bool)
-        # the caller's two phantom atoms (the last two) are a structure of their own: a multi-state
-        # model's adiabatic energies are eigenvalues (or ordered gaps) of a whole structure
-        n = positions.shape[0]
-        batch = (torch.arange(n) >= n - 2).long()
-        node = self.energy_model(AtomicGraph(positions, numbers, edge_index, offsets, cell, pbc, batch))["node_energy"]
+        layers = [(reach[2 * t].shape[0], reach[2 * t + 1].shape[0]) for t in range(len(reach) // 2)]
+        # the caller's two phantom atoms (the last two of the last layer's atoms) are a structure of
+        # their own: a multi-state model's adiabatic energies are eigenvalues (or ordered gaps) of a
+        # whole structure
+        final = layers[-1][0]
+        index = torch.arange(positions.shape[0])
+        batch = ((index >= final - 2) & (index < final)).long()
+        graph = AtomicGraph(positions, numbers, edge_index, offsets, cell, pbc, batch)
+        node = self.energy_model(graph, reach=layers)["node_energy"]
         if self.num_states > 1:
             node = node @ state_weights
-        node = node * owned
+        node = node * owned[:final]
         energy = node.sum()
         gradient, edge_gradient = torch.autograd.grad(energy, [positions, offsets])
         return energy, node, -gradient, edge_gradient
+
+
+def reach_markers(nodes, edges) -> list[torch.Tensor]:
+    """The ``reach`` inputs of a compiled model: per layer, vectors as long as its atoms and edges."""
+    return [torch.empty(count, dtype=torch.uint8) for pair in zip(nodes, edges) for count in pair]
 
 
 @contextlib.contextmanager
@@ -80,21 +92,27 @@ def _traced():
 
 
 def _example(model: Potential):
-    """13 jittered atoms of every species (the last two the phantoms), their edges within the
-    cutoff (no offsets), 9 owned."""
+    """Jittered atoms of every species ordered by hops as the plugin orders them: 9 owned, the two
+    phantoms, one ghost atom per hop up to ``num_layers``; the edges within the cutoff (no offsets)
+    that reach the owned atoms, sorted by receiver."""
     species = list(model.config.species)
     dtype = next(model.parameters()).dtype
+    layers = model.config.num_layers
     rng = np.random.default_rng(0)
-    n = 13
+    n = 11 + layers
     positions = rng.uniform(0.0, 1.1 * model.config.r_max, (n, 3))
     distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
     receiver, sender = np.nonzero((distances < model.config.r_max) & (distances > 0))
+    hops = np.maximum(np.arange(n) - 10, 0)
+    keep = (hops[receiver] < layers) & (hops[sender] <= hops[receiver] + 1)
+    receiver, sender = receiver[keep], sender[keep]
     owned = (np.arange(n) < 9).astype(float)
     weights = np.eye(model.config.num_states)[0]
+    nodes = [11 + layers - t for t in range(1, layers + 1)]  # layer t: the atoms within layers - t hops
+    edges = [int((receiver < count).sum()) for count in nodes]
     return (torch.tensor(positions, dtype=dtype), torch.tensor([species[i % len(species)] for i in range(n)]),
             torch.tensor(np.stack([sender, receiver])), torch.zeros(len(sender), 3, dtype=dtype),
-            torch.tensor(owned, dtype=dtype),
-            torch.tensor(weights, dtype=dtype))
+            torch.tensor(owned, dtype=dtype), torch.tensor(weights, dtype=dtype), *reach_markers(nodes, edges))
 
 
 def compile_model(model: Potential, path, overwrite: bool = False) -> Path:
@@ -125,9 +143,10 @@ def compile_model(model: Potential, path, overwrite: bool = False) -> Path:
     with (contextlib.nullcontext() if kernels else tensor_paths(model.energy_model)), _traced():
         graph = make_fx(function, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
     atoms, edges = torch.export.Dim("atoms", min=2), torch.export.Dim("edges", min=2)
+    reach = [{0: torch.export.Dim(f"{kind}_{t}", min=2)} for t in range(config.num_layers) for kind in ("atoms", "edges")]
     with torch.no_grad():  # the graph holds its own backward already
         program = torch.export.export(graph, example, dynamic_shapes=[{0: atoms}, {0: atoms}, {1: edges}, {0: edges},
-                                                                      {0: atoms}, None], strict=False)
+                                                                      {0: atoms}, None, *reach], strict=False)
     from ase.data import atomic_masses, chemical_symbols
 
     metadata = {"format": COMPILED_FORMAT, "kernels": "fused" if kernels else "none", "format_version": str(COMPILED_VERSION), "tensorfuse_version": __version__,

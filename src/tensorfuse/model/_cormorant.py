@@ -72,10 +72,12 @@ class CormorantLevel(torch.nn.Module):
     def many_body_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.fusion.parameters()) if self.fusion is not None else []
 
-    def forward(self, h, species, edges):
+    def forward(self, h, species, edges, receivers=None):
+        """``receivers``: update only the first ``receivers`` atoms (the edges' receivers)."""
         sender, receiver = edges.index
         dots = ((h[sender] * h[receiver]) @ self.dot_blocks).flatten(1) * edges.envelope.unsqueeze(-1)
-        messages = self.aggregate(h, edges.harmonics, torch.cat([edges.radial, dots], dim=-1), edges.index)
+        messages = self.aggregate(h, edges.harmonics, torch.cat([edges.radial, dots], dim=-1), edges.index, receivers)
+        h, species = h[:receivers], species[:receivers]
         if self.num_messages == 1:
             messages = [messages]
         parts = [messages[0]] if self.power is None else [messages[0], h, self.power(h, h)]

@@ -36,6 +36,10 @@ class Edges:
     radial: torch.Tensor
     envelope: torch.Tensor
 
+    def first(self, count) -> "Edges":
+        """The first ``count`` edges."""
+        return Edges(self.index[:, :count], self.harmonics[:count], self.radial[:count], self.envelope[:count])
+
 
 class CouplingVectors(torch.nn.Module):
     """Per-atom coupling vectors ``[N, P, 3]`` (one per pair of states) from the 1o features of the
@@ -159,8 +163,10 @@ class EnergyLayer(torch.nn.Module):
     def many_body_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.product.parameters())
 
-    def forward(self, h, species, edges: Edges):
-        A = self.interaction(h, edges.harmonics, edges.radial, edges.index)
+    def forward(self, h, species, edges: Edges, receivers=None):
+        """``receivers``: update only the first ``receivers`` nodes (the edges' receivers)."""
+        A = self.interaction(h, edges.harmonics, edges.radial, edges.index, receivers)
+        h, species = h[:receivers], species[:receivers]
         out = self.linear(self.product(A, species))
         if self.skip is not None:
             out = out + self.skip(h, species)
@@ -228,8 +234,14 @@ class EnergyModel(torch.nn.Module):
         self.priors.assign(statistics)
 
     def forward(self, graph: AtomicGraph, positions: torch.Tensor | None = None,
-                cell: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                cell: torch.Tensor | None = None, reach=None) -> dict[str, torch.Tensor]:
         """``{"energy": [B], "node_energy": [N]}``; ``positions``/``cell`` override the graph's.
+
+        ``reach`` (a domain-decomposed caller's halo, :mod:`tensorfuse.model._compiled`): per layer
+        ``(nodes, edges)``, layer ``t`` updates only the first ``nodes`` atoms from the first
+        ``edges`` edges (which must be all the edges into them), and the output covers the atoms
+        the last layer updates. Atoms ordered by their distance in hops from the owned atoms make
+        every layer's set a prefix: layer ``t`` of ``L`` needs the atoms within ``L - t`` hops.
 
         A multi-state model gives ``energy [B, S]`` and ``node_energy [N, S]`` (ordered by its
         :class:`StateEnergies` head, whose Hellmann–Feynman terms come along for a diabatic one),
@@ -245,9 +257,20 @@ class EnergyModel(torch.nn.Module):
         edges = Edges(graph.edge_index, harmonics, radial, envelope)
         h = self.embedding(species)
         network_energy = 0.0
-        for layer, readout, scalar in zip(self.layers, self.readouts, self._scalar_index):
-            h = layer(h, species, edges)
-            network_energy = network_energy + readout(h[:, :, scalar])
+        batch = graph.batch
+        if reach is not None:
+            if len(reach) != len(self.layers):
+                raise ValueError(f"reach needs (nodes, edges) for each of the {len(self.layers)} layers")
+            final = reach[-1][0]
+            batch = batch[:final]
+        for t, (layer, readout, scalar) in enumerate(zip(self.layers, self.readouts, self._scalar_index)):
+            if reach is None:
+                h = layer(h, species, edges)
+            else:
+                h = layer(h, species, edges.first(reach[t][1]), reach[t][0])
+            network_energy = network_energy + readout(h[:final, :, scalar] if reach is not None else h[:, :, scalar])
+        if reach is not None:
+            species = species[:final]
         s, columns = self.num_states, self.states.columns
         virtual = None
         if self.num_virtual:  # the readouts' last columns: the coupling scalars
@@ -256,9 +279,9 @@ class EnergyModel(torch.nn.Module):
         excess = self.priors.excess(network_energy if network_energy.dim() == 1 else network_energy[:, :s], species)
         if columns > s:
             excess = torch.cat([excess, self.priors.scale * network_energy[..., s:]], dim=-1)
-        out = self.states(excess, self.priors.reference(species), graph.batch, graph.num_graphs)
+        out = self.states(excess, self.priors.reference(species), batch, graph.num_graphs)
         if self.coupling_vectors is not None:
             out["couplings"] = self.priors.scale * self.coupling_vectors(h)
         if virtual is not None:
-            out["coupling_scalars"] = self.priors.scale * per_structure_sum(virtual, graph.batch, graph.num_graphs)
+            out["coupling_scalars"] = self.priors.scale * per_structure_sum(virtual, batch, graph.num_graphs)
         return out

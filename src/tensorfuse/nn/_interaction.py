@@ -56,12 +56,16 @@ class Interaction(torch.nn.Module):
                 for _ in range(num_densities)
             )
 
-    def forward(self, h: torch.Tensor, harmonics: torch.Tensor, radial: torch.Tensor, edge_index: torch.Tensor):
+    def forward(self, h: torch.Tensor, harmonics: torch.Tensor, radial: torch.Tensor, edge_index: torch.Tensor,
+                receivers=None):
+        """``receivers``: the densities of only the first ``receivers`` atoms (every edge's receiver
+        among them; ``h`` holds the senders too)."""
         sender, receiver = edge_index
         n, e = h.shape[0], harmonics.shape[0]
         h = self.linear_up(h)
         weights = self.radial(radial).view(e, self.channels * self.num_densities, self.product.num_paths)
-        density = self.product.aggregate(h, harmonics, weights, sender, receiver, n) * (1.0 / self.avg_num_neighbors)
+        density = self.product.aggregate(h, harmonics, weights, sender, receiver, n)[:receivers]
+        density = density * (1.0 / self.avg_num_neighbors)
         if self.num_densities == 1:
             return self.linear(density)
         return [linear(part) for linear, part in zip(self.linear, density.split(self.channels, dim=1))]
