@@ -38,6 +38,9 @@ SPECIES = (1, 6, 8, 14)
 IMPLEMENTATIONS = ("tensorfuse-cartesian", "tensorfuse-spherical", "mace")
 # torch.compile (Potential.compile, dynamic shapes); the training step compiles energy and forces as one graph
 COMPILED = ("tensorfuse-cartesian-compiled", "tensorfuse-spherical-compiled")
+# compiled ahead of time (tensorfuse export --for lammps, run by CompiledPotential: what
+# Calculator("model.pt2") runs); inference only, so no training rows
+AHEAD_OF_TIME = ("tensorfuse-cartesian-aot", "tensorfuse-spherical-aot")
 
 
 def _status_mb(field: str) -> float:
@@ -80,14 +83,30 @@ def build_tensorfuse(basis: str, lmax: int, avg: float, dtype, mace: dict | None
     return model, sum(p.numel() for p in model.parameters())
 
 
-def tensorfuse_case(basis, lmax, structures, dtype, training: bool, compiled: bool = False):
+def ahead_of_time(model, name: str):
+    """The model compiled ahead of time (cached under the temporary folder: about a minute each)."""
+    import tempfile
+
+    from tensorfuse.model import CompiledPotential, compile_model
+
+    path = Path(tempfile.gettempdir()) / "tensorfuse_benchmark_aot" / f"{name}.pt2"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        compile_model(model, path)
+    return CompiledPotential(path)
+
+
+def tensorfuse_case(basis, lmax, structures, dtype, training: bool, compiled: bool = False, aot: bool = False):
     import torch
 
     from tensorfuse.data import AtomicGraph, batch_graphs
 
-    model, params = build_tensorfuse(basis, lmax, average_neighbors(structures, 5.0), dtype)
+    avg = average_neighbors(structures, 5.0)
+    model, params = build_tensorfuse(basis, lmax, avg, dtype)
     if compiled:
         model.compile(dynamic=True)
+    if aot:
+        model = ahead_of_time(model, f"{basis}_l{lmax}_{str(dtype).split('.')[-1]}_{avg:.6f}")
     graph = batch_graphs([AtomicGraph.from_atoms(a, 5.0, dtype=dtype) for a in structures])
     if not training:
         for p in model.parameters():
@@ -199,7 +218,8 @@ def run_case(case: dict) -> dict:
         fn, params, edges = mace_case(case["lmax"], structures, dtype, training)
     else:
         fn, params, edges = tensorfuse_case(case["impl"].split("-")[1], case["lmax"], structures, dtype, training,
-                                            compiled=case["impl"].endswith("-compiled"))
+                                            compiled=case["impl"].endswith("-compiled"),
+                                            aot=case["impl"].endswith("-aot"))
     atoms = sum(len(a) for a in structures)
     fn()  # warm-up
     if case["measure"] == "memory":
@@ -223,8 +243,9 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS) + ["train_aspirin_x5"])
     parser.add_argument("--lmax", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
-    parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS + COMPILED,
-                        help="add the -compiled variants for torch.compile (each case compiles first)")
+    parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS + COMPILED + AHEAD_OF_TIME,
+                        help="add the -compiled variants for torch.compile (each case compiles first), the -aot "
+                             "ones for the model compiled ahead of time (inference rows only)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts, each case run at each of them side by side (default 1 2)")
@@ -248,6 +269,8 @@ def main() -> None:
                                          for t in args.threads):
         rows = {}
         for impl in args.impls:
+            if impl.endswith("-aot") and system == "train_aspirin_x5":
+                continue  # compiled for inference
             row = {}
             for measure in ("time",) if args.no_memory else ("time", "memory"):
                 case = dict(system=system, lmax=lmax, dtype=dtype, impl=impl, measure=measure,

@@ -144,8 +144,8 @@ class LammpsDriver:
             dtype = getattr(torch, dtype)
         model = load_potential(model, self.device, dtype)
         if not hasattr(model, "energy_model") or not hasattr(model.energy_model, "species_table"):
-            raise ValueError("an exported program (.pt2) cannot run in fix external: give the model file (.pt), "
-                             "or compile it (tensorfuse export MODEL OUT.pt2 --for lammps) for pair_style tensorfuse")
+            raise ValueError("a .pt2 file cannot run in fix external: give the model file (.pt); a model compiled "
+                             "with tensorfuse export MODEL OUT.pt2 --for lammps runs in pair_style tensorfuse")
         self.model = model.to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

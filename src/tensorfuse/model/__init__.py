@@ -1,9 +1,9 @@
 """The potential: configuration, builder, energy model, the force/stress wrapper, model files
 (``save_model``, ``load_model``, ``load_potential``), exported programs (``export_model``) and models
-compiled ahead of time for C++ (``compile_model``)."""
+compiled ahead of time for C++ and Python (``compile_model``, ``CompiledPotential``)."""
 
 from tensorfuse.model._build import build_model
-from tensorfuse.model._compiled import compile_model
+from tensorfuse.model._compiled import CompiledPotential, compile_model
 from tensorfuse.model._committee import Committee, UncertaintyLimits
 from tensorfuse.model._config import (
     ARCHITECTURES,
@@ -25,6 +25,7 @@ __all__ = [
     "PRESETS",
     "PRODUCT_BASES",
     "Committee",
+    "CompiledPotential",
     "CormorantOptions",
     "EnergyModel",
     "MaceOptions",

@@ -180,3 +180,100 @@ def is_compiled_package(path) -> bool:
 def compiled_metadata(path) -> dict[str, str]:
     """The metadata of a compiled package (species, elements, masses, r_max, states, ...)."""
     return dict(torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(str(path), "model"))
+
+
+class CompiledPotential(torch.nn.Module):
+    """A compiled package (:func:`compile_model`) behind the :class:`Potential` interface: energies,
+    forces, stress and site energies of a single-state model, without the model's Python code (one
+    AOTInductor call per structure: fewer and fused operations, the fast route for small systems).
+    The calculator, ``md`` and i-PI take it through :func:`~tensorfuse.model.load_potential`; it
+    cannot train, change dtype or run on a GPU (compiled for this CPU)."""
+
+    def __init__(self, path):
+        super().__init__()
+        from tensorfuse.model._config import ModelConfig
+        from tensorfuse.model._energy import SpeciesTable
+
+        path = Path(path)
+        metadata = compiled_metadata(path)
+        if metadata.get("format") != COMPILED_FORMAT:
+            raise ValueError(f"{path} is not a compiled tensorfuse model")
+        if int(metadata.get("format_version", 0)) != COMPILED_VERSION:
+            raise ValueError(f"{path} is compiled in format {metadata.get('format_version')}; this tensorfuse reads "
+                             f"{COMPILED_VERSION}: compile it again (tensorfuse export MODEL.pt OUT.pt2 --for lammps)")
+        self.config = ModelConfig.from_dict(json.loads(metadata["config"]))
+        if self.config.num_states > 1:
+            raise ValueError(f"{path}: a compiled multi-state model runs one state in LAMMPS only; in Python give the "
+                             "model file (.pt), which gives every state, its forces and couplings")
+        if metadata["kernels"] == "fused" and not all(load_kernel(name) is not None for name in ("message", "product")):
+            raise ValueError(f"{path} was compiled with tensorfuse's CPU kernels, which cannot be built here "
+                             "(no C++ compiler?): give the model file (.pt)")
+        self.path = path
+        self.species_table = SpeciesTable(self.config.species)
+        self.register_buffer("_dtype_probe", torch.zeros((), dtype=getattr(torch, metadata["dtype"])), persistent=False)
+        self._runner = torch._inductor.aoti_load_package(str(path))
+
+    @property
+    def r_max(self) -> float:
+        return float(self.config.r_max)
+
+    @property
+    def num_states(self) -> int:
+        return self.config.num_states
+
+    @property
+    def compiled(self) -> bool:  # ahead of time: the calculator's compile option has nothing to do
+        return True
+
+    def parameters(self, recurse: bool = True):  # the dtype and device probes of callers
+        yield self._dtype_probe
+
+    def to(self, *args, **kwargs):
+        device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+        if (device is not None and torch.device(device).type != "cpu") or (
+                dtype is not None and dtype != self._dtype_probe.dtype):
+            raise ValueError(f"{self.path} is compiled for the CPU in {self._dtype_probe.dtype}: it cannot move to "
+                             f"{device or dtype}; give the model file (.pt)")
+        return self
+
+    def forward(self, graph: AtomicGraph, forces: bool = True, stress: bool = False, create_graph: bool = False,
+                batched_derivatives: bool = True) -> dict[str, torch.Tensor]:
+        if create_graph:
+            raise ValueError(f"{self.path} is compiled for inference: train the model file (.pt)")
+        self.species_table.check(graph.numbers)
+        dtype = self._dtype_probe.dtype
+        shifts = graph.shifts().to(dtype)
+        phantoms = torch.zeros(2, 3, dtype=dtype)
+        phantoms[1, 0] = 0.5 * self.r_max
+        weights = torch.ones(1, dtype=dtype)
+        energies, nodes, all_forces, virials = [], [], [], []
+        sender, receiver = graph.edge_index
+        edge_graph = graph.batch[receiver]
+        for b in range(graph.num_graphs):  # one structure per call: the function's energy is a sum
+            atoms = torch.nonzero(graph.batch == b).flatten()
+            edges = torch.nonzero(edge_graph == b).flatten()
+            first = int(atoms[0]) if len(atoms) else 0
+            n = len(atoms)
+            positions = torch.cat([graph.positions[atoms].to(dtype), phantoms])
+            numbers = torch.cat([graph.numbers[atoms], graph.numbers.new_full((2,), self.config.species[0])])
+            index = torch.cat([graph.edge_index[:, edges] - first, torch.tensor([[n, n + 1], [n + 1, n]])], dim=1)
+            offsets = torch.cat([shifts[edges], torch.zeros(2, 3, dtype=dtype)])
+            owned = torch.cat([torch.ones(n, dtype=dtype), torch.zeros(2, dtype=dtype)])
+            layers = self.config.num_layers
+            energy, site, force, edge_gradient = self._runner(
+                positions, numbers, index, offsets, owned, weights,
+                *reach_markers([n + 2] * layers, [index.shape[1]] * layers))
+            energies.append(energy)
+            nodes.append(site[:n])
+            all_forces.append(force[:n])
+            vectors = positions[index[0]] - positions[index[1]] + offsets
+            virials.append(-vectors.T @ edge_gradient)
+        out = {"energy": torch.stack(energies).to(graph.positions.dtype), "node_energy": torch.cat(nodes)}
+        if forces:
+            out["forces"] = torch.cat(all_forces)
+        if stress:
+            virial = torch.stack(virials)
+            virial = 0.5 * (virial + virial.transpose(1, 2))
+            out["virial"] = virial
+            out["stress"] = -virial / torch.linalg.det(graph.cell).abs().clamp_min(1e-30)[:, None, None].to(dtype)
+        return out

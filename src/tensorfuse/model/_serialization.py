@@ -71,14 +71,19 @@ def load_model(path, device=None, dtype: torch.dtype | None = None):
 
 def load_potential(model, device="cpu", dtype: torch.dtype | None = None):
     """Any model for inference, on ``device`` and in ``dtype`` (``None``: as stored): a file
-    (``.pt`` or an exported ``.pt2``; its weights need no gradients) or a
-    :class:`~tensorfuse.Potential` (copied first where it must move, so that the caller's stays as
-    it is). The one way the calculator, ``md``, ``namd``, LAMMPS and i-PI take a model."""
+    (``.pt``, an exported ``.pt2``, or a ``.pt2`` compiled ahead of time by ``tensorfuse export
+    --for lammps``, a :class:`~tensorfuse.model.CompiledPotential`: CPU, its own dtype, one state;
+    its weights need no gradients) or a :class:`~tensorfuse.Potential` (copied first where it must
+    move, so that the caller's stays as it is). The one way the calculator, ``md``, ``namd``,
+    LAMMPS and i-PI take a model."""
     import copy
     from os import PathLike
 
+    from tensorfuse.model._compiled import CompiledPotential, is_compiled_package
     from tensorfuse.model._potential import Potential
 
+    if isinstance(model, (str, PathLike)) and Path(model).suffix == ".pt2" and is_compiled_package(model):
+        return CompiledPotential(model).to(device=device, dtype=dtype)
     if isinstance(model, (str, PathLike)):
         loaded = load_model(model, device=device, dtype=dtype)
         for p in loaded.parameters():
