@@ -338,7 +338,7 @@ def _export(args: argparse.Namespace, extra: list[str]) -> int:
         path = compile_model(load_model(args.model, dtype=getattr(torch, args.dtype) if args.dtype else None), args.output,
                              overwrite=args.overwrite)
         print(f"compiled {args.model} to {path} (AOTInductor package for pair_style tensorfuse: pair_coeff * * {path} "
-              f"ELEMENTS...; see tensorfuse lammps-plugin)")
+              f"ELEMENTS...; see tensorfuse lammps-plugin; tensorfuse.Calculator and tensorfuse md run it too)")
         return 0
     if args.dtype:
         raise ValueError("--dtype applies to --for lammps (an exported program keeps the model's dtype)")
