@@ -266,8 +266,26 @@ def test_plain_lmp_loads_the_plugin_from_its_path(compiled, plugin, tmp_path):
     assert "Loop time" in result.stdout
 
 
+def compiled_elsewhere(compiled, folder) -> Path:
+    """A copy of the package whose metadata says it was compiled on a CPU with an instruction this
+    one lacks (what a package moved to an older node of a cluster looks like)."""
+    import json
+    import zipfile
+
+    path = folder / "elsewhere.pt2"
+    with zipfile.ZipFile(compiled) as source, zipfile.ZipFile(path, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename.endswith("wrapper_metadata.json"):
+                metadata = json.loads(data)
+                metadata["cpu_flags"] += " tensorfuse_test_instruction"
+                data = json.dumps(metadata).encode()
+            target.writestr(item, data)
+    return path
+
+
 @pytest.mark.parametrize("case", ["element order", "unknown element", "units", "state", "newton", "count", "model file",
-                                  "not a model"])
+                                  "not a model", "another CPU"])
 def test_wrong_input_is_a_one_line_lammps_error(plugin, compiled, tmp_path, case):
     atoms = ethanol_in_box(True)
     data = write_data(tmp_path, atoms, ["C", "H", "O"])
@@ -282,6 +300,8 @@ def test_wrong_input_is_a_one_line_lammps_error(plugin, compiled, tmp_path, case
         "count": ("C H O", "C H", "needs one element per atom type: 3 types, 2 elements given"),
         "model file": (str(compiled), "absent.pt2", "the model file absent.pt2 does not exist"),
         "not a model": (str(compiled), "structure.data", "cannot read structure.data as a compiled tensorfuse model"),
+        "another CPU": (str(compiled), str(compiled_elsewhere(compiled, tmp_path)),
+                        "was compiled on a CPU with instructions this one lacks (tensorfuse_test_instruction)"),
     }[case]
     old, new, message = expected
     assert old in script
@@ -315,10 +335,12 @@ def test_the_compiled_package_runs_in_the_calculator(compiled, model):
     assert np.abs(got.positions - expected.positions).max() < 1e-9
 
 
-def test_the_compiled_package_refuses_what_it_cannot_do(compiled):
+def test_the_compiled_package_refuses_what_it_cannot_do(compiled, tmp_path):
     from tensorfuse.data import AtomicGraph
     from tensorfuse.model import load_potential
 
+    with pytest.raises(ValueError, match="instructions this one lacks \\(tensorfuse_test_instruction\\)"):
+        load_potential(str(compiled_elsewhere(compiled, tmp_path)))
     with pytest.raises(ValueError, match="compiled for the CPU in torch.float64"):
         load_potential(str(compiled), dtype=torch.float32)
     potential = load_potential(str(compiled))

@@ -35,6 +35,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <malloc.h>
@@ -57,6 +58,20 @@ std::vector<std::string> split_words(const std::string &text)
   std::string word;
   while (stream >> word) words.push_back(word);
   return words;
+}
+
+// the instruction-set flags of this CPU (/proc/cpuinfo; empty where the system does not say)
+std::vector<std::string> cpu_flags()
+{
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    auto key = split_words(line.substr(0, colon));
+    if (key.size() == 1 && (key[0] == "flags" || key[0] == "Features")) return split_words(line.substr(colon + 1));
+  }
+  return {};
 }
 
 }    // namespace
@@ -200,6 +215,17 @@ class PairTensorfuse : public Pair {
       error->all(FLERR, "pair_coeff: {} is compiled for another version of the plugin (format {}, this plugin reads 2): "
                  "export it again with this tensorfuse, or rebuild the plugin of the tensorfuse that made it",
                  path, metadata["format_version"]);
+    // compiled for the CPU it was made on: loading it where an instruction is missing would die with SIGILL
+    auto here = cpu_flags();
+    if (!here.empty()) {
+      std::string missing;
+      for (auto &flag : split_words(metadata["cpu_flags"]))
+        if (std::find(here.begin(), here.end(), flag) == here.end()) missing += " " + flag;
+      if (!missing.empty())
+        error->all(FLERR, "pair_coeff: {} was compiled on a CPU with instructions this one lacks ({}): compile "
+                   "the model file again on this machine (tensorfuse export MODEL.pt OUT.pt2 --for lammps)", path,
+                   missing.substr(1, 120));
+    }
     try {
       model = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model", true);
     } catch (const std::exception &e) {
@@ -332,7 +358,7 @@ void PairTensorfuse::compute(int eflag, int vflag)
       frontier.swap(next);
     }
   }
-  std::vector<int> at_hops(L + 2, 0);    // atoms (edges) per hop count of the atom (receiver)
+  std::vector<int> at_hops(L + 2, 0);    // ghost atoms per hop count
   for (int a = nlocal; a < nodes; a++) at_hops[hops[a]]++;
   std::vector<int> renumber(nodes, -1), first(L + 2, 0);
   first[1] = nlocal + 2;

@@ -31,7 +31,7 @@ import torch
 
 from tensorfuse.data import AtomicGraph
 from tensorfuse.model._potential import Potential
-from tensorfuse.nn._kernels import load_kernel, tensor_paths
+from tensorfuse.nn._kernels import cpu_flags, load_kernel, tensor_paths
 from tensorfuse.utils._files import unwritable_reason
 
 COMPILED_FORMAT = "tensorfuse-compiled"
@@ -155,6 +155,7 @@ def compile_model(model: Potential, path, overwrite: bool = False) -> Path:
                 "elements": " ".join(chemical_symbols[z] for z in config.species),
                 "masses": " ".join(repr(float(atomic_masses[z])) for z in config.species),
                 "states": " ".join(config.states), "state_energies": str(config.state_energies) if config.states else "",
+                "cpu_flags": " ".join(sorted(cpu_flags())),  # compiled for this CPU: never run where one is missing
                 "config": json.dumps(config.to_dict())}
 
     def write(handle):
@@ -182,6 +183,13 @@ def compiled_metadata(path) -> dict[str, str]:
     return dict(torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(str(path), "model"))
 
 
+def missing_instructions(metadata: dict[str, str]) -> list[str]:
+    """The instruction-set flags of the CPU a package was compiled on that this CPU lacks (its
+    code would die with SIGILL here); empty where either CPU's flags are unknown."""
+    here = cpu_flags()
+    return sorted(set(metadata.get("cpu_flags", "").split()) - here) if here else []
+
+
 class CompiledPotential(torch.nn.Module):
     """A compiled package (:func:`compile_model`) behind the :class:`Potential` interface: energies,
     forces, stress and site energies of a single-state model, without the model's Python code (one
@@ -201,6 +209,10 @@ class CompiledPotential(torch.nn.Module):
         if int(metadata.get("format_version", 0)) != COMPILED_VERSION:
             raise ValueError(f"{path} is compiled in format {metadata.get('format_version')}; this tensorfuse reads "
                              f"{COMPILED_VERSION}: compile it again (tensorfuse export MODEL.pt OUT.pt2 --for lammps)")
+        missing = missing_instructions(metadata)
+        if missing:
+            raise ValueError(f"{path} was compiled on a CPU with instructions this one lacks ({' '.join(missing[:6])}"
+                             f"{' ...' if len(missing) > 6 else ''}): compile the model file (.pt) again on this machine")
         self.config = ModelConfig.from_dict(json.loads(metadata["config"]))
         if self.config.num_states > 1:
             raise ValueError(f"{path}: a compiled multi-state model runs one state in LAMMPS only; in Python give the "

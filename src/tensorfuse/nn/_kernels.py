@@ -52,14 +52,8 @@ def load_kernel(name: str):
     return _loaded.get(name)
 
 
-def cpu_features() -> str:
-    """What ``-march=native`` compiles for: PyTorch's CPU capability level and the CPU's model and
-    instruction-set flags. A library built on one node of a cluster whose home is shared is then
-    never loaded on a node without those instructions (it would die with SIGILL there)."""
-    import platform
-
-    import torch
-
+def _cpuinfo() -> tuple[str, str]:
+    """The CPU's model name and instruction-set flags (``/proc/cpuinfo``; empty elsewhere)."""
     flags = model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -68,8 +62,25 @@ def cpu_features() -> str:
                 flags = " ".join(sorted(value.split()))
             elif key.strip() == "model name" and not model:
                 model = value.strip()
-    except OSError:  # not Linux: the machine name and torch's capability level
+    except OSError:  # not Linux
         pass
+    return model, flags
+
+
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this CPU (empty where the system does not say)."""
+    return frozenset(_cpuinfo()[1].split())
+
+
+def cpu_features() -> str:
+    """What ``-march=native`` compiles for: PyTorch's CPU capability level and the CPU's model and
+    instruction-set flags. A library built on one node of a cluster whose home is shared is then
+    never loaded on a node without those instructions (it would die with SIGILL there)."""
+    import platform
+
+    import torch
+
+    model, flags = _cpuinfo()
     return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()} {model} {flags}"
 
 
