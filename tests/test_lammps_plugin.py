@@ -335,6 +335,13 @@ def test_the_compiled_package_runs_in_the_calculator(compiled, model):
     assert np.abs(got.positions - expected.positions).max() < 1e-9
 
 
+def test_a_committee_of_compiled_packages(compiled, model):
+    atoms = ethanol_in_box(periodic=False)
+    atoms.calc = Calculator([str(compiled), str(compiled)])
+    assert atoms.get_potential_energy() == pytest.approx(reference(atoms, model)["energy"], abs=1e-10)
+    assert atoms.calc.results["energy_std"] == 0.0
+
+
 def test_the_compiled_package_refuses_what_it_cannot_do(compiled, tmp_path):
     from tensorfuse.data import AtomicGraph
     from tensorfuse.model import load_potential
