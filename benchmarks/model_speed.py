@@ -88,8 +88,9 @@ def ahead_of_time(model, name: str):
     import tempfile
 
     from tensorfuse.model import CompiledPotential, compile_model
+    from tensorfuse.model._compiled import COMPILED_VERSION
 
-    path = Path(tempfile.gettempdir()) / "tensorfuse_benchmark_aot" / f"{name}.pt2"
+    path = Path(tempfile.gettempdir()) / "tensorfuse_benchmark_aot" / f"{name}_v{COMPILED_VERSION}.pt2"
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
         compile_model(model, path)

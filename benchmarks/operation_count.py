@@ -55,7 +55,7 @@ def main() -> None:
     for dtype in (torch.float64, torch.float32):
         top, everything = eager_operations(dtype)
         print(f"eager {dtype}: {top} top-level operators ({everything} with the nested ones)")
-    for path in sorted((Path(tempfile.gettempdir()) / "tensorfuse_benchmark_aot").glob("cartesian_l1_*.pt2")):
+    for path in sorted((Path(tempfile.gettempdir()) / "tensorfuse_benchmark_aot").glob("cartesian_l1_*_v*.pt2")):
         counts = compiled_operations(path)
         print(f"compiled {path.name}: {sum(counts.values())} calls: {counts}")
 

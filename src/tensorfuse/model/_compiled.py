@@ -244,8 +244,9 @@ class CompiledPotential(torch.nn.Module):
         device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
         if (device is not None and torch.device(device).type != "cpu") or (
                 dtype is not None and dtype != self._dtype_probe.dtype):
+            wanted = dtype if dtype is not None and dtype != self._dtype_probe.dtype else device
             raise ValueError(f"{self.path} is compiled for the CPU in {self._dtype_probe.dtype}: it cannot move to "
-                             f"{device or dtype}; give the model file (.pt)")
+                             f"{wanted}; give the model file (.pt)")
         return self
 
     def forward(self, graph: AtomicGraph, forces: bool = True, stress: bool = False, create_graph: bool = False,
@@ -259,8 +260,7 @@ class CompiledPotential(torch.nn.Module):
         phantoms[1, 0] = 0.5 * self.r_max
         weights = torch.ones(1, dtype=dtype)
         energies, nodes, all_forces, virials = [], [], [], []
-        sender, receiver = graph.edge_index
-        edge_graph = graph.batch[receiver]
+        edge_graph = graph.batch[graph.edge_index[1]]
         for b in range(graph.num_graphs):  # one structure per call: the function's energy is a sum
             atoms = torch.nonzero(graph.batch == b).flatten()
             edges = torch.nonzero(edge_graph == b).flatten()
@@ -278,8 +278,9 @@ class CompiledPotential(torch.nn.Module):
             energies.append(energy)
             nodes.append(site[:n])
             all_forces.append(force[:n])
-            vectors = positions[index[0]] - positions[index[1]] + offsets
-            virials.append(-vectors.T @ edge_gradient)
+            if stress:
+                vectors = positions[index[0]] - positions[index[1]] + offsets
+                virials.append(-vectors.T @ edge_gradient)
         out = {"energy": torch.stack(energies).to(graph.positions.dtype), "node_energy": torch.cat(nodes)}
         if forces:
             out["forces"] = torch.cat(all_forces)

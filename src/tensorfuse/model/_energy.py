@@ -257,20 +257,18 @@ class EnergyModel(torch.nn.Module):
         edges = Edges(graph.edge_index, harmonics, radial, envelope)
         h = self.embedding(species)
         network_energy = 0.0
-        batch = graph.batch
+        final = None  # the atoms of the output: all, or the last layer's
         if reach is not None:
             if len(reach) != len(self.layers):
                 raise ValueError(f"reach needs (nodes, edges) for each of the {len(self.layers)} layers")
             final = reach[-1][0]
-            batch = batch[:final]
         for t, (layer, readout, scalar) in enumerate(zip(self.layers, self.readouts, self._scalar_index)):
             if reach is None:
                 h = layer(h, species, edges)
             else:
                 h = layer(h, species, edges.first(reach[t][1]), reach[t][0])
-            network_energy = network_energy + readout(h[:final, :, scalar] if reach is not None else h[:, :, scalar])
-        if reach is not None:
-            species = species[:final]
+            network_energy = network_energy + readout(h[:final, :, scalar])
+        species, batch = species[:final], graph.batch[:final]
         s, columns = self.num_states, self.states.columns
         virtual = None
         if self.num_virtual:  # the readouts' last columns: the coupling scalars

@@ -127,8 +127,13 @@ def load_exported(path) -> Potential:
     from tensorfuse.model._compiled import is_compiled_package
 
     if is_compiled_package(path):
-        raise ValueError(f"{path} is a model compiled for LAMMPS (pair_style tensorfuse), not an exported program: "
-                         "give the model file (.pt) or export it with tensorfuse export MODEL OUT.pt2")
+        raise ValueError(f"{path} is a model compiled for LAMMPS (pair_style tensorfuse) and for inference (the "
+                         "calculator, md), not an exported program: give the model file (.pt) or export it with "
+                         "tensorfuse export MODEL OUT.pt2")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # (torch.export.load would log its reader's error first)
+        raise ValueError(f"{path} is not an exported tensorfuse model (not a .pt2 archive)")
     extra = {"tensorfuse.json": ""}
     try:
         program = torch.export.load(str(path), extra_files=extra)
