@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from tensorfuse.nn._linear import species_rows
+from tensorfuse.nn._product_paths import ProductPaths, weight_map
 from tensorfuse.o3 import FusionSpec, Irrep, Irreps, get_basis
 from tensorfuse.o3._fusion import Shape, make_shape, shape_leaves
 
@@ -221,6 +222,32 @@ class FusionBlock(torch.nn.Module):
                 raise ValueError(f"fusion input {k} must have shape [{n}, {self.channels}, {d}], got {tuple(x.shape)}")
         if self.num_species and species is None:
             raise ValueError("this fusion block has per-species weights: pass `species`")
+        # [N, C, P] per species, or [1, C, P] broadcast over atoms
+        W = (species_rows(self.weights, species) if self.num_species else self.weights) * self.path_scale
+        return self.contract(inputs, W)
+
+    def contract(self, inputs: list[torch.Tensor], W: torch.Tensor) -> torch.Tensor:
+        """The trees summed with weights ``W`` ``[N or 1, C, num_paths]`` (already scaled)."""
+        chunks = iter(W.split([t[2] for t in self._root_terms], dim=-1))
+        terms: dict[Irrep, torch.Tensor] = {}
+        for ir, x in self._roots(inputs):
+            y = torch.matmul(next(chunks).unsqueeze(-2), x).squeeze(-2)  # sum over copies: [N, C, d]
+            terms[ir] = terms[ir] + y if ir in terms else y
+        return torch.cat([terms[ir] for _, ir in self.irreps_out], dim=-1)
+
+    def each_path(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """``[N, C, num_paths, irreps_out.dim]``: every tree alone (unit weight, unscaled)."""
+        n, c = inputs[0].shape[:2]
+        out = inputs[0].new_zeros(n, c, self.num_paths, self.irreps_out.dim)
+        slices = dict(zip((ir for _, ir in self.irreps_out), self.irreps_out.slices()))
+        p = 0
+        for ir, x in self._roots(inputs):
+            out[:, :, p : p + x.shape[2], slices[ir]] = x
+            p += x.shape[2]
+        return out
+
+    def _roots(self, inputs: list[torch.Tensor]):
+        """``(irrep, [N, C, paths, d])`` of every root term, in the weights' order."""
         values: list[dict[Irrep, torch.Tensor]] = []
         for i, slot in enumerate(self._slots):
             if isinstance(slot.shape, int):
@@ -228,19 +255,9 @@ class FusionBlock(torch.nn.Module):
             else:
                 s = self._slot_index
                 values.append(self._vertex(i, values[s[slot.shape[0]]], values[s[slot.shape[1]]]))
-
-        # [N, C, P] per species, or [1, C, P] broadcast over atoms
-        W = (species_rows(self.weights, species) if self.num_species else self.weights) * self.path_scale
-        chunks = iter(W.split([t[2] for t in self._root_terms], dim=-1))
-        terms: dict[Irrep, torch.Tensor] = {}
         for s, ir, count, all_copies in self._root_terms:
             x = values[s][ir]
-            if not all_copies:
-                x = x.index_select(2, getattr(self, f"root_{s}_{ir}"))
-            w = next(chunks)
-            y = torch.matmul(w.unsqueeze(-2), x).squeeze(-2)  # sum over copies: [N, C, d]
-            terms[ir] = terms[ir] + y if ir in terms else y
-        return torch.cat([terms[ir] for _, ir in self.irreps_out], dim=-1)
+            yield ir, (x if all_copies else x.index_select(2, getattr(self, f"root_{s}_{ir}")))
 
     def extra_repr(self) -> str:
         species = f", per species ({self.num_species})" if self.num_species else ""
@@ -277,6 +294,10 @@ class FusionProductBasis(torch.nn.Module):
     is the left subtree of the order-``k+1`` tree). ``shape`` is ``"caterpillar"`` or
     ``"balanced"``; both span the same space (recoupling), only the cost and the labels differ.
     ``l_internal`` caps internal degrees: fewer paths and parameters, a smaller space.
+
+    In density mode the trees' weights are mapped onto the product paths' weights where the trees
+    lie in the paths' span (always uncapped; with ``l_internal``, for the caterpillar shape), and the
+    paths run (the fused kernel on CPU); else the trees themselves are evaluated.
     """
 
     def __init__(self, irreps_a, irreps_out, channels: int, correlation: int, num_species: int,
@@ -293,6 +314,22 @@ class FusionProductBasis(torch.nn.Module):
         spec = FusionSpec([self.irreps_a] * correlation, self.irreps_out, shapes, l_internal)
         self.block = FusionBlock(spec, channels, num_species, basis, dtype=dtype)
         self.num_paths = self.block.num_paths
+        self.paths = None
+        if mode == "density":
+            # trees of one density, of any shape, are fixed combinations of the product paths
+            # (recoupling): where that map is exact, the block's weights drive the paths (the fused
+            # kernel on CPU) and its own trees are not evaluated
+            paths = ProductPaths(self.irreps_a, self.irreps_out, correlation, True, basis, l_internal,
+                                 dtype=torch.float64)
+            each_tree = FusionBlock(spec, 1, None, basis, dtype=torch.float64)
+
+            def columns(A):
+                return each_tree.each_path([A.unsqueeze(1)] * correlation).squeeze(1)
+
+            M = weight_map(paths, columns, self.num_paths)
+            if M is not None:
+                self.paths = paths.to(dtype or torch.get_default_dtype())
+                self.register_buffer("weight_map", M.to(self.paths.path_scale.dtype), persistent=False)
 
     @property
     def num_inputs(self) -> int:
@@ -303,6 +340,12 @@ class FusionProductBasis(torch.nn.Module):
         if self.mode == "density":
             if isinstance(A, (list, tuple)):
                 raise ValueError("the density-mode fusion product basis takes one density A, not a list")
+            if self.paths is not None:
+                block = self.block
+                W = torch.matmul(block.weights * block.path_scale, self.weight_map)  # [Z or 1, C, paths]
+                if not block.num_species:
+                    species = torch.zeros(A.shape[0], dtype=torch.long, device=A.device)
+                return self.paths(A, species, W)
             leaves = [A] * self.correlation
         else:
             if not isinstance(A, (list, tuple)) or len(A) != self.correlation:

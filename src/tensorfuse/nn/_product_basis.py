@@ -17,119 +17,21 @@ Zaverkin et al. 2024):
   geometrically (a low-rank form of the symmetric basis, which it equals in span only when
   ``level_copies`` reaches the number of paths).
 
-Intermediate degrees are pruned only where they cannot reach an output (or above ``l_internal``
-when given), so the span is that of all caterpillar trees. The last product is evaluated
-Horner-style: the weighted sum over the paths of ``P_(nu-1)`` is taken before the final coupling
-with ``A``, so the largest set of paths is never materialized.
-
-Execution: the paths are grouped by the irrep of their first factor ("bundles"). For a bundle,
-``A`` is contracted with the stacked couplings of all its paths in one matrix product, and the
-first factor in one multiply-and-sum, so the number of operations grows with the number of irrep
-types, not of paths.
+The paths and their execution (kernel or tensor path) are :class:`~tensorfuse.nn._product_paths.ProductPaths`;
+this module holds the variants' weights.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from tensorfuse.nn._kernel_ops import product_basis
-from tensorfuse.nn._kernels import is_loaded
-from tensorfuse.nn._linear import IrrepsLinear, irrep_offsets, species_rows
-from tensorfuse.nn._product_kernel import FusedProductBasis, kernel_plan, load_kernel
-from tensorfuse.nn._tensor_product import _is_batched
-from tensorfuse.o3 import MAX_L, Irrep, Irreps, get_basis
+from tensorfuse.nn._linear import IrrepsLinear
+from tensorfuse.nn._product_paths import ProductPaths
+from tensorfuse.o3 import Irreps, get_basis
 
 VARIANTS = ("full", "symmetric", "latent", "reduced")
-
-
-@dataclass(frozen=True)
-class _Group:
-    """All paths ``(q, a) -> ir_out`` sharing the irrep of ``q``, the factor ``a`` and ``ir_out``."""
-
-    ir_q: Irrep
-    a: int  # index of the irrep of A
-    ir_out: Irrep
-    q_copies: tuple[int, ...]  # which copies of ir_q in the previous product take part
-
-
-@dataclass(frozen=True)
-class _Bundle:
-    """The groups of one step that share the irrep of their first factor (sorted by output)."""
-
-    ir_q: Irrep
-    groups: tuple[_Group, ...]
-
-
-def _a_irreps(irreps_a: Irreps) -> list[Irrep]:
-    return [ir for mul, ir in irreps_a for _ in range(mul)]
-
-
-class _ProductPlan:
-    """Which paths each ``P_nu`` has, and how they are grouped (pure bookkeeping)."""
-
-    def __init__(self, irreps_a: Irreps, irreps_out: Irreps, correlation: int, symmetric: bool,
-                 l_internal: int | None, level_copies: int | None = None):
-        self.a_irreps = _a_irreps(irreps_a)
-        # reduced variant: the products of each step ("raw", one copy per path) are mixed down to
-        # level_copies copies per irrep before the next step; raw_layers[k] lists them (None: unmixed)
-        self.level_copies = level_copies
-        self.raw_layers: list[list[Irrep] | None] = [None]
-        out_types = [ir for _, ir in irreps_out]
-        l_a = max(ir.l for ir in self.a_irreps)
-        l_out = max(ir.l for ir in out_types)
-        # layers[k]: irreps of the stored paths of P_(k+1), for the materialized products only
-        self.layers: list[list[Irrep]] = [list(self.a_irreps)]
-        self.steps: list[list[_Bundle]] = [[]]  # bundles producing each layer (and the final step)
-        for nu in range(2, correlation + 1):
-            previous = self.layers[-1]
-            last = nu == correlation
-            # a degree above this cannot reach an output (nor be coupled beyond MAX_L)
-            reach = min((correlation - nu) * l_a + l_out, MAX_L)
-
-            def keep(ir: Irrep) -> bool:
-                if last:
-                    return ir in out_types
-                return ir.l <= reach and (l_internal is None or ir.l <= l_internal)
-
-            bundles = []
-            for ir_q in dict.fromkeys(previous):
-                q_indices = [i for i, ir in enumerate(previous) if ir == ir_q]
-                groups = []
-                for a, ir_a in enumerate(self.a_irreps):
-                    for ir_out in ir_q * ir_a:
-                        if not keep(ir_out):
-                            continue
-                        if symmetric and nu == 2:
-                            # q indexes the irreps of A too: keep q <= a, and for q == a only the
-                            # couplings that survive identical factors (even l1 + l2 - l3).
-                            copies = tuple(
-                                k for k, q in enumerate(q_indices)
-                                if q < a or (q == a and (2 * ir_a.l - ir_out.l) % 2 == 0)
-                            )
-                        else:
-                            copies = tuple(range(len(q_indices)))
-                        if copies:
-                            groups.append(_Group(ir_q, a, ir_out, copies))
-                order = {ir: k for k, ir in enumerate(out_types)} if last else {}
-                groups.sort(key=lambda g: (order.get(g.ir_out, 0), g.ir_out.l, -g.ir_out.p, g.a))
-                if groups:
-                    bundles.append(_Bundle(ir_q, tuple(groups)))
-            self.steps.append(bundles)
-            if not last:
-                raw = [g.ir_out for b in bundles for g in b.groups for _ in g.q_copies]
-                if level_copies is None:
-                    self.raw_layers.append(None)
-                    self.layers.append(raw)
-                else:
-                    self.raw_layers.append(raw)
-                    self.layers.append([ir for ir in dict.fromkeys(raw) for _ in range(level_copies)])
-        self.final = self.steps[-1] if correlation >= 2 else []
-
-    def final_groups(self) -> list[_Group]:
-        return [g for b in self.final for g in b.groups]
 
 
 class ProductBasis(torch.nn.Module):
@@ -170,230 +72,76 @@ class ProductBasis(torch.nn.Module):
         if level_copies is not None and (variant != "reduced" or level_copies < 1):
             raise ValueError(f"level_copies must be >= 1 and needs variant='reduced', got {level_copies} ({variant})")
         self.level_copies = (level_copies or 2) if variant == "reduced" else None
-        plan = _ProductPlan(self.irreps_a, self.irreps_out, correlation, variant != "full", l_internal,
-                            self.level_copies)
-        self._plan = plan
-        out_types = [ir for _, ir in self.irreps_out]
-        missing = [ir for ir in out_types if not (any(ir in layer for layer in plan.layers)
-                                                   or any(g.ir_out == ir for g in plan.final_groups()))]
-        if missing:
-            raise ValueError(
-                f"output irreps {missing} cannot be reached from A = {self.irreps_a} with correlation {correlation}"
-            )
-        if self.latent:
-            self.down = IrrepsLinear(self.irreps_a, self.irreps_a, channels, self.work_channels, dtype=dtype)
-
-        # one stacked coupling per bundle: A [.., D_A] @ C -> [.., i, sum of output dims]
+        self.paths = ProductPaths(self.irreps_a, self.irreps_out, correlation, variant != "full", self.basis,
+                                  l_internal, self.level_copies, dtype=dtype)
         dtype = dtype or torch.get_default_dtype()
-        a_slices = Irreps([(1, ir) for ir in plan.a_irreps]).slices()
-        self._a_dims = [ir.dim for ir in plan.a_irreps]
-        for s, bundles in enumerate(plan.steps):
-            for b, bundle in enumerate(bundles):
-                d_q = bundle.ir_q.dim
-                cols = sum(g.ir_out.dim for g in bundle.groups)
-                C = torch.zeros(self.irreps_a.dim, d_q, cols, dtype=dtype)
-                start = 0
-                for g in bundle.groups:
-                    l_a = plan.a_irreps[g.a].l
-                    block = self.basis.path_coupling(g.ir_q.l, l_a, g.ir_out.l, dtype=dtype)
-                    block = block * math.sqrt(2 * g.ir_out.l + 1)  # unit-variance outputs
-                    C[a_slices[g.a], :, start : start + g.ir_out.dim] = block.permute(1, 0, 2)
-                    start += g.ir_out.dim
-                self.register_buffer(f"coupling_{s}_{b}", C.reshape(self.irreps_a.dim, d_q * cols), persistent=False)
-                # rows (i, j) for the outer-product form: (x ⊗ A) @ C_outer
-                outer = C.permute(1, 0, 2).reshape(d_q * self.irreps_a.dim, cols)
-                self.register_buffer(f"coupling_outer_{s}_{b}", outer.contiguous(), persistent=False)
-        self._layer_copies = [irrep_offsets(Irreps([(1, ir) for ir in layer])) for layer in plan.layers]
 
         if self.latent:
             # every materialized path that is an output irrep, then a species-dependent linear map,
             # in the order _latent_forward concatenates them
-            terms = [(len(offs), ir) for offsets in self._layer_copies for ir, offs in offsets.items()
+            out_types = [ir for _, ir in self.irreps_out]
+            terms = [(len(offs), ir) for offsets in self.paths._layer_copies for ir, offs in offsets.items()
                      if ir in out_types]
-            terms += [(len(g.q_copies), g.ir_out) for g in plan.final_groups()]
+            terms += [(len(g.q_copies), g.ir_out) for g in self.paths._plan.final_groups()]
             self._latent_irreps = Irreps(terms)
+            self.down = IrrepsLinear(self.irreps_a, self.irreps_a, channels, self.work_channels, dtype=dtype)
             self.mix = IrrepsLinear(self._latent_irreps, self.irreps_out, self.work_channels, channels, num_species,
                                     dtype=dtype)
             return
 
-        # channel-wise weights: the output paths of each materialized product, then the final step
-        self._collapse = [[(ir, len(offsets[ir])) for ir in out_types if ir in offsets]
-                          for offsets in self._layer_copies]
-        chunks = [count for entries in self._collapse for _, count in entries]
-        chunks += [len(g.groups[0].q_copies) * len(g.groups) for g in plan.final]
-        paths_into = {ir: 0 for ir in out_types}
-        for entries in self._collapse:
-            for ir, count in entries:
-                paths_into[ir] += count
-        for g in plan.final_groups():
-            paths_into[g.ir_out] += len(g.q_copies)
-        scale = [1 / math.sqrt(paths_into[ir]) for entries in self._collapse for ir, count in entries
-                 for _ in range(count)]
-        scale += [1 / math.sqrt(paths_into[g.ir_out]) for b in plan.final for g in b.groups for _ in g.q_copies]
-        for b in plan.final:
-            if len({len(g.q_copies) for g in b.groups}) != 1:
-                raise RuntimeError("all groups of a bundle must use the same copies")
-        self.num_paths = len(scale)
-        self.fused = True  # use the fused CPU kernel where it applies (same numbers; False: tensor path only)
-        self._kernel_plan = None
-        self._weight_chunks = chunks
+        self.num_paths = self.paths.num_paths
         self.weights = torch.nn.Parameter(torch.randn(num_species, channels, self.num_paths, dtype=dtype))
-        self.register_buffer("path_scale", torch.tensor(scale, dtype=dtype), persistent=False)
         # reduced variant: mixing weights per step and irrep, [C, copies_out * copies_in] each (shared
         # by the species), scaled so that mixed copies keep unit variance
-        self._mix_chunks: list[tuple[int, Irrep, int]] = []
-        for step, raw in enumerate(plan.raw_layers):
-            if raw is not None:
-                self._mix_chunks += [(step, ir, raw.count(ir)) for ir in dict.fromkeys(raw)]
-        if self._mix_chunks:
+        if self.paths.num_mixing:
             K = self.level_copies
-            self.mixing = torch.nn.Parameter(torch.randn(channels, sum(K * j for *_, j in self._mix_chunks), dtype=dtype))
-            mix_scale = [1 / math.sqrt(j) for *_, j in self._mix_chunks for _ in range(K * j)]
+            self.mixing = torch.nn.Parameter(torch.randn(channels, self.paths.num_mixing, dtype=dtype))
+            mix_scale = [1 / math.sqrt(j) for *_, j in self.paths._mix_chunks for _ in range(K * j)]
             self.register_buffer("mixing_scale", torch.tensor(mix_scale, dtype=dtype), persistent=False)
+
+    @property
+    def path_scale(self) -> torch.Tensor:
+        return self.paths.path_scale
+
+    @property
+    def fused(self) -> bool:
+        """Whether the fused CPU kernel runs where it applies (same numbers; False: tensor path only)."""
+        return self.paths.fused
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        self.paths.fused = value
 
     def species_axes(self) -> dict[str, int]:
         """Species-indexed tensors (name -> species axis): see :mod:`tensorfuse.model._transfer`. The
         latent variant has none of its own (its species-dependent map ``mix`` declares its weights)."""
         return {} if self.latent else {"weights": 0}
 
-    # -- execution -----------------------------------------------------------------------------
-    # Products are kept as {irrep type: [N, C, copies, d]} and inputs are split once rather than
-    # sliced per path: the backward of every slice fills a zero tensor of the full size.
-    def _contract_a(self, A: torch.Tensor, step: int, bundle: int, d_q: int) -> torch.Tensor:
-        """``T[n, c, i, (g, o)] = sum_j A[n, c, j] C_g[i, j, o]`` for every group of a bundle."""
-        C = getattr(self, f"coupling_{step}_{bundle}")
-        n, c, d = A.shape
-        return (A.reshape(n * c, d) @ C).view(n, c, d_q, -1)
-
-    def _split_groups(self, y: torch.Tensor, groups) -> list[torch.Tensor]:
-        return list(y.split([g.ir_out.dim for g in groups], dim=-1)) if len(groups) > 1 else [y]
-
-    @staticmethod
-    def _select(x: torch.Tensor, copies) -> torch.Tensor:
-        if len(copies) == x.shape[2]:
-            return x
-        return x.index_select(2, torch.tensor(copies, device=x.device))
-
-    def _products(self, A: torch.Tensor, A_blocks: list[torch.Tensor],
-                  mixing: torch.Tensor | None = None) -> list[dict[Irrep, torch.Tensor]]:
-        """The materialized products ``P_1 = A, ..., P_(nu-1)`` as {irrep: [N, C, copies, d]}; with
-        ``mixing`` (``[C, ...]``, scaled; the reduced variant) each step's copies are mixed down."""
-        mixes = iter(mixing.split([self.level_copies * j for *_, j in self._mix_chunks], dim=-1)) \
-            if mixing is not None else None
-        first: dict[Irrep, list[torch.Tensor]] = {}
-        for ir, block in zip(self._plan.a_irreps, A_blocks):
-            first.setdefault(ir, []).append(block.unsqueeze(2))
-        layers = [{ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in first.items()}]
-        for step in range(1, len(self._plan.layers)):
-            grown: dict[Irrep, list[torch.Tensor]] = {}
-            for k, bundle in enumerate(self._plan.steps[step]):
-                outputs = self._bundle_products(layers[-1][bundle.ir_q], A, step, k, bundle)
-                for g, y in zip(bundle.groups, outputs):
-                    grown.setdefault(g.ir_out, []).append(y)
-            layer = {ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in grown.items()}
-            if mixes is not None and self._plan.raw_layers[step] is not None:
-                c = A.shape[1]
-                layer = {ir: torch.matmul(next(mixes).view(c, self.level_copies, x.shape[2]), x)
-                         for ir, x in layer.items()}
-            layers.append(layer)
-        return layers
-
-    def _bundle_products(self, x: torch.Tensor, A: torch.Tensor, step: int, k: int, bundle: _Bundle):
-        """Every group's products ``[N, C, copies, o]`` of ``x`` ``[N, C, q, i]`` with ``A``.
-
-        Two exact forms; the cheaper one is used: the outer product ``x ⊗ A`` times the stacked
-        couplings (one large matrix product, best for few copies), or ``A`` times the couplings
-        first and then a small batched product with ``x`` (best for many copies).
-        """
-        n, c, d = A.shape
-        outputs = []
-        copies_sets = {g.q_copies for g in bundle.groups}
-        for copies in sorted(copies_sets):
-            groups = [g for g in bundle.groups if g.q_copies == copies] if len(copies_sets) > 1 else bundle.groups
-            xs = self._select(x, copies)
-            q, i = xs.shape[2], xs.shape[3]
-            width = sum(g.ir_out.dim for g in bundle.groups)
-            if 8 * q <= width:
-                outer = (xs.unsqueeze(-1) * A.view(n, c, 1, 1, d)).reshape(n * c * q, i * d)
-                y = (outer @ getattr(self, f"coupling_outer_{step}_{k}")).view(n, c, q, width)
-            else:
-                y = torch.matmul(xs, self._contract_a(A, step, k, i))
-            parts = self._split_groups(y, bundle.groups)
-            outputs.extend(p for g, p in zip(bundle.groups, parts) if g in groups)
-        return outputs
+    def scaled_weights(self) -> torch.Tensor:
+        """``[Z, C, P (+ mixing)]``: the weights the paths take (the reduced variant's mixing weights,
+        the same for every species, appended)."""
+        W = self.weights * self.paths.path_scale
+        if self.paths.num_mixing:
+            mixing = (self.mixing * self.mixing_scale).expand(W.shape[0], -1, -1)
+            W = torch.cat([W, mixing], dim=-1)
+        return W
 
     def forward(self, A: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         if A.dim() != 3 or A.shape[1:] != (self.channels, self.irreps_a.dim):
             raise ValueError(f"A must have shape [N, {self.channels}, {self.irreps_a.dim}], got {tuple(A.shape)}")
         if self.latent:
             A = self.down(A)
-            return self._latent_forward(A, self._products(A, list(A.split(self._a_dims, dim=-1))), species)
-        W = self.weights * self.path_scale
-        if self._mix_chunks:  # the reduced variant's mixing weights ride along as columns of every species
-            mixing = (self.mixing * self.mixing_scale).expand(W.shape[0], -1, -1)
-            W = torch.cat([W, mixing], dim=-1)
-        if torch.compiler.is_compiling():  # the kernel as an operator of the graph, where it is ready
-            plan = self._kernel_plan
-            if self.fused and plan is not None and is_loaded("product") and A.device.type == "cpu":
-                return product_basis(A, W, species, self.irreps_out.dim, plan["level_dims"], plan["level_index"],
-                                     plan["level_coef"], plan["collapse"], plan["horner"], plan["final_index"],
-                                     plan["final_coef"], plan["n_s"])
-            return self._tensor_forward(A, species, W)
-        kernel = self._kernel(A)
-        if kernel is not None:
-            if self._kernel_plan is None:
-                self._kernel_plan = kernel_plan(self)
-            return FusedProductBasis.apply(A, W, species, self, self._kernel_plan, kernel)
-        return self._tensor_forward(A, species, W)
-
-    def _kernel(self, A: torch.Tensor):
-        """The fused CPU kernel where it applies (see ``_product_kernel``), else ``None``."""
-        if not self.fused or A.device.type != "cpu" or A.dtype not in (torch.float32, torch.float64):
-            return None
-        if torch.jit.is_scripting() or _is_batched(A):
-            return None
-        return load_kernel()
-
-    def _tensor_forward(self, A: torch.Tensor, species: torch.Tensor, W_scaled: torch.Tensor) -> torch.Tensor:
-        """The product basis with tensor operations; ``W_scaled`` = weights times path scales ``[Z, C, P]``
-        (then the mixing weights, the same for every species, in the reduced variant)."""
-        A_blocks = list(A.split(self._a_dims, dim=-1))
-        mixing = W_scaled[0, :, self.num_paths:] if self._mix_chunks else None
-        W_scaled = W_scaled[..., : self.num_paths]
-        layers = self._products(A, A_blocks, mixing)
-        n, c = A.shape[:2]
-        W = species_rows(W_scaled, species)
-        W_chunks = iter(W.split(self._weight_chunks, dim=-1))
-        terms: dict[Irrep, list[torch.Tensor]] = {}
-        for layer, entries in zip(layers, self._collapse):
-            for ir, count in entries:
-                terms.setdefault(ir, []).append((layer[ir] * next(W_chunks).unsqueeze(-1)).sum(2))
-        last_step = len(self._plan.steps) - 1
-        for k, bundle in enumerate(self._plan.final):
-            groups = bundle.groups
-            x = self._select(layers[-1][bundle.ir_q], groups[0].q_copies)  # [N, C, q, i]
-            q, i = x.shape[2], x.shape[3]
-            w = next(W_chunks).view(n, c, len(groups), q)
-            # Horner: the weighted sum over the copies comes before the last coupling
-            S = (x.unsqueeze(2) * w.unsqueeze(-1)).sum(3) if q > 1 else x * w  # [N, C, G, i]
-            T = self._contract_a(A, last_step, k, i)  # [N, C, i, (g, o)]: A with every coupling
-            # per output irrep: sum over its groups g and over i of S[g, i] T[i, (g, o)]
-            runs = _runs([g.ir_out for g in groups])
-            S_parts = S.split([count for _, count in runs], dim=2) if len(runs) > 1 else [S]
-            T_parts = T.split([count * ir.dim for ir, count in runs], dim=-1) if len(runs) > 1 else [T]
-            for (ir, count), s, t in zip(runs, S_parts, T_parts):
-                term = torch.matmul(s.transpose(2, 3).reshape(n, c, 1, i * count),
-                                    t.reshape(n, c, i * count, ir.dim)).squeeze(2)
-                terms.setdefault(ir, []).append(term)
-        return torch.cat([_total(terms[ir]) for _, ir in self.irreps_out], dim=-1)
+            return self._latent_forward(A, self.paths.products(A), species)
+        return self.paths(A, species, self.scaled_weights())
 
     def _latent_forward(self, A, layers, species):
         n, c = A.shape[:2]
         out_types = {ir for _, ir in self.irreps_out}
         pieces = [x.reshape(n, c, -1) for layer in layers for ir, x in layer.items() if ir in out_types]
-        last_step = len(self._plan.steps) - 1
-        for k, bundle in enumerate(self._plan.final):
-            outputs = self._bundle_products(layers[-1][bundle.ir_q], A, last_step, k, bundle)
+        plan = self.paths._plan
+        last_step = len(plan.steps) - 1
+        for k, bundle in enumerate(plan.final):
+            outputs = self.paths.bundle_products(layers[-1][bundle.ir_q], A, last_step, k, bundle)
             pieces.extend(y.reshape(n, c, -1) for y in outputs)
         return self.mix(torch.cat(pieces, dim=-1), species)
 
@@ -403,21 +151,3 @@ class ProductBasis(torch.nn.Module):
             f"variant={self.variant}, basis={self.basis.name}"
             + (f", level_copies={self.level_copies}" if self.level_copies else "")
         )
-
-
-def _runs(items: list) -> list[tuple]:
-    """Consecutive runs ``(item, count)`` of equal items."""
-    out: list[list] = []
-    for item in items:
-        if out and out[-1][0] == item:
-            out[-1][1] += 1
-        else:
-            out.append([item, 1])
-    return [tuple(r) for r in out]
-
-
-def _total(terms: list[torch.Tensor]) -> torch.Tensor:
-    out = terms[0]
-    for t in terms[1:]:
-        out = out + t
-    return out

@@ -7,7 +7,7 @@ kernel (``_product_kernel.cpp``) evaluates the same sums atom by atom with every
 per-thread buffer, vectorized over channels.
 
 The maths is not re-derived here: :func:`kernel_plan` lists the same paths, copies, weights and
-coupling blocks as the tensor path (``ProductBasis._plan``) as sparse entries, so both paths give
+coupling blocks as the tensor path (``ProductPaths._plan``) as sparse entries, so both paths give
 the same numbers (tests to 1e-12). Building: :mod:`tensorfuse.nn._kernels`. For CUDA, tracing
 (compile/export) or the latent variant, the tensor path runs instead.
 """
@@ -29,9 +29,10 @@ def load_kernel():
     return _load("product")
 
 
-def kernel_plan(basis_module) -> dict:
-    """Sparse entries of a ``ProductBasis`` (full/symmetric), in the kernel's layout (see the .cpp)."""
-    pb = basis_module
+def kernel_plan(paths) -> dict:
+    """Sparse entries of a :class:`~tensorfuse.nn._product_paths.ProductPaths`, in the kernel's layout
+    (see the .cpp)."""
+    pb = paths
     plan = pb._plan
     dtype = torch.float64
     a_irreps = Irreps([(1, ir) for ir in plan.a_irreps])
@@ -107,7 +108,7 @@ def kernel_plan(basis_module) -> dict:
             final_coefs.append(c)
             s += g.ir_q.dim
         k += len(copies) * len(bundle.groups)
-    if k != pb.num_paths or mix_column != pb.num_paths + (pb.mixing.shape[1] if pb._mix_chunks else 0):
+    if k != pb.num_paths or mix_column != pb.num_paths + pb.num_mixing:
         raise RuntimeError(f"kernel plan covers {k} of {pb.num_paths} paths")
 
     def table(rows, width):
@@ -123,7 +124,7 @@ def kernel_plan(basis_module) -> dict:
 
 
 class FusedProductBasis(torch.autograd.Function):
-    """``B = ProductBasis(A)`` by the kernel; ``W`` are the scaled weights ``[Z, C, P]``.
+    """``B = ProductPaths(A, species, W)`` by the kernel; ``W`` are the scaled weights ``[Z, C, P]``.
 
     First derivatives (forces; weight gradients) come from the kernel. Where a graph of the
     backward is built (training on forces) the backward is :class:`_FusedProductBasisBackward`,

@@ -8,7 +8,8 @@ The tensors have ``dim(A)**nu`` entries per output component, which is why this 
 correlation 3: the iterated :class:`~tensorfuse.nn.ProductBasis` has no such limit.
 
 The tensors are built in the spherical basis and mapped to the requested basis, so the two bases
-compute the same function with the same weights.
+compute the same function with the same weights. They define the parametrization; the computation is
+the product paths' (the fused kernel on CPU), onto which they map exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import numpy as np
 import torch
 
+from tensorfuse.nn._product_paths import ProductPaths, weight_map
 from tensorfuse.o3 import SPHERICAL, Irrep, Irreps, change_of_basis_matrix, get_basis
 
 
@@ -60,7 +62,14 @@ def _symmetric_coupling_tensors(irreps_a: Irreps, ir_out: Irrep, nu: int, l_inte
 
 
 class SymmetricContraction(torch.nn.Module):
-    """MACE-style symmetric contraction: ``A`` ``[N, C, irreps_a.dim]`` -> ``[N, C, irreps_out.dim]``."""
+    """MACE-style symmetric contraction: ``A`` ``[N, C, irreps_a.dim]`` -> ``[N, C, irreps_out.dim]``.
+
+    MACE's parametrization (one weight per species, basis function ``U_nu[k]`` and channel), run as
+    the product paths of one density: every ``U_nu[k](A, ..., A)`` is a fixed combination of the
+    symmetric product basis' paths (:func:`~tensorfuse.nn._product_paths.weight_map`, checked exact
+    when built), so the weights map onto the paths' weights by one small matrix product per call and
+    the contraction runs by the fused kernel like every other product basis.
+    """
 
     def __init__(self, irreps_a, irreps_out, channels: int, correlation: int, num_species: int, basis="spherical",
                  l_internal: int | None = None, dtype: torch.dtype | None = None):
@@ -72,8 +81,8 @@ class SymmetricContraction(torch.nn.Module):
         dtype = dtype or torch.get_default_dtype()
         to_basis_a = change_of_basis_matrix(self.irreps_a, "spherical", self.basis, dtype=torch.float64).numpy()
         self.weights = torch.nn.ParameterList()
-        self._plan: list[tuple[int, list[int]]] = []  # per output irrep: (dim, K per nu)
-        for mul, ir in self.irreps_out:
+        tensors = []  # (output slice, nu, U [d, D^nu, K] in the basis), in the weights' order
+        for (mul, ir), out_slice in zip(self.irreps_out, self.irreps_out.slices()):
             if mul != 1:
                 raise ValueError(f"irreps_out must hold each irrep once per channel, got {self.irreps_out}")
             to_basis_out = change_of_basis_matrix(Irreps([(1, ir)]), "spherical", self.basis,
@@ -85,14 +94,33 @@ class SymmetricContraction(torch.nn.Module):
                 U = np.einsum("po,o...k->p...k", to_basis_out, U)
                 for axis in range(1, nu + 1):
                     U = np.moveaxis(np.tensordot(U, to_basis_a, axes=([axis], [1])), -1, axis)
-                self.register_buffer(f"U_{len(self._plan)}_{nu}", torch.tensor(U, dtype=dtype), persistent=False)
+                tensors.append((out_slice, nu, torch.tensor(U)))
                 ks.append(U.shape[-1])
                 self.weights.append(torch.nn.Parameter(torch.randn(num_species, U.shape[-1], channels, dtype=dtype)
                                                        / math.sqrt(max(U.shape[-1], 1))))
             if sum(ks) == 0:
                 raise ValueError(f"output irrep {ir} cannot be reached from A = {self.irreps_a} "
                                  f"with correlation {correlation}")
-            self._plan.append((ir.dim, ks))
+        # the symmetric paths (fewer; the same span for one density), except where the last product
+        # is the first and pairs copies of one irrep unevenly, which the plan bundles only in full
+        symmetric = correlation != 2 or all(mul == 1 for mul, _ in self.irreps_a)
+        self.paths = ProductPaths(self.irreps_a, self.irreps_out, correlation, symmetric, self.basis, l_internal,
+                                  dtype=torch.float64)
+        num_columns = sum(U.shape[-1] for *_, U in tensors)
+        M = weight_map(self.paths, lambda A: _evaluate(tensors, A, self.irreps_out.dim, num_columns), num_columns)
+        if M is None:
+            raise RuntimeError(f"MACE's symmetric basis of {self.irreps_a} -> {self.irreps_out} is not in the span "
+                               "of the product paths (a bug)")
+        self.paths.to(dtype)
+        self.register_buffer("weight_map", M.to(dtype), persistent=False)  # [K, paths]
+
+    @property
+    def fused(self) -> bool:
+        return self.paths.fused
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        self.paths.fused = value
 
     def species_axes(self) -> dict[str, int]:
         """Species-indexed tensors (name -> species axis): see :mod:`tensorfuse.model._transfer`."""
@@ -102,27 +130,22 @@ class SymmetricContraction(torch.nn.Module):
         n, c, D = A.shape
         if (c, D) != (self.channels, self.irreps_a.dim):
             raise ValueError(f"A must have shape [N, {self.channels}, {self.irreps_a.dim}], got {tuple(A.shape)}")
-        outputs = []
-        for i, (d, ks) in enumerate(self._plan):
-            out = A.new_zeros(n, c, d)
-            weights = [self.weights[i * self.correlation + nu] for nu in range(self.correlation)]
-            for z in range(self.num_species):  # MACE's weights depend on the centre's species
-                mask = species == z
-                if not bool(mask.any()):
-                    continue
-                x = A[mask]  # [n_z, C, D]
-                acc = None
-                for nu in range(self.correlation, 0, -1):  # Horner: highest order first
-                    U = getattr(self, f"U_{i}_{nu}")  # [d, D^nu, K]
-                    T = torch.einsum("...k,kc->c...", U, weights[nu - 1][z])  # [C, d, D^nu]
-                    if acc is None:
-                        acc = T.unsqueeze(0).expand((x.shape[0],) + T.shape)
-                    else:
-                        acc = acc + T.unsqueeze(0)
-                    acc = torch.einsum("nc...a,nca->nc...", acc, x)  # contract the last slot
-                out = out.index_put((mask.nonzero().squeeze(-1),), acc)
-            outputs.append(out)
-        return torch.cat(outputs, dim=-1)
+        w = torch.cat(list(self.weights), dim=1)  # [Z, K, C]
+        W = torch.matmul(w.transpose(1, 2), self.weight_map)  # [Z, C, paths]
+        return self.paths(A, species, W)
 
     def extra_repr(self) -> str:
         return f"A={self.channels}x({self.irreps_a}) -> {self.irreps_out}, correlation={self.correlation}"
+
+
+def _evaluate(tensors, A: torch.Tensor, dim_out: int, num_columns: int) -> torch.Tensor:
+    """``[S, K, dim_out]``: every basis function ``U_nu[k](A, ..., A)`` at ``A`` ``[S, D]`` (float64)."""
+    out = A.new_zeros(A.shape[0], num_columns, dim_out)
+    k = 0
+    for out_slice, nu, U in tensors:
+        value = U.unsqueeze(0).expand((A.shape[0],) + U.shape)  # [S, d, D^nu, K]
+        for _ in range(nu):
+            value = torch.einsum("sd...ak,sa->sd...k", value, A)
+        out[:, k : k + U.shape[-1], out_slice] = value.transpose(1, 2)
+        k += U.shape[-1]
+    return out
