@@ -275,8 +275,12 @@ class _Counting:
         return counted
 
 
-def test_a_model_call_runs_the_fused_kernels(monkeypatch):
-    """Energy and forces of a model on the CPU go through both kernels, forward and backward."""
+@pytest.mark.parametrize("mace", [
+    {}, {"product_basis": "contraction"}, {"product_basis": "fusion", "fusion_shape": "balanced"},
+], ids=["symmetric", "contraction", "fusion-density"])
+def test_a_model_call_runs_the_fused_kernels(monkeypatch, mace):
+    """Energy and forces of a model on the CPU go through both kernels, forward and backward, whatever
+    parametrizes its product of one density."""
     _kernel("message")
     _kernel("product")
     from tensorfuse import ModelConfig, build_model
@@ -287,7 +291,8 @@ def test_a_model_call_runs_the_fused_kernels(monkeypatch):
     calls = {"product": {}, "message": {}}
     for name in calls:
         monkeypatch.setitem(_kernels._loaded, name, _Counting(_kernels._loaded[name], calls[name]))
-    potential = build_model(ModelConfig(species=(1, 6, 8), channels=8, l_max=2, r_max=4.0), dtype=torch.float64, seed=0)
+    config = ModelConfig(species=(1, 6, 8), channels=8, l_max=2, r_max=4.0, mace=mace)
+    potential = build_model(config, dtype=torch.float64, seed=0)
     positions, numbers = random_molecule((1, 6, 8), 8, seed=0)
     out = potential(AtomicGraph.from_arrays(positions, numbers, 4.0, dtype=torch.float64), forces=True)
     assert torch.isfinite(out["forces"]).all()
