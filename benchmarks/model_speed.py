@@ -17,6 +17,11 @@ tensorfuse (see README, "Benchmarks"). Usage::
 
     python benchmarks/model_speed.py [--systems aspirin si_512] [--lmax 1 2] [--dtypes float64]
         [--impls tensorfuse-cartesian tensorfuse-cartesian-compiled mace]
+        [--product-bases symmetric contraction fusion-balanced]
+
+``--product-bases`` repeats every tensorfuse row for other parametrizations of the many-body product
+(default ``symmetric``): ``contraction`` is MACE's own symmetric contraction, ``fusion-caterpillar``
+and ``fusion-balanced`` fusion trees of one density, ``fusion-distinct`` trees of distinct densities.
 """
 
 from __future__ import annotations
@@ -97,17 +102,33 @@ def ahead_of_time(model, name: str):
     return CompiledPotential(path)
 
 
-def tensorfuse_case(basis, lmax, structures, dtype, training: bool, compiled: bool = False, aot: bool = False):
+PRODUCT_BASES = ("symmetric", "full", "reduced", "latent", "contraction", "fusion-caterpillar", "fusion-balanced",
+                 "fusion-distinct")
+
+
+def product_basis_config(name: str) -> dict:
+    """The model's ``mace`` settings (correlation 3) for a ``--product-bases`` name."""
+    if name.startswith("fusion-"):
+        kind = name.split("-", 1)[1]
+        if kind == "distinct":
+            return {"correlation": 3, "product_basis": "fusion", "fusion_leaves": "distinct"}
+        return {"correlation": 3, "product_basis": "fusion", "fusion_leaves": "density", "fusion_shape": kind}
+    return {"correlation": 3, "product_basis": name}
+
+
+def tensorfuse_case(basis, lmax, structures, dtype, training: bool, compiled: bool = False, aot: bool = False,
+                    product_basis: str = "symmetric"):
     import torch
 
     from tensorfuse.data import AtomicGraph, batch_graphs
 
     avg = average_neighbors(structures, 5.0)
-    model, params = build_tensorfuse(basis, lmax, avg, dtype)
+    model, params = build_tensorfuse(basis, lmax, avg, dtype, mace=product_basis_config(product_basis))
     if compiled:
         model.compile(dynamic=True)
     if aot:
-        model = ahead_of_time(model, f"{basis}_l{lmax}_{str(dtype).split('.')[-1]}_{avg:.6f}")
+        suffix = "" if product_basis == "symmetric" else f"_{product_basis}"
+        model = ahead_of_time(model, f"{basis}_l{lmax}_{str(dtype).split('.')[-1]}_{avg:.6f}{suffix}")
     graph = batch_graphs([AtomicGraph.from_atoms(a, 5.0, dtype=dtype) for a in structures])
     if not training:
         for p in model.parameters():
@@ -220,7 +241,8 @@ def run_case(case: dict) -> dict:
     else:
         fn, params, edges = tensorfuse_case(case["impl"].split("-")[1], case["lmax"], structures, dtype, training,
                                             compiled=case["impl"].endswith("-compiled"),
-                                            aot=case["impl"].endswith("-aot"))
+                                            aot=case["impl"].endswith("-aot"),
+                                            product_basis=case.get("product_basis", "symmetric"))
     atoms = sum(len(a) for a in structures)
     fn()  # warm-up
     if case["measure"] == "memory":
@@ -247,6 +269,8 @@ def main() -> None:
     parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS + COMPILED + AHEAD_OF_TIME,
                         help="add the -compiled variants for torch.compile (each case compiles first), the -aot "
                              "ones for the model compiled ahead of time (inference rows only)")
+    parser.add_argument("--product-bases", nargs="+", default=["symmetric"], choices=PRODUCT_BASES,
+                        help="the tensorfuse rows for each of these many-body products (default symmetric)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts, each case run at each of them side by side (default 1 2)")
@@ -269,13 +293,15 @@ def main() -> None:
     for system, lmax, dtype, threads in ((s, l, d, t) for s in args.systems for l in args.lmax for d in args.dtypes
                                          for t in args.threads):
         rows = {}
-        for impl in args.impls:
+        for impl, product in ((i, p) for i in args.impls for p in (args.product_bases if i != "mace" else [None])):
             if impl.endswith("-aot") and system == "train_aspirin_x5":
                 continue  # compiled for inference
             row = {}
             for measure in ("time",) if args.no_memory else ("time", "memory"):
                 case = dict(system=system, lmax=lmax, dtype=dtype, impl=impl, measure=measure,
                             repeats=args.repeats, threads=threads)
+                if product not in (None, "symmetric"):
+                    case["product_basis"] = product
                 proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
                                       capture_output=True, text=True)
                 if proc.returncode != 0:
@@ -287,7 +313,7 @@ def main() -> None:
                 if sink:
                     sink.write(json.dumps(result) + "\n")
                     sink.flush()
-            rows[impl] = row
+            rows[impl if product in (None, "symmetric") else f"{impl} ({product})"] = row
         mace = rows.get("mace", {})
         for impl, r in rows.items():
             if "ms" not in r:
