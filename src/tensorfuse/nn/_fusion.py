@@ -132,7 +132,7 @@ class FusionBlock(torch.nn.Module):
                     pair_index = {p: k for k, p in enumerate(pairs)}
                     out_irs = sorted(outs, key=lambda x: (x.l, -x.p))
                     C = torch.cat([
-                        self.basis.path_coupling(ir_l.l, ir_r.l, ir.l, dtype=dtype) * math.sqrt(2 * ir.l + 1)
+                        self.basis.unit_variance_coupling(ir_l.l, ir_r.l, ir.l, dtype=dtype)
                         for ir in out_irs
                     ], dim=-1)  # [2l_l+1, 2l_r+1, sum of output dims]
                     self.register_buffer(f"coupling_{i}_{g}", C.reshape(-1, C.shape[-1]).contiguous(), persistent=False)

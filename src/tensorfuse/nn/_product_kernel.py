@@ -14,8 +14,6 @@ the same numbers (tests to 1e-12). Building: :mod:`tensorfuse.nn._kernels`. For 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from tensorfuse.nn._kernels import load_kernel as _load
@@ -46,7 +44,7 @@ def kernel_plan(paths) -> dict:
         start += ir.dim
 
     def block(l_q, l_a, ir_out):
-        return pb.basis.path_coupling(l_q, l_a, ir_out.l, dtype=dtype) * math.sqrt(2 * ir_out.l + 1)
+        return pb.basis.unit_variance_coupling(l_q, l_a, ir_out.l, dtype=dtype)
 
     def nonzero(b):
         i, j, o = torch.nonzero(b, as_tuple=True)

@@ -167,8 +167,7 @@ class ProductPaths(torch.nn.Module):
                 start = 0
                 for g in bundle.groups:
                     l_a = plan.a_irreps[g.a].l
-                    block = self.basis.path_coupling(g.ir_q.l, l_a, g.ir_out.l, dtype=dtype)
-                    block = block * math.sqrt(2 * g.ir_out.l + 1)  # unit-variance outputs
+                    block = self.basis.unit_variance_coupling(g.ir_q.l, l_a, g.ir_out.l, dtype=dtype)
                     C[a_slices[g.a], :, start : start + g.ir_out.dim] = block.permute(1, 0, 2)
                     start += g.ir_out.dim
                 self.register_buffer(f"coupling_{s}_{b}", C.reshape(self.irreps_a.dim, d_q * cols), persistent=False)

@@ -14,6 +14,7 @@ with ``Q_l`` mapping the component-normalized Cartesian harmonics onto the spher
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -66,6 +67,12 @@ class Basis:
         return cached_tensor(
             ("path_coupling", self.name, l1, l2, l3), lambda: self._path_coupling(l1, l2, l3), dtype, device
         )
+
+    def unit_variance_coupling(self, l1: int, l2: int, l3: int, dtype=None, device=None) -> torch.Tensor:
+        """:meth:`path_coupling` times ``sqrt(2 l3 + 1)``: unit-variance outputs for unit-variance
+        inputs. Every layer that couples two irreps (tensor products, product paths, fusion trees)
+        uses this one normalization."""
+        return self.path_coupling(l1, l2, l3, dtype, device) * math.sqrt(2 * l3 + 1)
 
     def _path_coupling(self, l1: int, l2: int, l3: int) -> np.ndarray:
         C = self.coupling(l1, l2, l3, dtype=torch.float64)

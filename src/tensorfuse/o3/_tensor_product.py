@@ -8,7 +8,6 @@ one go. Changing the basis changes ``U`` and nothing else.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -129,8 +128,8 @@ class TensorProductSpec:
         U = np.zeros((self.irreps1.dim, self.irreps2.dim, self.irreps_out.dim))
         start = 0
         for p, (l1, l2, l3) in zip(self.paths, self.path_degrees()):
-            C = basis.path_coupling(l1, l2, l3, dtype=torch.float64).numpy()
-            U[slices1[p.i1], slices2[p.i2], start : start + 2 * l3 + 1] = math.sqrt(2 * l3 + 1) * C
+            C = basis.unit_variance_coupling(l1, l2, l3, dtype=torch.float64).numpy()
+            U[slices1[p.i1], slices2[p.i2], start : start + 2 * l3 + 1] = C
             start += 2 * l3 + 1
         return U
 
