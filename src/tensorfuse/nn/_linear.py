@@ -102,7 +102,9 @@ class IrrepsLinear(torch.nn.Module):
                 per_type.append(x.new_zeros(n, c_out, n_out, d))
                 continue
             xs = torch.stack([blocks[i] for i in ins], dim=2) if len(ins) > 1 else blocks[ins[0]].unsqueeze(2)
-            xs = xs.permute(0, 3, 1, 2).reshape(n, d, c_in * len(ins))  # [N, d, fan_in]
+            # [N d, fan_in] as one matrix: a strided [N, d, fan_in] (a slice of x) would make matmul
+            # run N small products (bmm against an expanded weight) instead of one
+            xs = xs.permute(0, 3, 1, 2).reshape(n * d, c_in * len(ins))
             w = self.weights[k] * (1.0 / math.sqrt(c_in * len(ins)))
             if self.num_species:
                 y = xs @ w.permute(1, 0, 2).reshape(c_in * len(ins), -1)  # all species at once
