@@ -140,6 +140,7 @@ def tensorfuse_case(basis, lmax, structures, dtype, training: bool, compiled: bo
         return call, params, graph.num_edges
 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     target_e = torch.zeros(graph.num_graphs, dtype=dtype)
     target_f = torch.zeros(graph.num_atoms, 3, dtype=dtype)
 
@@ -147,7 +148,7 @@ def tensorfuse_case(basis, lmax, structures, dtype, training: bool, compiled: bo
         optimizer.zero_grad()
         out = model(graph, forces=True, create_graph=True)
         loss = ((out["energy"] - target_e) ** 2).mean() + ((out["forces"] - target_f) ** 2).mean()
-        loss.backward()
+        loss.backward(inputs=trainable)  # as tensorfuse's trainer: the parameters' gradients only
         optimizer.step()
         return loss
 

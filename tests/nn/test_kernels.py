@@ -327,3 +327,55 @@ def test_a_build_for_another_cpu_is_never_loaded(monkeypatch):
         with pytest.warns(RuntimeWarning, match="could not be built"):
             assert _kernels.load_kernel("message") is None
     assert len(asked) == 2 and asked[0] != asked[1]
+
+
+def test_backward_passes_skip_the_gradients_nobody_uses(monkeypatch):
+    """Forces (a gradient with respect to positions) never need the product weights' gradient, and a
+    training loss's backward over the parameters never the edge harmonics' (positions'): the kernels
+    are asked for neither, and the parameters' gradients are those of a full backward."""
+    _kernel("message")
+    _kernel("product")
+    from tensorfuse import ModelConfig, build_model
+    from tensorfuse.data import AtomicGraph
+    from tensorfuse.nn import _kernels
+    from tensorfuse.nn._kernels import tensor_paths
+    from tensorfuse.testing import random_molecule
+
+    asked = {"product": [], "message": []}
+
+    class Recording:
+        def __init__(self, extension, log, flags):
+            self.extension, self.log, self.flags = extension, log, flags
+
+        def __getattr__(self, name):
+            function = getattr(self.extension, name)
+            if name != "backward":
+                return function
+
+            def recorded(*args):
+                self.log.append(self.flags(args))
+                return function(*args)
+
+            return recorded
+
+    monkeypatch.setitem(_kernels._loaded, "product", Recording(_kernels._loaded["product"], asked["product"],
+                                                               lambda args: {"W": args[4]}))
+    monkeypatch.setitem(_kernels._loaded, "message", Recording(_kernels._loaded["message"], asked["message"],
+                                                               lambda args: {"h": args[-3], "M": args[-2]}))
+    potential = build_model(ModelConfig(species=(1, 6, 8), channels=8, l_max=2, r_max=4.0), dtype=torch.float64, seed=0)
+    positions, numbers = random_molecule((1, 6, 8), 8, seed=0)
+    graph = AtomicGraph.from_arrays(positions, numbers, 4.0, dtype=torch.float64)
+    params = [p for p in potential.parameters() if p.requires_grad]
+
+    out = potential(graph, forces=True, create_graph=True)  # the forces pass
+    assert asked["product"] and not any(flags["W"] for flags in asked["product"])
+    assert not asked["message"][-1]["h"]  # the first layer's input is the species embedding
+    loss = out["energy"].pow(2).sum() + out["forces"].pow(2).sum()
+    count = len(asked["message"])
+    narrowed = torch.autograd.grad(loss, params, retain_graph=True)
+    assert asked["message"][count:] and not any(flags["M"] for flags in asked["message"][count:])
+    with tensor_paths(potential):
+        reference = potential(graph, forces=True, create_graph=True)
+        full = torch.autograd.grad(reference["energy"].pow(2).sum() + reference["forces"].pow(2).sum(), params)
+    for a, b in zip(narrowed, full):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -18,7 +18,7 @@ import torch
 
 from tensorfuse.nn._kernels import load_kernel as _load
 from tensorfuse.nn._linear import irrep_offsets
-from tensorfuse.nn._tensor_product import _is_batched
+from tensorfuse.nn._tensor_product import _is_batched, _used_gradients
 from tensorfuse.o3 import Irreps
 
 
@@ -139,13 +139,14 @@ class FusedProductBasis(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         A, W, species = ctx.saved_tensors
-        need_A, need_W = ctx.needs_input_grad[:2]
+        need_A, need_W = _used_gradients(ctx, A, W)
         if _is_batched(grad):
             # a batch of cotangents (vmap): the tensor path, which vmap can batch
             with torch.enable_grad():
                 out = ctx.module._tensor_forward(A, species, W)
                 inputs = [t for t, need in ((A, need_A), (W, need_W)) if need]
-                grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=torch.is_grad_enabled()))
+                grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=torch.is_grad_enabled())
+                             if inputs else ())
             return (next(grads) if need_A else None, next(grads) if need_W else None, None, None, None, None)
         if torch.is_grad_enabled():  # a graph of this backward is wanted (forces in a training loss)
             grad_A, grad_W = _FusedProductBasisBackward.apply(grad, A, W, species, ctx.module, ctx.plan, ctx.kernel,
@@ -177,7 +178,7 @@ class _FusedProductBasisBackward(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, u, v):
         grad, A, W, species = ctx.saved_tensors
-        need_grad, need_A, need_W = ctx.needs_input_grad[:3]
+        need_grad, need_A, need_W = _used_gradients(ctx, grad, A, W)
         if u is None and v is None:
             return (None,) * 8
         empty = A.new_empty(0)

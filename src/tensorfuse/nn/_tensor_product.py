@@ -75,6 +75,22 @@ def _is_batched(t: torch.Tensor | None) -> bool:
         return False
 
 
+def _used_gradients(ctx, *inputs: torch.Tensor | None) -> tuple[bool, ...]:
+    """``ctx.needs_input_grad`` narrowed to the inputs whose gradient this backward pass goes on
+    with: forces (``autograd.grad(energy, positions)``) never use the weights' gradients, and a
+    loss's ``backward(inputs=parameters)`` never the positions'. Outside the autograd engine
+    (tracing), every input that needs a gradient."""
+    used = []
+    for need, x in zip(ctx.needs_input_grad, inputs):
+        if need and x is not None:
+            try:
+                need = torch._C._will_engine_execute_node(torch.autograd.graph.get_gradient_edge(x).node)
+            except (RuntimeError, AttributeError):
+                pass
+        used.append(bool(need))
+    return tuple(used)
+
+
 def _chunks(num_edges: int, chunk: int):
     for start in range(0, num_edges, chunk):
         yield slice(start, min(start + chunk, num_edges))
@@ -263,7 +279,7 @@ class _KernelMessagePassing(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_A):
         h, M, w, sender, receiver = ctx.saved_tensors
-        need = ctx.needs_input_grad[:3]
+        need = _used_gradients(ctx, h, M, w)
         if _is_batched(grad_A):  # a batch of cotangents (vmap): the tensor path, with U = the pair selection
             module, _, pairs, path, d_out = ctx.tables
             select = torch.zeros(pairs.shape[0], h.shape[2] * d_out, dtype=M.dtype)
@@ -306,7 +322,7 @@ class _KernelMessagePassingBackward(torch.autograd.Function):
     def backward(ctx, a, c, b):
         G, h, M, w, sender, receiver = ctx.saved_tensors
         grads = _kernel_second_derivatives(ctx.tables, G, h, M, w, sender, receiver, a, c, b,
-                                           ctx.needs_input_grad[:4])
+                                           _used_gradients(ctx, G, h, M, w))
         return (*grads, None, None, None, None)
 
 

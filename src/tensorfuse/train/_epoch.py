@@ -72,7 +72,9 @@ class EpochRunner:
             graph, targets = graph.to(dist.device), targets.to(dist.device)
             out = model(graph, forces=True, stress=self.stress, create_graph=True)
             loss = self.objective.loss(out, graph, targets, counts)
-            loss.backward()
+            # only the parameters' gradients: nothing is spent on the positions' (the graph of the
+            # forces leads there too)
+            loss.backward(inputs=[p for p in model.parameters() if p.requires_grad])
             loss_value = float(loss.detach())
             for key, value in self.objective.error_sums(out, graph, targets).items():
                 sums[key] += value
