@@ -379,3 +379,48 @@ def test_backward_passes_skip_the_gradients_nobody_uses(monkeypatch):
         full = torch.autograd.grad(reference["energy"].pow(2).sum() + reference["forces"].pow(2).sum(), params)
     for a, b in zip(narrowed, full):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("present", [(True, True, True), (True, False, False), (False, True, False),
+                                     (False, False, True), (False, True, True), (True, True, False)])
+@pytest.mark.parametrize("need", [(True, True, True, True), (True, True, False, True), (False, True, True, False)])
+def test_message_second_derivatives_in_one_pass_equal_their_identities(present, need):
+    """The kernel's fused second derivatives equal the identities they implement, written with its
+    forward and backward (dG = f(a, M, w) + f(h, c, w) + f(h, M, b); dh, dM, dw from the backward),
+    whichever upstream gradients are absent and whichever outputs are wanted."""
+    _kernel("message")
+    from tensorfuse.nn._tensor_product import _kernel_backward, _kernel_forward, _kernel_second_derivatives
+
+    torch.manual_seed(3)
+    tp = ChannelwiseTensorProduct("0e+1o+2e", "0e+1o+2e", None, channels=5, basis="cartesian", dtype=torch.float64)
+    n, e = 6, 17
+    h = torch.randn(n, 5, tp.irreps_in1.dim, dtype=torch.float64)
+    x2 = torch.randn(e, tp.irreps_in2.dim, dtype=torch.float64)
+    w = torch.randn(e, 5, tp.num_paths, dtype=torch.float64)
+    sender, receiver = torch.randint(0, n, (e,)), torch.randint(0, n, (e,)).sort().values
+    module, U, pairs, path = tp._kernel(h)
+    tables = (module, U, pairs, path, tp.irreps_out.dim)
+    M = x2 @ U
+    G = torch.randn(n, 5, tp.irreps_out.dim, dtype=torch.float64)
+    a, c, b = (x if keep else None for x, keep in zip((torch.randn_like(h), torch.randn_like(M), torch.randn_like(w)),
+                                                          present))
+    fused = _kernel_second_derivatives(tables, G, h, M, w, sender, receiver, a, c, b, need)
+    zero = (torch.zeros_like(h), torch.zeros_like(M), torch.zeros_like(w))
+    a0, c0, b0 = (x if x is not None else z for x, z in zip((a, c, b), zero))
+    every = (True, True, True)
+    expected = (
+        _kernel_forward(tables, a0, M, w, sender, receiver) + _kernel_forward(tables, h, c0, w, sender, receiver)
+        + _kernel_forward(tables, h, M, b0, sender, receiver),
+        _kernel_backward(tables, G, h, c0, w, sender, receiver, every)[0]
+        + _kernel_backward(tables, G, h, M, b0, sender, receiver, every)[0],
+        _kernel_backward(tables, G, a0, M, w, sender, receiver, every)[1]
+        + _kernel_backward(tables, G, h, M, b0, sender, receiver, every)[1],
+        _kernel_backward(tables, G, h, c0, w, sender, receiver, every)[2]
+        + _kernel_backward(tables, G, a0, M, w, sender, receiver, every)[2],
+    )
+    flows = (any(present), present[1] or present[2], present[0] or present[2], present[0] or present[1])
+    for got, want, wanted, flowing in zip(fused, expected, need, flows):
+        if wanted and flowing:
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        else:
+            assert got is None

@@ -174,6 +174,154 @@ void backward_impl(const Shape& s, const T* G, const T* h, const T* Mall, const 
   });
 }
 
+// Second derivatives: with f(h, M, w) the (trilinear) forward, G the output gradient and upstream
+// gradients a (of grad_h), c (of grad_M), b (of grad_w), any of them absent (nullptr):
+//   dG = f(a, M, w) + f(h, c, w) + f(h, M, b)                     (scattered to receivers)
+//   dM[e, k] = <a[s, i], G[r, o] w[e, p(o)]> + <h[s, i], G[r, o] b[e, p(o)]>
+//   dw[e, p] = sum_{o in p} G[r, o] (sum_k M[e, k] a[s, i] + c[e, k] h[s, i])
+//   dh[s, i] += sum_k c[e, k] G[r, o] w[e, p(o)] + M[e, k] G[r, o] b[e, p(o)]   (scattered to senders)
+// in two passes over the edges: one owned by receivers (dG, and the per-edge dM, dw), one by senders
+// (dh), each visiting an edge's pairs once for every term.
+template <typename T>
+void double_backward_impl(const Shape& s, const T* G, const T* h, const T* Mall, const T* w, const T* a,
+                          const T* call, const T* b, const int64_t* sender, const int64_t* receiver, T* dG, T* dh,
+                          T* dM, T* dw) {
+  const int64_t C = s.C;
+  const bool want_y = dG || dw;  // the products y[o] = sum_k M a + c h (and M h with b)
+  struct Buffers { std::vector<T> y, yb, wt, bt, gw, gb, dwt; };
+  auto make = [&] {
+    return Buffers{std::vector<T>(s.dout * C), std::vector<T>(b ? s.dout * C : 0), std::vector<T>(s.P * C),
+                   std::vector<T>(b ? s.P * C : 0), std::vector<T>(s.dout * C), std::vector<T>(b ? s.dout * C : 0),
+                   std::vector<T>(dw ? s.P * C : 0)};
+  };
+  auto weights = [&](int64_t e, Buffers& B) {
+    transpose_weights(s, w + e * C * s.P, B.wt.data());
+    if (b) transpose_weights(s, b + e * C * s.P, B.bt.data());
+  };
+  auto gradient_weights = [&](int64_t e, Buffers& B) {  // gw[o] = G[r, o] w[p(o)], gb[o] = G[r, o] b[p(o)]
+    const T* Gr = G + receiver[e] * s.dout * C;
+    for (int64_t o = 0; o < s.dout; ++o) {
+      const T* g = Gr + o * C;
+      const T* wp = B.wt.data() + s.path[o] * C;
+      T* dst = B.gw.data() + o * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) dst[c] = g[c] * wp[c];
+      if (b) {
+        const T* bp = B.bt.data() + s.path[o] * C;
+        T* dstb = B.gb.data() + o * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) dstb[c] = g[c] * bp[c];
+      }
+    }
+  };
+  if (dG || dM || dw) {
+    for_edges_by_owner(dG ? receiver : nullptr, s.E, s.N, make, [&](int64_t e, Buffers& B) {
+      weights(e, B);
+      if (dM) gradient_weights(e, B);
+      const T* M = Mall + e * s.n_pairs;
+      const T* ce = call ? call + e * s.n_pairs : nullptr;
+      const T* hs = h + sender[e] * s.d1 * C;
+      const T* as = a ? a + sender[e] * s.d1 * C : nullptr;
+      if (want_y) std::fill(B.y.begin(), B.y.end(), T(0));
+      if (b && dG) std::fill(B.yb.begin(), B.yb.end(), T(0));
+      for (int64_t k = 0; k < s.n_pairs; ++k) {
+        const int64_t i = s.pairs[2 * k], o = s.pairs[2 * k + 1];
+        const T m = M[k];
+        const T* hi = hs + i * C;
+        if (want_y) {
+          T* yo = B.y.data() + o * C;
+          if (as) {
+            const T* ai = as + i * C;
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) yo[c] += m * ai[c];
+          }
+          if (ce) {
+            const T ck = ce[k];
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) yo[c] += ck * hi[c];
+          }
+        }
+        if (b && dG) {
+          T* yo = B.yb.data() + o * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) yo[c] += m * hi[c];
+        }
+        if (dM) {
+          T dot = 0;
+          if (as) {
+            const T* ai = as + i * C;
+            const T* g = B.gw.data() + o * C;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t c = 0; c < C; ++c) dot += ai[c] * g[c];
+          }
+          if (b) {
+            const T* g = B.gb.data() + o * C;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t c = 0; c < C; ++c) dot += hi[c] * g[c];
+          }
+          dM[e * s.n_pairs + k] = dot;
+        }
+      }
+      const T* Gr = G + receiver[e] * s.dout * C;
+      if (dG) {
+        T* Dr = dG + receiver[e] * s.dout * C;
+        for (int64_t o = 0; o < s.dout; ++o) {
+          const T* wp = B.wt.data() + s.path[o] * C;
+          const T* yo = B.y.data() + o * C;
+          T* dst = Dr + o * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) dst[c] += yo[c] * wp[c];
+          if (b) {
+            const T* bp = B.bt.data() + s.path[o] * C;
+            const T* ybo = B.yb.data() + o * C;
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) dst[c] += ybo[c] * bp[c];
+          }
+        }
+      }
+      if (dw) {
+        T* dwe = B.dwt.data();
+        std::fill(dwe, dwe + s.P * C, T(0));
+        for (int64_t o = 0; o < s.dout; ++o) {
+          const T* g = Gr + o * C;
+          const T* yo = B.y.data() + o * C;
+          T* dst = dwe + s.path[o] * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) dst[c] += g[c] * yo[c];
+        }
+        T* out = dw + e * C * s.P;  // back to [C, P]
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t p = 0; p < s.P; ++p) out[c * s.P + p] = dwe[p * C + c];
+      }
+    });
+  }
+  if (dh && (call || b)) {
+    for_edges_by_owner(sender, s.E, s.N, make, [&](int64_t e, Buffers& B) {
+      weights(e, B);
+      gradient_weights(e, B);
+      const T* M = Mall + e * s.n_pairs;
+      const T* ce = call ? call + e * s.n_pairs : nullptr;
+      T* ds = dh + sender[e] * s.d1 * C;
+      for (int64_t k = 0; k < s.n_pairs; ++k) {
+        const int64_t i = s.pairs[2 * k], o = s.pairs[2 * k + 1];
+        T* dst = ds + i * C;
+        if (ce) {
+          const T ck = ce[k];
+          const T* g = B.gw.data() + o * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) dst[c] += ck * g[c];
+        }
+        if (b) {
+          const T m = M[k];
+          const T* g = B.gb.data() + o * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) dst[c] += m * g[c];
+        }
+      }
+    });
+  }
+}
+
 void check_index(const torch::Tensor& index, int64_t count, int64_t bound, const char* name) {
   TORCH_CHECK(index.scalar_type() == torch::kInt64 && index.dim() == 1 && index.numel() == count,
               "tensorfuse message kernel: ", name, " must be an int64 vector of ", count, " edges");
@@ -260,6 +408,52 @@ std::vector<torch::Tensor> message_backward(torch::Tensor G, torch::Tensor h, to
   return {grad_h, grad_M, grad_w};
 }
 
+// (dG [N, dout, C], dh [N, d1, C], dM [E, n_pairs], dw [E, C, P]) from G [N, dout, C] and upstream
+// gradients a [N, d1, C] (of grad_h), c [E, n_pairs] (of grad_M), b [E, C, P] (of grad_w), each a 1-d
+// empty tensor where absent; outputs empty where not needed (see double_backward_impl)
+std::vector<torch::Tensor> message_double_backward(torch::Tensor G, torch::Tensor h, torch::Tensor M, torch::Tensor w,
+                                                   torch::Tensor sender, torch::Tensor receiver, torch::Tensor a,
+                                                   torch::Tensor c, torch::Tensor b, torch::Tensor pairs,
+                                                   torch::Tensor path, int64_t dout, bool need_G, bool need_h,
+                                                   bool need_M, bool need_w) {
+  G = G.contiguous(); h = h.contiguous(); M = M.contiguous(); w = w.contiguous();
+  sender = sender.contiguous(); receiver = receiver.contiguous(); pairs = pairs.contiguous(); path = path.contiguous();
+  Shape s = make_shape(h, M, w, pairs, path, dout);
+  check_index(sender, s.E, s.N, "sender");
+  check_index(receiver, s.E, s.N, "receiver");
+  TORCH_CHECK(G.dim() == 3 && G.size(0) == s.N && G.size(1) == dout && G.size(2) == s.C &&
+              G.scalar_type() == h.scalar_type() && G.device().is_cpu(),
+              "tensorfuse message kernel: the output gradient must be [N, dout, C] like the output");
+  const bool has_a = a.dim() == 3, has_c = c.dim() == 2, has_b = b.dim() == 3;  // absent: a 1-d empty tensor
+  if (has_a) a = a.contiguous();
+  if (has_c) c = c.contiguous();
+  if (has_b) b = b.contiguous();
+  TORCH_CHECK(!has_a || (a.sizes() == h.sizes() && a.scalar_type() == h.scalar_type() && a.device().is_cpu()),
+              "tensorfuse message kernel: the gradient of grad_h must be shaped like h");
+  TORCH_CHECK(!has_c || (c.sizes() == M.sizes() && c.scalar_type() == h.scalar_type() && c.device().is_cpu()),
+              "tensorfuse message kernel: the gradient of grad_M must be shaped like M");
+  TORCH_CHECK(!has_b || (b.sizes() == w.sizes() && b.scalar_type() == h.scalar_type() && b.device().is_cpu()),
+              "tensorfuse message kernel: the gradient of grad_w must be shaped like w");
+  // a term is there only if its upstream gradient is: dG needs any, dh needs c or b, dM a or b, dw a or c
+  need_G = need_G && (has_a || has_c || has_b);
+  need_h = need_h && (has_c || has_b);
+  need_M = need_M && (has_a || has_b);
+  need_w = need_w && (has_a || has_c);
+  auto dG = need_G ? torch::zeros_like(G) : torch::empty({0}, h.options());
+  auto dh = need_h ? torch::zeros_like(h) : torch::empty({0}, h.options());
+  auto dM = need_M ? torch::empty_like(M) : torch::empty({0}, h.options());
+  auto dw = need_w ? torch::empty_like(w) : torch::empty({0}, h.options());
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "message_double_backward", [&] {
+    double_backward_impl<scalar_t>(
+        s, G.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), M.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+        has_a ? a.data_ptr<scalar_t>() : nullptr, has_c ? c.data_ptr<scalar_t>() : nullptr,
+        has_b ? b.data_ptr<scalar_t>() : nullptr, sender.data_ptr<int64_t>(), receiver.data_ptr<int64_t>(),
+        need_G ? dG.data_ptr<scalar_t>() : nullptr, need_h ? dh.data_ptr<scalar_t>() : nullptr,
+        need_M ? dM.data_ptr<scalar_t>() : nullptr, need_w ? dw.data_ptr<scalar_t>() : nullptr);
+  });
+  return {dG, dh, dM, dw};
+}
+
 // The operators of traced graphs (torch.compile, torch.export, AOTInductor, the LAMMPS plugin), in
 // the layouts of the Python side: h and A [N, C, d], x2 [E, d2] with the used couplings U [d2, pairs].
 // Their fake (shape) functions and autograd formulas are registered in tensorfuse.nn._kernel_ops.
@@ -301,5 +495,6 @@ TORCH_LIBRARY_IMPL(tensorfuse, CPU, m) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &message_forward, "fused message passing, forward");
   m.def("backward", &message_backward, "fused message passing, backward");
+  m.def("double_backward", &message_double_backward, "fused message passing, second derivatives");
 }
 #endif

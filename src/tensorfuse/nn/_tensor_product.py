@@ -328,27 +328,19 @@ class _KernelMessagePassingBackward(torch.autograd.Function):
 
 def _kernel_second_derivatives(tables, G, h, M, w, sender, receiver, a, c, b, need):
     """``(d G, d h, d M, d w)`` of ``<a, grad_h> + <c, grad_M> + <b, grad_w>`` (the identities of
-    :class:`_KernelMessagePassingBackward`); ``None`` where not needed or nothing flows in."""
+    :class:`_KernelMessagePassingBackward`) by the kernel in one pass per scatter target; ``None``
+    where not needed or nothing flows in."""
+    module, _, pairs, path, d_out = tables
     need_G, need_h, need_M, need_w = need
-    d_G = d_h = d_M = d_w = None
-
-    def add(total, part):
-        return part if total is None else total + part
-
-    if need_G:
-        for args in ((a, M, w), (h, c, w), (h, M, b)):
-            if all(x is not None for x in args):
-                d_G = add(d_G, _kernel_forward(tables, *args, sender, receiver))
-    if c is not None and (need_h or need_w):
-        gh, _, gw = _kernel_backward(tables, G, h, c, w, sender, receiver, (need_h, False, need_w))
-        d_h, d_w = add(d_h, gh), add(d_w, gw)
-    if a is not None and (need_M or need_w):
-        _, gM, gw = _kernel_backward(tables, G, a, M, w, sender, receiver, (False, need_M, need_w))
-        d_M, d_w = add(d_M, gM), add(d_w, gw)
-    if b is not None and (need_h or need_M):
-        gh, gM, _ = _kernel_backward(tables, G, h, M, b, sender, receiver, (need_h, need_M, False))
-        d_h, d_M = add(d_h, gh), add(d_M, gM)
-    return d_G, d_h, d_M, d_w
+    need = (need_G and (a is not None or c is not None or b is not None), need_h and (c is not None or b is not None),
+            need_M and (a is not None or b is not None), need_w and (a is not None or c is not None))
+    absent = h.new_empty(0)
+    d_G, d_h, d_M, d_w = module.double_backward(
+        G.transpose(1, 2), h.transpose(1, 2), M, w, sender, receiver,
+        absent if a is None else a.transpose(1, 2), absent if c is None else c, absent if b is None else b,
+        pairs, path, d_out, *need)
+    return (d_G.transpose(1, 2).contiguous() if need[0] else None, d_h.transpose(1, 2).contiguous() if need[1] else None,
+            d_M if need[2] else None, d_w if need[3] else None)
 
 
 def _kernel_forward(tables, h, M, w, sender, receiver):
