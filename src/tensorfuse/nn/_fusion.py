@@ -18,6 +18,7 @@ weights.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -276,6 +277,19 @@ def _index_mode(index: list[int], copies: int) -> str:
 FUSION_MODES = ("density", "distinct")
 
 
+@functools.lru_cache(maxsize=64)
+def _density_weight_map(irreps_a: Irreps, irreps_out: Irreps, correlation: int, shape: str, basis: str,
+                        l_internal: int | None) -> torch.Tensor | None:
+    """The map ``[trees, paths]`` of a density-mode fusion product basis' weights onto the product
+    paths' (float64), or ``None`` where its trees leave the paths' span (cached per shape of model)."""
+    shapes = [make_shape(shape, k) for k in range(1, correlation + 1)]
+    spec = FusionSpec([irreps_a] * correlation, irreps_out, shapes, l_internal)
+    each_tree = FusionBlock(spec, 1, None, basis, dtype=torch.float64)
+    paths = ProductPaths(irreps_a, irreps_out, correlation, True, basis, l_internal, dtype=torch.float64)
+    return weight_map(paths, lambda A: each_tree.each_path([A.unsqueeze(1)] * correlation).squeeze(1),
+                      each_tree.num_paths)
+
+
 class FusionProductBasis(torch.nn.Module):
     """A product basis made of fusion trees: ``B = sum_{k=1..nu} sum_{trees of k leaves} w T``.
 
@@ -319,17 +333,13 @@ class FusionProductBasis(torch.nn.Module):
             # trees of one density, of any shape, are fixed combinations of the product paths
             # (recoupling): where that map is exact, the block's weights drive the paths (the fused
             # kernel on CPU) and its own trees are not evaluated
-            paths = ProductPaths(self.irreps_a, self.irreps_out, correlation, True, basis, l_internal,
-                                 dtype=torch.float64)
-            each_tree = FusionBlock(spec, 1, None, basis, dtype=torch.float64)
-
-            def columns(A):
-                return each_tree.each_path([A.unsqueeze(1)] * correlation).squeeze(1)
-
-            M = weight_map(paths, columns, self.num_paths)
+            M = _density_weight_map(self.irreps_a, self.irreps_out, correlation, shape, self.block.basis.name,
+                                    l_internal)
             if M is not None:
-                self.paths = paths.to(dtype or torch.get_default_dtype())
-                self.register_buffer("weight_map", M.to(self.paths.path_scale.dtype), persistent=False)
+                dtype = dtype or torch.get_default_dtype()
+                self.paths = ProductPaths(self.irreps_a, self.irreps_out, correlation, True, basis, l_internal,
+                                          dtype=dtype)
+                self.register_buffer("weight_map", M.to(dtype, copy=True), persistent=False)
 
     @property
     def num_inputs(self) -> int:

@@ -61,6 +61,45 @@ def _symmetric_coupling_tensors(irreps_a: Irreps, ir_out: Irrep, nu: int, l_inte
     return np.moveaxis(basis, nu, 0)  # [d_out, D_A^nu..., K]
 
 
+def _symmetric_paths(irreps_a: Irreps, correlation: int) -> bool:
+    """The symmetric paths (fewer; the same span for one density), except where the last product is
+    the first and pairs copies of one irrep unevenly, which the plan bundles only in full."""
+    return correlation != 2 or all(mul == 1 for mul, _ in irreps_a)
+
+
+@functools.lru_cache(maxsize=64)
+def _mace_basis(irreps_a: Irreps, irreps_out: Irreps, correlation: int, basis: str,
+                l_internal: int) -> tuple[list[int], torch.Tensor]:
+    """MACE's basis functions per output irrep and order (how many: ``counts``, in the weights'
+    order) and the map ``M`` ``[K, paths]`` of their weights onto the product paths' (float64;
+    cached: models of one shape are built many times)."""
+    basis = get_basis(basis)
+    to_basis_a = change_of_basis_matrix(irreps_a, "spherical", basis, dtype=torch.float64).numpy()
+    tensors, counts = [], []  # (output slice, nu, U [d, D^nu, K] in the basis), in the weights' order
+    for (_, ir), out_slice in zip(irreps_out, irreps_out.slices()):
+        to_basis_out = change_of_basis_matrix(Irreps([(1, ir)]), "spherical", basis, dtype=torch.float64).numpy()
+        ks = []
+        for nu in range(1, correlation + 1):
+            U = _symmetric_coupling_tensors(irreps_a, ir, nu, l_internal)
+            # into the basis: the output transforms forward, every A slot with the inverse map
+            U = np.einsum("po,o...k->p...k", to_basis_out, U)
+            for axis in range(1, nu + 1):
+                U = np.moveaxis(np.tensordot(U, to_basis_a, axes=([axis], [1])), -1, axis)
+            tensors.append((out_slice, nu, torch.tensor(U)))
+            ks.append(U.shape[-1])
+        if sum(ks) == 0:
+            raise ValueError(f"output irrep {ir} cannot be reached from A = {irreps_a} with correlation {correlation}")
+        counts += ks
+    paths = ProductPaths(irreps_a, irreps_out, correlation, _symmetric_paths(irreps_a, correlation), basis,
+                         l_internal, dtype=torch.float64)
+    num_columns = sum(counts)
+    M = weight_map(paths, lambda A: _evaluate(tensors, A, irreps_out.dim, num_columns), num_columns)
+    if M is None:
+        raise RuntimeError(f"MACE's symmetric basis of {irreps_a} -> {irreps_out} is not in the span "
+                           "of the product paths (a bug)")
+    return counts, M
+
+
 class SymmetricContraction(torch.nn.Module):
     """MACE-style symmetric contraction: ``A`` ``[N, C, irreps_a.dim]`` -> ``[N, C, irreps_out.dim]``.
 
@@ -79,40 +118,18 @@ class SymmetricContraction(torch.nn.Module):
         self.basis = get_basis(basis)
         l_internal = self.irreps_a.lmax if l_internal is None else l_internal
         dtype = dtype or torch.get_default_dtype()
-        to_basis_a = change_of_basis_matrix(self.irreps_a, "spherical", self.basis, dtype=torch.float64).numpy()
-        self.weights = torch.nn.ParameterList()
-        tensors = []  # (output slice, nu, U [d, D^nu, K] in the basis), in the weights' order
-        for (mul, ir), out_slice in zip(self.irreps_out, self.irreps_out.slices()):
+        for mul, _ in self.irreps_out:
             if mul != 1:
                 raise ValueError(f"irreps_out must hold each irrep once per channel, got {self.irreps_out}")
-            to_basis_out = change_of_basis_matrix(Irreps([(1, ir)]), "spherical", self.basis,
-                                                  dtype=torch.float64).numpy()
-            ks = []
-            for nu in range(1, correlation + 1):
-                U = _symmetric_coupling_tensors(self.irreps_a, ir, nu, l_internal)
-                # into the basis: the output transforms forward, every A slot with the inverse map
-                U = np.einsum("po,o...k->p...k", to_basis_out, U)
-                for axis in range(1, nu + 1):
-                    U = np.moveaxis(np.tensordot(U, to_basis_a, axes=([axis], [1])), -1, axis)
-                tensors.append((out_slice, nu, torch.tensor(U)))
-                ks.append(U.shape[-1])
-                self.weights.append(torch.nn.Parameter(torch.randn(num_species, U.shape[-1], channels, dtype=dtype)
-                                                       / math.sqrt(max(U.shape[-1], 1))))
-            if sum(ks) == 0:
-                raise ValueError(f"output irrep {ir} cannot be reached from A = {self.irreps_a} "
-                                 f"with correlation {correlation}")
-        # the symmetric paths (fewer; the same span for one density), except where the last product
-        # is the first and pairs copies of one irrep unevenly, which the plan bundles only in full
-        symmetric = correlation != 2 or all(mul == 1 for mul, _ in self.irreps_a)
+        counts, M = _mace_basis(self.irreps_a, self.irreps_out, correlation, self.basis.name, l_internal)
+        self.weights = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.randn(num_species, k, channels, dtype=dtype) / math.sqrt(max(k, 1)))
+            for k in counts
+        )
+        symmetric = _symmetric_paths(self.irreps_a, correlation)
         self.paths = ProductPaths(self.irreps_a, self.irreps_out, correlation, symmetric, self.basis, l_internal,
-                                  dtype=torch.float64)
-        num_columns = sum(U.shape[-1] for *_, U in tensors)
-        M = weight_map(self.paths, lambda A: _evaluate(tensors, A, self.irreps_out.dim, num_columns), num_columns)
-        if M is None:
-            raise RuntimeError(f"MACE's symmetric basis of {self.irreps_a} -> {self.irreps_out} is not in the span "
-                               "of the product paths (a bug)")
-        self.paths.to(dtype)
-        self.register_buffer("weight_map", M.to(dtype), persistent=False)  # [K, paths]
+                                  dtype=dtype)
+        self.register_buffer("weight_map", M.to(dtype, copy=True), persistent=False)  # [K, paths]
 
     @property
     def fused(self) -> bool:
