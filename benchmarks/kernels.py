@@ -24,7 +24,8 @@ from model_speed import average_neighbors, build_tensorfuse  # noqa: E402
 from systems import SYSTEMS, aspirin_frames  # noqa: E402
 
 from tensorfuse.data import AtomicGraph, batch_graphs  # noqa: E402
-from tensorfuse.nn import ChannelwiseTensorProduct, ProductBasis  # noqa: E402
+from tensorfuse.nn import ChannelwiseTensorProduct  # noqa: E402
+from tensorfuse.nn._product_paths import ProductPaths  # noqa: E402
 
 
 def best_of(call, switch, repeats: int) -> dict[bool, float]:
@@ -47,7 +48,7 @@ def model_case(system: str, lmax: int, dtype, repeats: int) -> str:
     for p in model.parameters():
         p.requires_grad_(False)
     graph = batch_graphs([AtomicGraph.from_atoms(a, 5.0, dtype=dtype) for a in structures])
-    modules = [m for m in model.modules() if isinstance(m, (ProductBasis, ChannelwiseTensorProduct))]
+    modules = [m for m in model.modules() if isinstance(m, (ProductPaths, ChannelwiseTensorProduct))]
 
     def switch(fused):
         for m in modules:
@@ -67,7 +68,7 @@ def training_case(lmax: int, dtype, repeats: int) -> str:
     structures = aspirin_frames(5, start=100)  # as model_speed.py
     model, _ = build_tensorfuse("cartesian", lmax, average_neighbors(structures, 5.0), dtype)
     graph = batch_graphs([AtomicGraph.from_atoms(a, 5.0, dtype=dtype) for a in structures])
-    modules = [m for m in model.modules() if isinstance(m, (ProductBasis, ChannelwiseTensorProduct))]
+    modules = [m for m in model.modules() if isinstance(m, (ProductPaths, ChannelwiseTensorProduct))]
     params = [p for p in model.parameters() if p.requires_grad]
 
     def switch(fused):

@@ -45,7 +45,7 @@ def test_fused_equals_tensor_path_with_first_derivatives(irreps_a, irreps_out, c
         out = pb(A, species)
         return (out, *torch.autograd.grad(out, (A, *pb.parameters()), cotangent))  # reduced: mixing too
 
-    fused, tensor = _both(pb, fn=call)
+    fused, tensor = _both(pb.paths, fn=call)
     for a, b in zip(fused, tensor):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
@@ -62,7 +62,7 @@ def test_fused_second_derivatives_equal_the_tensor_path():
         (grad_A,) = torch.autograd.grad(pb(A, species).pow(2).sum(), A, create_graph=True)
         return torch.autograd.grad(grad_A.pow(2).sum(), (A, pb.weights))
 
-    fused, tensor = _both(pb, fn=call)
+    fused, tensor = _both(pb.paths, fn=call)
     for a, b in zip(fused, tensor):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)  # values reach 1e5
 
@@ -85,7 +85,7 @@ def test_fused_second_derivatives_in_every_input(irreps_a, irreps_out, correlati
         loss = grad_A.pow(2).sum() + (grad_W * probe).sum()
         return torch.autograd.grad(loss, (A, *pb.parameters(), scale))
 
-    fused, tensor = _both(pb, fn=call)
+    fused, tensor = _both(pb.paths, fn=call)
     for a, b in zip(fused, tensor):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * b.abs().max().item())
 
@@ -102,7 +102,7 @@ def test_fused_batched_cotangents_equal_the_tensor_path():
     def call():
         return torch.autograd.grad(pb(A, species), A, cotangents, is_grads_batched=True)[0]
 
-    fused, tensor = _both(pb, fn=call)
+    fused, tensor = _both(pb.paths, fn=call)
     torch.testing.assert_close(fused, tensor, rtol=0, atol=1e-12)
 
 

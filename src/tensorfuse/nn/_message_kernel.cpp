@@ -37,6 +37,22 @@ inline void transpose_weights(const Shape& s, const T* w, T* wt) {  // w[e]: [C,
     for (int64_t p = 0; p < s.P; ++p) wt[p * s.C + c] = w[c * s.P + p];
 }
 
+// An edge's weight gradient out[c, p] = sum_{o in p} G[r, o, c] * y[o, c] (buffer: [P, C]).
+template <typename T>
+inline void weight_gradient(const Shape& s, const T* Gr, const T* y, T* buffer, T* out) {
+  const int64_t C = s.C;
+  std::fill(buffer, buffer + s.P * C, T(0));
+  for (int64_t o = 0; o < s.dout; ++o) {
+    const T* g = Gr + o * C;
+    const T* yo = y + o * C;
+    T* dst = buffer + s.path[o] * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) dst[c] += g[c] * yo[c];
+  }
+  for (int64_t c = 0; c < C; ++c)  // back to [C, P]
+    for (int64_t p = 0; p < s.P; ++p) out[c * s.P + p] = buffer[p * C + c];
+}
+
 int64_t thread_count(int64_t E) {
   return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), E / 256 + 1));
 }
@@ -157,20 +173,7 @@ void backward_impl(const Shape& s, const T* G, const T* h, const T* Mall, const 
             grad_M[e * s.n_pairs + k] = dot;
           }
         }
-        if (grad_w) {  // grad_w[e, p] = sum_{o in p} G[r, o] * y[o]
-          T* gwe = gwt.data();
-          std::fill(gwe, gwe + s.P * C, T(0));
-          for (int64_t o = 0; o < s.dout; ++o) {
-            const T* g = Gr + o * C;
-            const T* yo = y.data() + o * C;
-            T* dst = gwe + s.path[o] * C;
-#pragma omp simd
-            for (int64_t c = 0; c < C; ++c) dst[c] += g[c] * yo[c];
-          }
-          T* out = grad_w + e * C * s.P;  // back to [C, P]
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t p = 0; p < s.P; ++p) out[c * s.P + p] = gwe[p * C + c];
-        }
+        if (grad_w) weight_gradient(s, Gr, y.data(), gwt.data(), grad_w + e * C * s.P);
   });
 }
 
@@ -279,20 +282,7 @@ void double_backward_impl(const Shape& s, const T* G, const T* h, const T* Mall,
           }
         }
       }
-      if (dw) {
-        T* dwe = B.dwt.data();
-        std::fill(dwe, dwe + s.P * C, T(0));
-        for (int64_t o = 0; o < s.dout; ++o) {
-          const T* g = Gr + o * C;
-          const T* yo = B.y.data() + o * C;
-          T* dst = dwe + s.path[o] * C;
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) dst[c] += g[c] * yo[c];
-        }
-        T* out = dw + e * C * s.P;  // back to [C, P]
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t p = 0; p < s.P; ++p) out[c * s.P + p] = dwe[p * C + c];
-      }
+      if (dw) weight_gradient(s, Gr, B.y.data(), B.dwt.data(), dw + e * C * s.P);
     });
   }
   if (dh && (call || b)) {
@@ -382,11 +372,10 @@ torch::Tensor message_forward(torch::Tensor h, torch::Tensor M, torch::Tensor w,
   return A;
 }
 
-// G [N, dout, C] -> (grad_h [N, d1, C], grad_M [E, n_pairs], grad_w [E, C, P]); empty where not needed
-std::vector<torch::Tensor> message_backward(torch::Tensor G, torch::Tensor h, torch::Tensor M, torch::Tensor w,
-                                            torch::Tensor sender, torch::Tensor receiver, torch::Tensor pairs,
-                                            torch::Tensor path, int64_t dout, bool need_h, bool need_M,
-                                            bool need_w) {
+// The inputs of a backward pass made contiguous (in place) and checked: the output gradient G
+// [N, dout, C] beside those of the forward.
+Shape backward_shape(torch::Tensor& G, torch::Tensor& h, torch::Tensor& M, torch::Tensor& w, torch::Tensor& sender,
+                     torch::Tensor& receiver, torch::Tensor& pairs, torch::Tensor& path, int64_t dout) {
   G = G.contiguous(); h = h.contiguous(); M = M.contiguous(); w = w.contiguous();
   sender = sender.contiguous(); receiver = receiver.contiguous(); pairs = pairs.contiguous(); path = path.contiguous();
   Shape s = make_shape(h, M, w, pairs, path, dout);
@@ -395,6 +384,15 @@ std::vector<torch::Tensor> message_backward(torch::Tensor G, torch::Tensor h, to
   TORCH_CHECK(G.dim() == 3 && G.size(0) == s.N && G.size(1) == dout && G.size(2) == s.C &&
               G.scalar_type() == h.scalar_type() && G.device().is_cpu(),
               "tensorfuse message kernel: the output gradient must be [N, dout, C] like the output");
+  return s;
+}
+
+// G [N, dout, C] -> (grad_h [N, d1, C], grad_M [E, n_pairs], grad_w [E, C, P]); empty where not needed
+std::vector<torch::Tensor> message_backward(torch::Tensor G, torch::Tensor h, torch::Tensor M, torch::Tensor w,
+                                            torch::Tensor sender, torch::Tensor receiver, torch::Tensor pairs,
+                                            torch::Tensor path, int64_t dout, bool need_h, bool need_M,
+                                            bool need_w) {
+  Shape s = backward_shape(G, h, M, w, sender, receiver, pairs, path, dout);
   auto grad_h = need_h ? torch::zeros_like(h) : torch::empty({0}, h.options());
   auto grad_M = need_M ? torch::empty_like(M) : torch::empty({0}, h.options());
   auto grad_w = need_w ? torch::empty_like(w) : torch::empty({0}, h.options());
@@ -416,14 +414,7 @@ std::vector<torch::Tensor> message_double_backward(torch::Tensor G, torch::Tenso
                                                    torch::Tensor c, torch::Tensor b, torch::Tensor pairs,
                                                    torch::Tensor path, int64_t dout, bool need_G, bool need_h,
                                                    bool need_M, bool need_w) {
-  G = G.contiguous(); h = h.contiguous(); M = M.contiguous(); w = w.contiguous();
-  sender = sender.contiguous(); receiver = receiver.contiguous(); pairs = pairs.contiguous(); path = path.contiguous();
-  Shape s = make_shape(h, M, w, pairs, path, dout);
-  check_index(sender, s.E, s.N, "sender");
-  check_index(receiver, s.E, s.N, "receiver");
-  TORCH_CHECK(G.dim() == 3 && G.size(0) == s.N && G.size(1) == dout && G.size(2) == s.C &&
-              G.scalar_type() == h.scalar_type() && G.device().is_cpu(),
-              "tensorfuse message kernel: the output gradient must be [N, dout, C] like the output");
+  Shape s = backward_shape(G, h, M, w, sender, receiver, pairs, path, dout);
   const bool has_a = a.dim() == 3, has_c = c.dim() == 2, has_b = b.dim() == 3;  // absent: a 1-d empty tensor
   if (has_a) a = a.contiguous();
   if (has_c) c = c.contiguous();

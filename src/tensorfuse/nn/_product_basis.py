@@ -103,15 +103,6 @@ class ProductBasis(torch.nn.Module):
     def path_scale(self) -> torch.Tensor:
         return self.paths.path_scale
 
-    @property
-    def fused(self) -> bool:
-        """Whether the fused CPU kernel runs where it applies (same numbers; False: tensor path only)."""
-        return self.paths.fused
-
-    @fused.setter
-    def fused(self, value: bool) -> None:
-        self.paths.fused = value
-
     def species_axes(self) -> dict[str, int]:
         """Species-indexed tensors (name -> species axis): see :mod:`tensorfuse.model._transfer`. The
         latent variant has none of its own (its species-dependent map ``mix`` declares its weights)."""

@@ -131,14 +131,6 @@ class SymmetricContraction(torch.nn.Module):
                                   dtype=dtype)
         self.register_buffer("weight_map", M.to(dtype, copy=True), persistent=False)  # [K, paths]
 
-    @property
-    def fused(self) -> bool:
-        return self.paths.fused
-
-    @fused.setter
-    def fused(self, value: bool) -> None:
-        self.paths.fused = value
-
     def species_axes(self) -> dict[str, int]:
         """Species-indexed tensors (name -> species axis): see :mod:`tensorfuse.model._transfer`."""
         return {f"weights.{k}": 0 for k in range(len(self.weights))}
