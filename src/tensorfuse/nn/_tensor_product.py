@@ -306,8 +306,9 @@ class _KernelMessagePassingBackward(torch.autograd.Function):
         d h = f_h'(G; c, w) + f_h'(G; M, b),   d M = f_M'(G; a, w) + f_M'(G; h, b),
         d w = f_w'(G; a, M) + f_w'(G; h, c),
 
-    where ``f_x'(G; ...)`` is the kernel's backward for ``x``: three forward and three backward
-    kernel calls. Third derivatives are not supported (nothing in training needs them).
+    where ``f_x'(G; ...)`` is the kernel's backward for ``x``; the kernel evaluates all terms in one
+    pass over the edges per scatter target (``double_backward``). Third derivatives are not
+    supported (nothing in training needs them).
     """
 
     @staticmethod
