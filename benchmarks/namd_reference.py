@@ -34,8 +34,9 @@ from namd_checks import pyramidalization, twist  # noqa: E402
 BOHR = 0.529177210903
 
 
-def load(folders: list[str]) -> dict:
-    """Active states ``[R, T]``, times (fs), first hops down of the trajectories that did not stop."""
+def load(folders: list[str], keep_stopped: bool = False) -> dict:
+    """Active states ``[R, T]``, times (fs), first hops down of the trajectories that did not stop
+    (``keep_stopped``: of every trajectory, a stopped one frozen in its last state to the end)."""
     from tensorfuse.namd import FS, load_ensemble
 
     parts = [load_ensemble(folder) for folder in folders]
@@ -46,8 +47,8 @@ def load(folders: list[str]) -> dict:
         count = ensemble.active.shape[1]
         if settings.initial_state != initial:
             raise ValueError(f"{folders}: the runs start on different states")
-        kept = (ensemble.stopped < 0).numpy()
-        stopped += int((~kept).sum())
+        stopped += int((ensemble.stopped >= 0).sum())
+        kept = np.ones(count, dtype=bool) if keep_stopped else (ensemble.stopped < 0).numpy()
         active.append(ensemble.active[:rows, kept].numpy())
         end = float(ensemble.times[rows - 1])
         first = {}
@@ -62,7 +63,8 @@ def load(folders: list[str]) -> dict:
                                "gap_eV": hop.gap * 27.211386245988})
         offset += count
     times = parts[0][0].times[:rows].numpy() / FS
-    order = np.concatenate([np.flatnonzero((e.stopped < 0).numpy()) + sum(p[0].active.shape[1] for p in parts[:i])
+    order = np.concatenate([np.flatnonzero(np.ones(e.active.shape[1], dtype=bool) if keep_stopped
+                                           else (e.stopped < 0).numpy()) + sum(p[0].active.shape[1] for p in parts[:i])
                             for i, (e, _) in enumerate(parts)])
     return {"times": times, "active": np.concatenate(active, axis=1), "initial": initial, "hops": first_hops,
             "stopped": stopped, "trajectory_numbers": order}
@@ -90,6 +92,10 @@ def main() -> None:
     parser.add_argument("--until", type=float, default=120.0, help="fs")
     parser.add_argument("--same", type=int, default=None, help="also the first N trajectories of every ensemble "
                         "but the first (the initial conditions the first, the reference, ran)")
+    parser.add_argument("--keep-stopped", action="store_true",
+                        help="count a trajectory stopped early (energy tolerance, atoms too close) in the state it "
+                             "stopped in until the end, instead of leaving it out (a decayed trajectory that broke "
+                             "down on the ground state then counts as decayed)")
     parser.add_argument("--output", default=None, help="OUTPUT.md, OUTPUT.json, OUTPUT.png")
     args = parser.parse_args()
 
@@ -98,7 +104,7 @@ def main() -> None:
         name, _, folders = item.partition("=")
         if not folders:
             parser.error(f"--ensemble {item!r}: expected NAME=FOLDER[,FOLDER...]")
-        ensembles[name] = load(folders.split(","))
+        ensembles[name] = load(folders.split(","), args.keep_stopped)
     grid = np.arange(0.0, args.until + 1e-9, args.every)
     columns, results, lines = [], {}, []
     for k, (name, data) in enumerate(ensembles.items()):
