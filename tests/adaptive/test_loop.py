@@ -86,6 +86,18 @@ def test_the_loop_labels_where_the_committee_disagrees_and_the_disagreement_ther
 
     assert float(spread(1).mean()) < float(spread(0).mean())
 
+    # the same ensemble, read back: the same choice; with every atom's nearest neighbour required
+    # within 0.5 Å (none is: C-H 1.1 Å), nothing is chosen
+    from tensorfuse.adaptive import select_frames
+    from tensorfuse.namd import resume_namd
+
+    ensemble = resume_namd(first / "namd")
+    again = select_frames(ensemble, config)
+    assert [a.info["time_fs"] for a in again] == [a.info["time_fs"] for a in selected]
+    tight = AdaptiveConfig.from_dict({**config.to_dict(), "selection": {**config.to_dict()["selection"],
+                                                                      "max_neighbor_distance": 0.5}})
+    assert select_frames(ensemble, tight) == []
+
 
 @pytest.mark.parametrize("kill_at", [0.45, pytest.param(0.8, marks=pytest.mark.slow)])
 def test_a_killed_loop_resumes_to_the_result_of_an_uninterrupted_one(tmp_path, kill_at):

@@ -59,7 +59,10 @@ class SelectionOptions:
     (eV, eV, eV/Å), ranked by how far (the largest spread/limit ratio, doubled where the gap to a
     neighbouring state is below ``small_gap`` eV), at most ``frames`` of them, at most one per
     trajectory per ``separation_fs``, and none within ``min_distance`` Å (RMS of the interatomic
-    distances) of one already chosen: one event does not fill the batch."""
+    distances) of one already chosen: one event does not fill the batch. ``max_neighbor_distance``
+    (Å) skips frames where some atom's nearest neighbour is farther than that: a fragment has flown
+    off, a geometry the labeller's method may not describe (SA-CASSCF(2,2) of a dissociated hydrogen)
+    and whose few labels would dominate an energy loss."""
 
     frames: int = 20  # at most this many frames labelled per iteration
     energy_spread: float | None = 0.2  # eV: committee spread of a state's energy that flags a frame; null: not checked
@@ -68,6 +71,7 @@ class SelectionOptions:
     small_gap: float = 0.5  # eV: a flagged frame's rank is doubled where a gap is below this
     separation_fs: float = 10.0  # at most one frame per trajectory per this many fs
     min_distance: float = 0.05  # Å (RMS of interatomic distances): no two chosen frames closer than this
+    max_neighbor_distance: float | None = None  # Å: skip frames with an atom this far from all others; null: keep
 
     def __post_init__(self):
         if self.frames < 1:
@@ -76,6 +80,9 @@ class SelectionOptions:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 _fail(f"selection.{name}", value, "must be a number >= 0")
+        limit = self.max_neighbor_distance
+        if limit is not None and not (math.isfinite(limit) and limit > 0):
+            _fail("selection.max_neighbor_distance", limit, "must be a distance > 0 in Å, or null")
 
 
 @dataclass(frozen=True)

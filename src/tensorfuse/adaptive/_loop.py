@@ -219,6 +219,10 @@ def select_frames(result, config: AdaptiveConfig) -> list:
             continue
         positions = ensemble.positions[r, t].numpy().reshape(n, 3) * BOHR
         distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+        if options.max_neighbor_distance is not None and n > 1:
+            nearest = (distances + np.diag(np.full(n, np.inf))).min(1)
+            if nearest.max() > options.max_neighbor_distance:
+                continue
         if any(np.sqrt(np.mean((distances - d) ** 2)) < options.min_distance for d in kept_distances):
             continue
         last_time.setdefault(t, []).append(times[r])
