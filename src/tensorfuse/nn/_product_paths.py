@@ -23,6 +23,7 @@ types, not of paths.
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -181,18 +182,15 @@ class ProductPaths(torch.nn.Module):
                           for offsets in self._layer_copies]
         chunks = [count for entries in self._collapse for _, count in entries]
         chunks += [len(g.groups[0].q_copies) * len(g.groups) for g in plan.final]
-        paths_into = {ir: 0 for ir in out_types}
-        for entries in self._collapse:
-            for ir, count in entries:
-                paths_into[ir] += count
-        for g in plan.final_groups():
-            paths_into[g.ir_out] += len(g.q_copies)
-        scale = [1 / math.sqrt(paths_into[ir]) for entries in self._collapse for ir, count in entries
-                 for _ in range(count)]
-        scale += [1 / math.sqrt(paths_into[g.ir_out]) for b in plan.final for g in b.groups for _ in g.q_copies]
         for b in plan.final:
             if len({len(g.q_copies) for g in b.groups}) != 1:
                 raise RuntimeError("all groups of a bundle must use the same copies")
+        # (output irrep, order) of every path, in the weights' column order
+        self._labels = [(ir, level + 1) for level, entries in enumerate(self._collapse) for ir, count in entries
+                        for _ in range(count)]
+        self._labels += [(g.ir_out, correlation) for b in plan.final for g in b.groups for _ in g.q_copies]
+        paths_into = collections.Counter(ir for ir, _ in self._labels)
+        scale = [1 / math.sqrt(paths_into[ir]) for ir, _ in self._labels]
         self.num_paths = len(scale)
         self._weight_chunks = chunks
         self.register_buffer("path_scale", torch.tensor(scale, dtype=dtype), persistent=False)
@@ -207,10 +205,7 @@ class ProductPaths(torch.nn.Module):
 
     def path_labels(self) -> list[tuple[Irrep, int]]:
         """``(output irrep, order)`` of every path, in the weights' column order."""
-        labels = [(ir, level + 1) for level, entries in enumerate(self._collapse) for ir, count in entries
-                  for _ in range(count)]
-        return labels + [(g.ir_out, self.correlation) for b in self._plan.final for g in b.groups
-                         for _ in g.q_copies]
+        return list(self._labels)
 
     # -- execution -----------------------------------------------------------------------------
     def forward(self, A: torch.Tensor, species: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
