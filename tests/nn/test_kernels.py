@@ -1,9 +1,10 @@
-"""The fused CPU kernels (product basis, message passing) give the tensor paths' numbers, derivatives included."""
+"""The fused CPU kernels (product basis, message passing, linear maps) give the tensor paths' numbers,
+derivatives included."""
 
 import pytest
 import torch
 
-from tensorfuse.nn import ChannelwiseTensorProduct, ProductBasis
+from tensorfuse.nn import ChannelwiseTensorProduct, IrrepsLinear, ProductBasis
 from tensorfuse.nn._kernels import load_kernel
 
 CASES = [  # (A irreps, output irreps, correlation, variant, basis)
@@ -288,7 +289,8 @@ def test_a_model_call_runs_the_fused_kernels(monkeypatch, mace):
     from tensorfuse.nn import _kernels
     from tensorfuse.testing import random_molecule
 
-    calls = {"product": {}, "message": {}}
+    _kernel("linear")
+    calls = {"product": {}, "message": {}, "linear": {}}
     for name in calls:
         monkeypatch.setitem(_kernels._loaded, name, _Counting(_kernels._loaded[name], calls[name]))
     config = ModelConfig(species=(1, 6, 8), channels=8, l_max=2, r_max=4.0, mace=mace)
@@ -298,6 +300,7 @@ def test_a_model_call_runs_the_fused_kernels(monkeypatch, mace):
     assert torch.isfinite(out["forces"]).all()
     for name in ("product", "message"):
         assert calls[name].get("forward", 0) >= 2 and calls[name].get("backward", 0) >= 2, (name, calls[name])
+    assert calls["linear"].get("apply", 0) >= 5 and calls["linear"].get("transpose", 0) >= 5, calls["linear"]
 
 
 def test_a_build_for_another_cpu_is_never_loaded(monkeypatch):
@@ -424,3 +427,76 @@ def test_message_second_derivatives_in_one_pass_equal_their_identities(present, 
             torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
         else:
             assert got is None
+
+
+LINEAR_CASES = [  # (irreps in, irreps out, channels in, channels out, species)
+    ("1x0e", "1x0e", 6, 6, None),
+    ("1x0e+1x1o+1x2e+1x3o", "1x0e+1x1o+1x2e+1x3o", 5, 4, None),
+    ("2x0e+3x1o+3x2e+2x3o", "1x0e+1x1o+1x2e+1x3o", 4, 5, None),  # several copies in
+    ("2x0e+1x1o", "1x1o+3x0e+1x2e", 5, 3, None),  # several copies out, interleaved; 2e has no input
+    ("1x0e+1x1o", "1x0e", 6, 6, 3),  # per species (a self-connection)
+    ("2x0e+1x1o", "1x1o+2x0e", 3, 4, 2),
+]
+
+
+def _linear_case(irreps_in, irreps_out, c_in, c_out, species, seed=0):
+    torch.manual_seed(seed)
+    linear = IrrepsLinear(irreps_in, irreps_out, c_in, c_out, num_species=species, dtype=torch.float64)
+    x = torch.randn(7, c_in, linear.irreps_in.dim, dtype=torch.float64, requires_grad=True)
+    z = torch.tensor([0, 1, 1, 0, 1, 0, 0]) % species if species else None
+    return linear, x, z
+
+
+@pytest.mark.parametrize("irreps_in, irreps_out, c_in, c_out, species", LINEAR_CASES)
+def test_fused_linear_equals_tensor_path_to_second_derivatives(irreps_in, irreps_out, c_in, c_out, species):
+    """Values, first derivatives (input and weights) and the derivatives of a loss on both (training
+    on forces differentiates the backward) against the tensor path."""
+    _kernel("linear")
+    linear, x, z = _linear_case(irreps_in, irreps_out, c_in, c_out, species)
+    scale = torch.randn(c_out, linear.irreps_out.dim, dtype=torch.float64, requires_grad=True)
+    probes = [torch.randn(w.shape, dtype=torch.float64) for w in linear.weights]
+
+    def call():
+        out = linear(x, z)
+        energy = (out.pow(2) * scale).sum()
+        grad_x, *grad_w = torch.autograd.grad(energy, (x, *linear.weights), create_graph=True)
+        loss = grad_x.pow(2).sum() + sum((g * p).sum() for g, p in zip(grad_w, probes))
+        return (out, grad_x, *grad_w, *torch.autograd.grad(loss, (x, *linear.weights, scale)))
+
+    fused, tensor = _both(linear, fn=call)
+    for a, b in zip(fused, tensor):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * max(1.0, b.abs().max().item()))
+
+
+@pytest.mark.parametrize("case", [LINEAR_CASES[2], LINEAR_CASES[4]], ids=["copies", "species"])
+def test_fused_linear_batched_cotangents_equal_the_tensor_path(case):
+    """A multi-state model's per-state forces: one backward pass with a batch of cotangents (vmap)."""
+    _kernel("linear")
+    linear, x, z = _linear_case(*case, seed=1)
+    cotangents = torch.randn(3, 7, linear.channels_out, linear.irreps_out.dim, dtype=torch.float64)
+
+    def call():
+        return torch.autograd.grad(linear(x, z), x, cotangents, is_grads_batched=True)[0]
+
+    fused, tensor = _both(linear, fn=call)
+    torch.testing.assert_close(fused, tensor, rtol=0, atol=1e-12)
+
+
+def test_the_linear_kernel_runs_and_refuses_out_of_range_species(monkeypatch):
+    """The eager map goes through the kernel (forward: apply; backward: transpose); a species index
+    outside the weights is an error, not a read outside them."""
+    _kernel("linear")
+    from tensorfuse.nn import _kernels
+
+    calls = {}
+    monkeypatch.setitem(_kernels._loaded, "linear", _Counting(_kernels._loaded["linear"], calls))
+    linear, x, z = _linear_case(*LINEAR_CASES[4])
+    torch.autograd.grad(linear(x, z).sum(), x)
+    assert calls == {"apply": 1, "transpose": 1}
+    tables = linear._kernel(x)
+    with pytest.raises(RuntimeError, match="species"):
+        tables.module.apply(x.detach(), linear._matrices(), torch.full((7,), 3), tables.types, tables.a_off,
+                            tables.b_off, tables.scales, tables.c_b, tables.d_b, tables.num_species)
+    with pytest.raises(RuntimeError, match="must be"):  # a weight of the wrong shape
+        tables.module.apply(x.detach(), [w[:1] for w in linear._matrices()], z, tables.types, tables.a_off,
+                            tables.b_off, tables.scales, tables.c_b, tables.d_b, tables.num_species)

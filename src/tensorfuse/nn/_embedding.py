@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from tensorfuse.nn._radial import ScaledSiLU
+from tensorfuse.nn._radial import scaled_silu_mlp
 
 
 class SpeciesEmbedding(torch.nn.Module):
@@ -36,11 +34,7 @@ class ScalarReadout(torch.nn.Module):
         self.weights = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.randn(a, b, dtype=dtype)) for a, b in zip(sizes[:-1], sizes[1:])]
         )
-        self.activation = ScaledSiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for k, w in enumerate(self.weights):
-            if k:
-                x = self.activation(x)
-            x = x @ (w / math.sqrt(w.shape[0]))
+        x = scaled_silu_mlp(x, self.weights)
         return x.squeeze(-1) if self.outputs == 1 else x

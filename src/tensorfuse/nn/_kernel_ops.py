@@ -176,6 +176,6 @@ def register(name: str) -> None:
     if name in _registered:
         return
     _registered.add(name)
-    for op, fake, backward, setup in _FORMULAS[name]:
+    for op, fake, backward, setup in _FORMULAS.get(name, ()):  # eager-only kernels (linear) have none
         torch.library.register_fake(f"tensorfuse::{op}")(fake)
         torch.library.register_autograd(f"tensorfuse::{op}", backward, setup_context=setup)

@@ -1,6 +1,7 @@
 """Building the fused CPU kernels (``*.cpp`` beside this file) once per machine, with a fallback.
 
-On CPU the tensor paths of the product basis and of message passing are bound by memory traffic:
+On CPU the tensor paths of the product basis and of message passing are bound by memory traffic
+(and, for small molecules, those of the linear maps by the dispatch of their many small operations):
 each of their many operations streams an ``[N, C, ...]`` (or ``[E, C, ...]``) intermediate through
 memory. The kernels compute the same sums atom by atom (edge by edge), with the intermediates in
 per-thread buffers and the innermost loops over channels. Each is compiled on first use with

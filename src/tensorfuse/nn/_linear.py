@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
+from tensorfuse.nn._kernels import load_kernel
+from tensorfuse.nn._tensor_product import _is_batched, _used_gradients
 from tensorfuse.o3 import Irrep, Irreps
 
 
@@ -74,6 +77,7 @@ class IrrepsLinear(torch.nn.Module):
                 k = len(self.weights)
                 self.weights.append(torch.nn.Parameter(torch.randn(*shape, dtype=dtype)))
             self._types.append((ir, ins, n_out, k))
+        self._scales = [1.0 / math.sqrt(channels_in * max(len(ins), 1)) for _, ins, _, _ in self._types]
         # the output, copy by copy in the order of irreps_out: (type index, copy within the type)
         seen: dict[Irrep, int] = {}
         type_index = {ir: t for t, (ir, _, _, _) in enumerate(self._types)}
@@ -81,22 +85,43 @@ class IrrepsLinear(torch.nn.Module):
         for ir in out_copies:
             self._out_order.append((type_index[ir], seen.get(ir, 0)))
             seen[ir] = seen.get(ir, 0) + 1
+        self.fused = True  # eager CPU calls by the fused kernel (False: the tensor path only)
+        self._kernel_tables = None
 
     def species_axes(self) -> dict[str, int]:
         """Species-indexed tensors (name -> species axis): see :mod:`tensorfuse.model._transfer`."""
         return {f"weights.{k}": 0 for k in range(len(self.weights))} if self.num_species else {}
 
     def forward(self, x: torch.Tensor, species: torch.Tensor | None = None) -> torch.Tensor:
-        n, c_in, c_out = x.shape[0], self.channels_in, self.channels_out
+        n, c_in = x.shape[0], self.channels_in
         if x.dim() != 3 or x.shape[1:] != (c_in, self.irreps_in.dim):
             raise ValueError(
                 f"expected input [N, {c_in}, {self.irreps_in.dim}] for irreps {self.irreps_in}, got {tuple(x.shape)}"
             )
         if self.num_species and species is None:
             raise ValueError("this linear map depends on the species: pass `species`")
+        matrices = self._matrices()
+        tables = self._kernel(x)
+        if tables is not None:
+            species = species.long().contiguous() if self.num_species else x.new_zeros(0, dtype=torch.long)
+            if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in matrices)):
+                return _KernelLinear.apply(tables, False, x, species, self._tensor_map, *matrices)
+            return _run(tables, False, x, species, matrices)
+        return self._tensor_map(x, species, *matrices)
+
+    def _matrices(self) -> list[torch.Tensor]:
+        """Each weight as one matrix ``[C_in copies_in, Z C_out copies_out]`` (rows ``(c, s)``,
+        columns ``(z, o, q)``): what both execution paths multiply by."""
+        if not self.num_species:
+            return list(self.weights)
+        return [w.permute(1, 0, 2).reshape(w.shape[1], -1) for w in self.weights]
+
+    def _tensor_map(self, x: torch.Tensor, species: torch.Tensor | None, *matrices: torch.Tensor) -> torch.Tensor:
+        """The map by tensor operations (any device, traced graphs, batches of cotangents)."""
+        n, c_in, c_out = x.shape[0], self.channels_in, self.channels_out
         blocks = x.split(self._in_dims, dim=-1)
         per_type = []  # each: the output copies of one irrep type, [N, C_out, n_out, d]
-        for ir, ins, n_out, k in self._types:
+        for (ir, ins, n_out, k), scale in zip(self._types, self._scales):
             d = ir.dim
             if k < 0:
                 per_type.append(x.new_zeros(n, c_out, n_out, d))
@@ -105,18 +130,138 @@ class IrrepsLinear(torch.nn.Module):
             # [N d, fan_in] as one matrix: a strided [N, d, fan_in] (a slice of x) would make matmul
             # run N small products (bmm against an expanded weight) instead of one
             xs = xs.permute(0, 3, 1, 2).reshape(n * d, c_in * len(ins))
-            w = self.weights[k] * (1.0 / math.sqrt(c_in * len(ins)))
+            y = xs @ (matrices[k] * scale)  # all species at once
             if self.num_species:
-                y = xs @ w.permute(1, 0, 2).reshape(c_in * len(ins), -1)  # all species at once
                 y = select_species(y.view(n, d, self.num_species, c_out * n_out), species, self.num_species)
-            else:
-                y = xs @ w
             per_type.append(y.view(n, d, c_out, n_out).permute(0, 2, 3, 1))
         if len(self._out_order) == 1:
             return per_type[0].reshape(n, c_out, -1)
         pieces = [per_type[t][:, :, j] for t, j in self._out_order]
         return torch.cat(pieces, dim=-1)
 
+    def _kernel(self, x: torch.Tensor):
+        """The fused CPU kernel and its tables where it applies (eager calls), else ``None``."""
+        if not self.fused or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            return None
+        if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling() or _is_batched(x):
+            return None  # traced graphs keep the tensor path (the compiler fuses it)
+        module = load_kernel("linear")
+        if module is None:
+            return None
+        if self._kernel_tables is None:
+            in_offsets = [sum(self._in_dims[:i]) for i in range(len(self._in_dims))]
+            out_offsets: dict[int, list[int]] = {}
+            column = 0
+            for t, _ in self._out_order:
+                out_offsets.setdefault(t, []).append(column)
+                column += self._types[t][0].dim
+            rows, a_off, b_off = [], [], []
+            for t, (ir, ins, n_out, k) in enumerate(self._types):
+                rows.append([ir.dim, len(ins), n_out, k, len(a_off), len(b_off)])
+                a_off += [in_offsets[i] for i in ins]
+                b_off += out_offsets[t]
+            long = dict(dtype=torch.long)
+            self._kernel_tables = _LinearTables(
+                torch.tensor(rows, **long).view(-1, 6), torch.tensor(a_off, **long), torch.tensor(b_off, **long),
+                self._scales, self.channels_in, self.irreps_in.dim, self.channels_out, self.irreps_out.dim,
+                self.num_species or 1, bool(self.num_species))
+        return self._kernel_tables
+
     def extra_repr(self) -> str:
         species = f", per species ({self.num_species})" if self.num_species else ""
         return f"{self.channels_in}x({self.irreps_in}) -> {self.channels_out}x({self.irreps_out}){species}"
+
+
+class _LinearTables(NamedTuple):
+    """The plan of one map in the kernel's (``_linear_kernel.cpp``) layout: per irrep type
+    ``(d, copies in, copies out, weight index, start in a_off, start in b_off)``. Plain data (the
+    module is deep-copied with it, as the EMA of training does)."""
+
+    types: torch.Tensor
+    a_off: torch.Tensor
+    b_off: torch.Tensor
+    scales: list[float]
+    c_a: int
+    d_a: int
+    c_b: int
+    d_b: int
+    num_species: int  # 1 without species
+    per_species: bool
+
+    @property
+    def module(self):
+        return load_kernel("linear")
+
+
+class _KernelLinear(torch.autograd.Function):
+    """``y = L(x; W)`` (``transposed`` False: side A ``[N, C_in, D_in]`` to side B) or ``L^T(x; W)``
+    (side B to side A), by the kernel; ``W``: the matrices of :meth:`IrrepsLinear._matrices`.
+
+    ``L`` is bilinear in ``(x, W)``, so its derivatives are the same three kernels again: in ``x``
+    the transposed map, in ``W`` :class:`_KernelWeightGrad`, whose own derivatives are ``L`` and
+    ``L^T``. Any order of derivative therefore stays on the kernels (forces, training on forces).
+    A batch of cotangents (vmap) differentiates the tensor path ``tensor_map`` instead.
+    """
+
+    @staticmethod
+    def forward(ctx, tables, transposed, x, species, tensor_map, *matrices):
+        ctx.save_for_backward(x, species, *matrices)
+        ctx.tables, ctx.transposed, ctx.tensor_map = tables, transposed, tensor_map
+        return _run(tables, transposed, x, species, matrices)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, species, *matrices = ctx.saved_tensors
+        tables, transposed = ctx.tables, ctx.transposed
+        used = _used_gradients(ctx, None, None, x, None, None, *matrices)
+        need_x, need_w = used[2], any(used[5:])
+        if _is_batched(grad):
+            if transposed:
+                raise RuntimeError("tensorfuse: batched cotangents of the linear map's second derivatives are "
+                                   "not supported")
+            with torch.enable_grad():  # vmap batches the tensor path, not the kernel
+                out = ctx.tensor_map(x, species if tables.per_species else None, *matrices)
+                inputs = [t for t, need in zip((x, *matrices), used[2:3] + used[5:]) if need]
+                grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=torch.is_grad_enabled())
+                             if inputs else ())
+            grad_x = next(grads) if need_x else None
+            return (None, None, grad_x, None, None) + tuple(next(grads) if u else None for u in used[5:])
+        grad_x = _KernelLinear.apply(tables, not transposed, grad, species, ctx.tensor_map, *matrices) if need_x else None
+        grad_w = (None,) * len(matrices)
+        if need_w:
+            side_a, side_b = (grad, x) if transposed else (x, grad)
+            grad_w = _KernelWeightGrad.apply(tables, side_a, side_b, species, ctx.tensor_map, len(matrices))
+            grad_w = tuple(g if u else None for g, u in zip(grad_w, used[5:]))
+        return (None, None, grad_x, None, None, *grad_w)
+
+
+class _KernelWeightGrad(torch.autograd.Function):
+    """``dW_t = scale_t X_t(a)^T G_t(b)`` (``a`` on side A, ``b`` on side B): ``L``'s derivative in
+    its weights; its own derivatives are ``L^T(b; V)`` (in ``a``) and ``L(a; V)`` (in ``b``)."""
+
+    @staticmethod
+    def forward(ctx, tables, a, b, species, tensor_map, num_weights):
+        ctx.save_for_backward(a, b, species)
+        ctx.tables, ctx.tensor_map = tables, tensor_map
+        return tuple(tables.module.weight_grad(a, b, species, tables.types, tables.a_off, tables.b_off,
+                                               tables.scales, num_weights, tables.num_species))
+
+    @staticmethod
+    def backward(ctx, *upstream):
+        a, b, species = ctx.saved_tensors
+        if any(_is_batched(u) for u in upstream):
+            raise RuntimeError("tensorfuse: batched cotangents of the linear map's second derivatives are "
+                               "not supported")
+        need_a, need_b = _used_gradients(ctx, None, a, b)[1:3]
+        grad_a = _KernelLinear.apply(ctx.tables, True, b, species, ctx.tensor_map, *upstream) if need_a else None
+        grad_b = _KernelLinear.apply(ctx.tables, False, a, species, ctx.tensor_map, *upstream) if need_b else None
+        return None, grad_a, grad_b, None, None, None
+
+
+def _run(tables: _LinearTables, transposed: bool, x: torch.Tensor, species: torch.Tensor, matrices) -> torch.Tensor:
+    t = tables
+    if transposed:
+        return t.module.transpose(x, list(matrices), species, t.types, t.a_off, t.b_off, t.scales, t.c_a, t.d_a,
+                                  t.num_species)
+    return t.module.apply(x, list(matrices), species, t.types, t.a_off, t.b_off, t.scales, t.c_b, t.d_b,
+                          t.num_species)

@@ -58,11 +58,25 @@ class ScaledSiLU(torch.nn.Module):
         return torch.nn.functional.silu(x) * self.SCALE
 
 
+def scaled_silu_mlp(x: torch.Tensor, weights) -> torch.Tensor:
+    """``x @ W_1 -> ScaledSiLU -> @ W_2 -> ...`` (no bias, no activation after the last layer), each
+    ``W`` divided by ``sqrt(fan_in)``; the activation's scale is folded into the next weight's (one
+    operation fewer per layer, each way, on an edge-sized tensor)."""
+    scale = 1.0
+    for k, w in enumerate(weights):
+        if k:
+            x = torch.nn.functional.silu(x)
+        x = x @ (w * (scale / math.sqrt(w.shape[0])))
+        scale = ScaledSiLU.SCALE
+    return x
+
+
 class RadialMLP(torch.nn.Module):
     """Bias-free MLP with scaled SiLU: radial basis -> per-edge weights of a tensor product.
 
     Weights are drawn from N(0, 1) and divided by ``sqrt(fan_in)`` in the forward pass, so that
-    activations keep unit scale at initialization whatever the widths.
+    activations keep unit scale at initialization whatever the widths. The activation's scale is
+    applied with the next layer's weight scale (to the small weight matrix, not to every edge).
     """
 
     def __init__(self, sizes: list[int], dtype: torch.dtype | None = None):
@@ -73,15 +87,9 @@ class RadialMLP(torch.nn.Module):
         self.weights = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.randn(a, b, dtype=dtype)) for a, b in zip(sizes[:-1], sizes[1:])]
         )
-        self.activation = ScaledSiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.weights) - 1
-        for k, w in enumerate(self.weights):
-            x = x @ (w / math.sqrt(w.shape[0]))
-            if k < last:
-                x = self.activation(x)
-        return x
+        return scaled_silu_mlp(x, self.weights)
 
     def extra_repr(self) -> str:
         return "sizes=" + "-".join(str(s) for s in self.sizes)

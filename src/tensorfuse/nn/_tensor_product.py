@@ -80,9 +80,10 @@ def _used_gradients(ctx, *inputs: torch.Tensor | None) -> tuple[bool, ...]:
     with: forces (``autograd.grad(energy, positions)``) never use the weights' gradients, and a
     loss's ``backward(inputs=parameters)`` never the positions'. Outside the autograd engine
     (tracing), every input that needs a gradient."""
+    candidates = sum(bool(need) and x is not None for need, x in zip(ctx.needs_input_grad, inputs))
     used = []
     for need, x in zip(ctx.needs_input_grad, inputs):
-        if need and x is not None:
+        if need and x is not None and candidates > 1:  # a lone candidate is what the engine came here for
             try:
                 need = torch._C._will_engine_execute_node(torch.autograd.graph.get_gradient_edge(x).node)
             except (RuntimeError, AttributeError):
