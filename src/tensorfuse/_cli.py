@@ -123,10 +123,15 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
         raise ValueError(f"unknown argument(s) {extra}")
     data = DataConfig(energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key,
                       energy_unit=args.energy_unit)
-    result = evaluate(args.model, args.data, args.output, data)
-    print(format_metrics({"data": result.metrics}, f"{args.model} on {args.data}"))
+    result = evaluate(args.model, args.data, args.output, data, committee=args.committee or ())
+    name = args.model if not args.committee else f"the committee of {1 + len(args.committee)} models"
+    print(format_metrics({"data": result.metrics}, f"{name} on {args.data}"))
     if coverage := result.coverage():
         print(coverage)
+    if args.committee:
+        m = result.metrics
+        print(f"committee spread, mean over the frames: energy {m['spread_energy']:.1f} meV, gap {m['spread_gap']:.1f} "
+              f"meV, forces {m['spread_forces']:.1f} meV/Å")
     print(f"parity plot: {result.plot}\npredictions: {result.written}")
     return 0
 
@@ -528,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--forces-key", help="default: 'forces' where frames have it")
     ev.add_argument("--stress-key", help="default: 'stress' where frames have it")
     ev.add_argument("--energy-unit")
+    ev.add_argument("--committee", nargs="+", metavar="MODEL",
+                    help="more models: the errors of the committee's mean (couplings aligned in sign first)")
     ev.set_defaults(run=_eval)
 
     md = sub.add_parser("md", help="run molecular dynamics with a trained model (ASE integrators)")

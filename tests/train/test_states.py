@@ -181,6 +181,39 @@ def test_train_eval_and_reload_a_multi_state_model(tmp_path, capsys):
     assert frames[0].get_potential_energy() == pytest.approx(float(reference[2]), abs=1e-9)
 
 
+def test_a_committee_is_evaluated_by_its_mean(tmp_path, capsys):
+    """``evaluate(..., committee=...)`` (``tensorfuse eval --committee``): the predictions are the
+    members' means (couplings aligned in sign), a committee of one model twice has that model's
+    errors and no spread, and two models report their spread."""
+    from tensorfuse import save_model
+    from tensorfuse.train import evaluate
+
+    path = _dataset(tmp_path, count=6)
+    files = []
+    for seed in (0, 1):
+        files.append(tmp_path / f"m{seed}.pt")
+        config = ModelConfig(species=(1, 8), channels=4, l_max_edge=1, radial_mlp=(8,), states=KEYS.names,
+                             couplings="vector", r_max=4.0)
+        save_model(build_model(config, dtype=torch.float64, seed=seed), files[-1])
+    alone = [evaluate(f, path, tmp_path / f"e{k}", progress=False) for k, f in enumerate(files)]
+    twice = evaluate(files[0], path, tmp_path / "twice", progress=False, committee=[files[0]])
+    for key, value in alone[0].metrics.items():
+        assert twice.metrics[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+    assert twice.metrics["spread_energy"] == 0 and twice.metrics["spread_forces"] == 0
+    both = evaluate(files[0], path, tmp_path / "both", progress=False, committee=[files[1]])
+    assert both.metrics["spread_energy"] > 0 and both.metrics["spread_gap"] > 0
+    for mean, a, b in zip(both.predictions, alone[0].predictions, alone[1].predictions):
+        for name in KEYS.names:
+            assert mean[f"energy_{name}"] == pytest.approx((a[f"energy_{name}"] + b[f"energy_{name}"]) / 2, abs=1e-10)
+            assert np.allclose(mean[f"forces_{name}"], (a[f"forces_{name}"] + b[f"forces_{name}"]) / 2, atol=1e-10)
+        c_a, c_b, c = (p["coupling_S0_S1"] for p in (a, b, mean))
+        sign = 1.0 if (c_a * c_b).sum() >= 0 else -1.0
+        assert np.allclose(c, (c_a + sign * c_b) / 2, atol=1e-10)
+    assert cli(["eval", str(files[0]), path, "--committee", str(files[1]), "--output", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "the committee of 2 models" in out and "committee spread" in out
+
+
 def test_wrong_numbers_of_state_weights_and_couplings_without_data_are_errors(tmp_path):
     path = _dataset(tmp_path, 8)
     config = dict(data={"train_file": path, "states": list(KEYS.names)},

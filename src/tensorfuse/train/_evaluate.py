@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from tensorfuse.data._dataset import GraphDataset
 from tensorfuse.data._io import DataError, validate_frames, write_frames
+from tensorfuse.model._committee import SPREADS, Committee
 from tensorfuse.model._serialization import load_model
 from tensorfuse.train._config import DataConfig, OptimConfig
 from tensorfuse.train._data import read_labelled
@@ -35,15 +37,20 @@ class Evaluation:
 
 
 def evaluate(model_path, data_path, output_dir=None, data: DataConfig | None = None,
-             batch_size: int = 10, progress: bool = True) -> Evaluation:
+             batch_size: int = 10, progress: bool = True, committee=()) -> Evaluation:
     """Errors of the model in ``model_path`` (``.pt`` or an exported ``.pt2``) on ``data_path``,
     read with ``data``'s label keys and energy unit; writes a parity plot (PNG) and the per-frame
     predictions (extxyz) to ``output_dir`` (default: next to the model). A multi-state model reads
     its own states' labels (unless ``data.states`` says otherwise) and gets a plot per state.
     ``progress``: a progress bar over the frames on stderr at a terminal (see
-    :func:`tensorfuse.utils.progress_bar`)."""
+    :func:`tensorfuse.utils.progress_bar`). ``committee``: more model files; the errors are then
+    those of the members' mean (:class:`~tensorfuse.model.Committee`), and ``metrics`` also holds
+    the mean over the frames of the committee's spreads (``spread_energy``, ``spread_gap`` in meV,
+    ``spread_forces`` in meV/Å)."""
     data = data or DataConfig()
     model = load_model(model_path)
+    if committee:
+        model = Committee([model] + [load_model(p) for p in committee])
     names = model.config.states if model.config.num_states > 1 else ()
     if names and not data.states:
         data = dataclasses.replace(data, states=names)
@@ -56,7 +63,7 @@ def evaluate(model_path, data_path, output_dir=None, data: DataConfig | None = N
     dataset = GraphDataset(frames, model.r_max, dtype)
     stress = not names and any(f.stress is not None or f.virial is not None for f in frames)
     objective = objective_for(model.config, OptimConfig())
-    sums, predictions = {}, []
+    sums, predictions, spreads = {}, [], []
     with progress_bar("evaluating", total=len(dataset), enabled=progress, unit="frame") as bar:
         for start in range(0, len(dataset), batch_size):
             indices = list(range(start, min(start + batch_size, len(dataset))))
@@ -64,6 +71,8 @@ def evaluate(model_path, data_path, output_dir=None, data: DataConfig | None = N
             out = model(graph, forces=True, stress=stress)
             for k, v in objective.error_sums(out, graph, targets).items():
                 sums[k] = sums.get(k, 0.0) + v
+            if "spreads" in out:
+                spreads.append(out["spreads"].detach())
             counts = graph.atoms_per_graph().tolist()
             split = {key: out[key].detach().split(counts) for key in ("forces", "couplings") if key in out}
             for b, i in enumerate(indices):
@@ -81,6 +90,9 @@ def evaluate(model_path, data_path, output_dir=None, data: DataConfig | None = N
                 predictions.append(p)
             bar.update(len(indices))
     metrics = objective.metrics(sums)
+    if spreads:
+        mean = 1000 * torch.cat(spreads).mean(0)
+        metrics.update({f"spread_{name}": float(v) for name, v in zip(SPREADS, mean)})
     output_dir = Path(output_dir) if output_dir is not None else Path(model_path).resolve().parent
     output_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(data_path).stem
