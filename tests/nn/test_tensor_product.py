@@ -187,30 +187,18 @@ def test_fused_second_derivatives_with_some_inputs_fixed(varying):
     assert torch.autograd.gradgradcheck(f, inputs)
 
 
-def test_aggregation_in_checkpointed_chunks_equals_one_chunk_to_second_derivatives():
-    """The reference message passing chunk by chunk (messages recomputed in the backward pass, never
-    all stored) gives the one-chunk numbers, first and second derivatives and batched cotangents
-    (a multi-state model's per-state forces) included."""
-    from tensorfuse.nn._tensor_product import _message_passing_reference
+def test_fused_aggregation_works_in_small_chunks():
+    from tensorfuse.nn._tensor_product import _FusedMessagePassing
 
-    torch.manual_seed(0)
-    tp = ChannelwiseTensorProduct("0e+1o", "0e+1o+2e", 2, channels=2, dtype=torch.float64)
+    tp = ChannelwiseTensorProduct("0e+1o", "0e+1o+2e", 2, channels=2)
     n, e = 5, 23
     sender, receiver = torch.randint(0, n, (e,)), torch.randint(0, n, (e,))
-    h = torch.randn(n, 2, 4, dtype=torch.float64, requires_grad=True)
-    x2 = torch.randn(e, 9, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(e, 2, tp.num_paths, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(n, 2, 4, requires_grad=True)
+    x2, w = torch.randn(e, 9, requires_grad=True), torch.randn(e, 2, tp.num_paths, requires_grad=True)
     args = (sender, receiver, tp.coupling, tp.path_expansion, n)
-    cotangents = torch.randn(3, n, 2, tp.irreps_out.dim, dtype=torch.float64)
-
-    def call(chunk):
-        A = _message_passing_reference(h, x2, w, *args, chunk)
-        first = torch.autograd.grad(A.pow(2).sum(), (h, x2, w), create_graph=True)
-        second = torch.autograd.grad(sum(g.pow(2).sum() for g in first), (h, x2, w))
-        batched = torch.autograd.grad(_message_passing_reference(h, x2, w, *args, chunk), h, cotangents,
-                                      is_grads_batched=True)[0]
-        return (A, *first, *second, batched)
-
-    for a, b in zip(call(4), call(None)):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-
+    small = _FusedMessagePassing.apply(h, x2, w, *args, 4)
+    whole = _FusedMessagePassing.apply(h, x2, w, *args, 1000)
+    assert torch.allclose(small, whole, atol=1e-13)
+    gs = torch.autograd.grad(small.sum(), (h, x2, w))
+    gw = torch.autograd.grad(whole.sum(), (h, x2, w))
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(gs, gw))

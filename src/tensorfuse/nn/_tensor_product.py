@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from tensorfuse.nn._kernel_ops import message_passing
 from tensorfuse.nn._kernels import is_loaded, load_kernel
@@ -93,8 +92,177 @@ def _used_gradients(ctx, *inputs: torch.Tensor | None) -> tuple[bool, ...]:
     return tuple(used)
 
 
+def _chunks(num_edges: int, chunk: int):
+    for start in range(0, num_edges, chunk):
+        yield slice(start, min(start + chunk, num_edges))
+
+
+class _FusedMessagePassing(torch.autograd.Function):
+    """``A[n] = sum_{e: receiver(e) = n} w[e] * (h[sender(e)] @ (x2[e] @ U))``, edge chunk by chunk.
+
+    The per-edge messages (``[E, C, D_out]``, the largest tensors of a message-passing layer) are
+    never stored: each chunk of edges is computed, weighted and added to its receivers while it is
+    in cache, in the forward and again in the backward. Second derivatives (training on forces)
+    go through a differentiable re-computation of the same function.
+    """
+
+    @staticmethod
+    def forward(ctx, h, x2, w, sender, receiver, coupling, expand, num_nodes, chunk):
+        ctx.save_for_backward(h, x2, w, sender, receiver, coupling, expand)
+        ctx.chunk = chunk
+        channels, d1 = h.shape[1], h.shape[2]
+        d_out = coupling.shape[1] // d1
+        A = h.new_zeros(num_nodes, channels, d_out)
+        for sl in _chunks(x2.shape[0], chunk):
+            M = (x2[sl] @ coupling).view(-1, d1, d_out)
+            y = torch.bmm(h[sender[sl]], M)
+            A.index_add_(0, receiver[sl], _scale_paths(y, w[sl], expand, out=y))
+        return A
+
+    @staticmethod
+    def backward(ctx, grad_A):
+        h, x2, w, sender, receiver, coupling, expand = ctx.saved_tensors
+        need = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():
+            # a graph of the backward is being built (forces in a training loss): the backward is
+            # itself a fused, differentiable operation
+            grads = _FusedMessagePassingBackward.apply(grad_A, h, x2, w, sender, receiver, coupling, expand,
+                                                       ctx.chunk, need)
+        else:
+            grads = _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, ctx.chunk, need)
+        return (*grads, None, None, None, None, None, None)
+
+
+def _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need):
+    """``(grad_h, grad_x2, grad_w)`` of :class:`_FusedMessagePassing`, edge chunk by edge chunk."""
+    if _is_batched(grad_A):
+        return _message_passing_vjp_out_of_place(grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need)
+    need_h, need_x2, need_w = need
+    d1 = h.shape[2]
+    d_out = coupling.shape[1] // d1
+    grad_h = torch.zeros_like(h) if need_h else None
+    grad_x2 = torch.empty_like(x2) if need_x2 else None
+    grad_w = torch.empty_like(w) if need_w else None
+    for sl in _chunks(x2.shape[0], chunk):
+        g = grad_A[receiver[sl]]  # [e, C, D_out], a fresh tensor
+        M = (x2[sl] @ coupling).view(-1, d1, d_out)
+        x1 = h[sender[sl]]
+        if need_w:
+            grad_w[sl] = _sum_paths(torch.bmm(x1, M).mul_(g), expand)
+        if need_h or need_x2:
+            g = _scale_paths(g, w[sl], expand, out=g)
+            if need_h:
+                grad_h.index_add_(0, sender[sl], torch.bmm(g, M.transpose(1, 2)))
+            if need_x2:
+                grad_x2[sl] = torch.bmm(x1.transpose(1, 2), g).view(-1, d1 * d_out) @ coupling.T
+    return grad_h, grad_x2, grad_w
+
+
+def _message_passing_vjp_out_of_place(grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need):
+    """:func:`_message_passing_vjp` for a batch of cotangents (under vmap): per-edge results are
+    concatenated and summed into the atoms once, nothing is written in place."""
+    need_h, need_x2, need_w = need
+    d1 = h.shape[2]
+    d_out = coupling.shape[1] // d1
+    to_h, to_x2, to_w = [], [], []
+    for sl in _chunks(x2.shape[0], chunk):
+        g = grad_A[receiver[sl]]
+        M = (x2[sl] @ coupling).view(-1, d1, d_out)
+        x1 = h[sender[sl]]
+        if need_w:
+            to_w.append(_sum_paths(torch.bmm(x1, M) * g, expand))
+        if need_h or need_x2:
+            g = _scale_paths(g, w[sl], expand)
+            if need_h:
+                to_h.append(torch.bmm(g, M.transpose(1, 2)))
+            if need_x2:
+                to_x2.append(torch.bmm(x1.transpose(1, 2), g).reshape(-1, d1 * d_out) @ coupling.T)
+    if x2.shape[0] == 0:  # no edges (isolated atoms)
+        return (torch.zeros_like(h) if need_h else None, torch.zeros_like(x2) if need_x2 else None,
+                torch.zeros_like(w) if need_w else None)
+    grad_h = torch.zeros_like(h).index_add(0, sender, torch.cat(to_h)) if need_h else None
+    grad_x2 = torch.cat(to_x2) if need_x2 else None
+    grad_w = torch.cat(to_w) if need_w else None
+    return grad_h, grad_x2, grad_w
+
+
+class _FusedMessagePassingBackward(torch.autograd.Function):
+    """The backward of :class:`_FusedMessagePassing` as an operation with its own fused backward.
+
+    Per edge ``e`` (sender ``s``, receiver ``r``), with ``M = x2 @ U``, ``S = w @ P`` (weights
+    expanded to components) and ``g = grad_A[r]``, the forward returns
+
+        grad_h[s] += (g * S) M^T,    grad_w = ((h_s M) * g) P^T,    grad_x2 = vec(h_s^T (g * S)) U^T.
+
+    For upstream gradients ``a`` (of grad_h), ``b`` (of grad_w), ``c`` (of grad_x2), with
+    ``N = c @ U`` and ``Q = (a_s M + h_s N) * S + (b P) * (h_s M)``, the backward is
+
+        d grad_A[r] += Q,    d h[s] += ((b P) * g) M^T + (g * S) N^T,
+        d w = (g * (a_s M + h_s N)) P^T,    d x2 = vec(a_s^T (g * S) + h_s^T ((b P) * g)) U^T,
+
+    again chunk by chunk, so training on forces never stores the ``[E, C, D_out]`` messages. Third
+    derivatives are not supported (nothing in training needs them).
+    """
+
+    @staticmethod
+    def forward(ctx, grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need):
+        ctx.save_for_backward(grad_A, h, x2, w, sender, receiver, coupling, expand)
+        ctx.chunk = chunk
+        ctx.set_materialize_grads(False)  # unused outputs give None, not zeros to multiply
+        return _message_passing_vjp(grad_A, h, x2, w, sender, receiver, coupling, expand, chunk, need)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, a_all, c_all, b_all):
+        grad_A, h, x2, w, sender, receiver, coupling, expand = ctx.saved_tensors
+        need_gA, need_h, need_x2, need_w = ctx.needs_input_grad[:4]
+        d1 = h.shape[2]
+        d_out = coupling.shape[1] // d1
+        d_gA = torch.zeros_like(grad_A) if need_gA else None
+        d_h = torch.zeros_like(h) if need_h else None
+        d_x2 = torch.empty_like(x2) if need_x2 else None
+        d_w = torch.empty_like(w) if need_w else None
+        for sl in _chunks(x2.shape[0], ctx.chunk):
+            snd, rcv = sender[sl], receiver[sl]
+            M = (x2[sl] @ coupling).view(-1, d1, d_out)
+            S = w[sl] @ expand  # [e, C, D_out]
+            g = grad_A[rcv]
+            h_s = h[snd]
+            # the parts of Q: "left" multiplies S, "right" multiplies g
+            left = torch.bmm(a_all[snd], M) if a_all is not None else None
+            N = (c_all[sl] @ coupling).view(-1, d1, d_out) if c_all is not None else None
+            if N is not None:
+                hN = torch.bmm(h_s, N)
+                left = hN if left is None else left + hN
+            bP = b_all[sl] @ expand if b_all is not None else None
+            hM = torch.bmm(h_s, M) if bP is not None else None
+            if need_gA:
+                Q = left * S if left is not None else torch.zeros_like(g)
+                if bP is not None:
+                    Q = Q + bP * hM
+                d_gA.index_add_(0, rcv, Q)
+            if need_w:
+                d_w[sl] = _sum_paths(g * left, expand) if left is not None else 0.0
+            gS = g * S
+            if need_h:
+                dh = torch.zeros_like(h_s)
+                if bP is not None:
+                    dh = dh + torch.bmm(bP * g, M.transpose(1, 2))
+                if N is not None:
+                    dh = dh + torch.bmm(gS, N.transpose(1, 2))
+                d_h.index_add_(0, snd, dh)
+            if need_x2:
+                dM = torch.zeros_like(M)
+                if a_all is not None:
+                    dM = dM + torch.bmm(a_all[snd].transpose(1, 2), gS)
+                if bP is not None:
+                    dM = dM + torch.bmm(h_s.transpose(1, 2), bP * g)
+                d_x2[sl] = dM.view(-1, d1 * d_out) @ coupling.T
+        return d_gA, d_h, d_x2, d_w, None, None, None, None, None, None
+
+
 class _KernelMessagePassing(torch.autograd.Function):
-    """Message passing (:func:`_message_passing_reference`) by the C++ kernel (``_message_kernel.cpp``), from ``M = x2 @ U``
+    """:class:`_FusedMessagePassing` by the C++ kernel (``_message_kernel.cpp``), from ``M = x2 @ U``
     (``[E, pairs]``, only the (i, o) pairs the coupling can fill; computed outside, so its derivative
     is an ordinary matrix product). Node tensors are transposed to the kernel's ``[N, D, C]``.
 
@@ -113,18 +281,14 @@ class _KernelMessagePassing(torch.autograd.Function):
     def backward(ctx, grad_A):
         h, M, w, sender, receiver = ctx.saved_tensors
         need = _used_gradients(ctx, h, M, w)
-        if _is_batched(grad_A):  # a batch of cotangents (vmap): the reference, with U = the pair selection
+        if _is_batched(grad_A):  # a batch of cotangents (vmap): the tensor path, with U = the pair selection
             module, _, pairs, path, d_out = ctx.tables
             select = torch.zeros(pairs.shape[0], h.shape[2] * d_out, dtype=M.dtype)
             select[torch.arange(pairs.shape[0]), pairs[:, 0].long() * d_out + pairs[:, 1].long()] = 1.0
             expand = torch.zeros(w.shape[2], d_out, dtype=w.dtype)
             expand[path.long(), torch.arange(d_out)] = 1.0
-            with torch.enable_grad():
-                A = _message_passing_reference(h, M, w, sender, receiver, select, expand, grad_A.shape[0])
-                inputs = [x for x, n in zip((h, M, w), need) if n]
-                found = iter(torch.autograd.grad(A, inputs, grad_A, create_graph=torch.is_grad_enabled(),
-                                                 allow_unused=True) if inputs else ())
-            grads = tuple(next(found) if n else None for n in need)
+            grads = _message_passing_vjp_out_of_place(grad_A, h, M, w, sender, receiver, select, expand,
+                                                      max(16, M.shape[0]), need)
         elif torch.is_grad_enabled():  # a graph of the backward (forces in a training loss)
             grads = _KernelMessagePassingBackward.apply(grad_A, h, M, w, sender, receiver, ctx.tables, need)
         else:
@@ -195,30 +359,12 @@ def _kernel_backward(tables, grad_A, h, M, w, sender, receiver, need):
             grad_w if need[2] else None)
 
 
-def _message_passing_reference(h, x2, w, sender, receiver, coupling, expand, num_nodes, chunk=None):
-    """``A[n] = sum_{e: receiver(e) = n} w[e] * (h[sender(e)] @ (x2[e] @ U))`` by plain differentiable
-    operations: the reference beside the kernel, and what runs where the kernel does not (GPUs,
-    traced graphs, no C++ compiler).
-
-    With ``chunk`` (edges per chunk) the per-edge messages (``[E, C, D_out]``, the largest tensors of
-    a layer) never exist at once: each chunk's are added to their receivers and recomputed in the
-    backward pass (activation checkpointing), for first and second derivatives alike.
-    """
+def _message_passing_reference(h, x2, w, sender, receiver, coupling, expand, num_nodes):
+    """The same function as :class:`_FusedMessagePassing` with plain differentiable operations."""
     d1 = h.shape[2]
-    d_out = coupling.shape[1] // d1
-
-    def messages(h, x2, w, sender):
-        M = (x2 @ coupling).view(-1, d1, d_out)
-        return _scale_paths(torch.bmm(h[sender], M), w, expand)
-
-    num_edges = x2.shape[0]
-    if chunk is None or chunk >= num_edges:
-        return h.new_zeros(num_nodes, h.shape[1], d_out).index_add(0, receiver, messages(h, x2, w, sender))
-    A = h.new_zeros(num_nodes, h.shape[1], d_out)
-    for start in range(0, num_edges, chunk):
-        sl = slice(start, min(start + chunk, num_edges))
-        A = A.index_add_(0, receiver[sl], checkpoint(messages, h, x2[sl], w[sl], sender[sl], use_reentrant=False))
-    return A
+    M = (x2 @ coupling).view(-1, d1, coupling.shape[1] // d1)
+    messages = _scale_paths(torch.bmm(h[sender], M), w, expand)
+    return messages.new_zeros((num_nodes,) + messages.shape[1:]).index_add(0, receiver, messages)
 
 
 class ChannelwiseTensorProduct(torch.nn.Module):
@@ -320,7 +466,7 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         """``sum over edges e into node n of forward(h[sender[e]], x2[e], weights[e])``: ``[N, C, D_out]``.
 
         Same result as gathering, calling the layer and summing per receiver, without storing the
-        per-edge products (see :func:`_message_passing_reference`). Needs a shared ``x2`` and external
+        per-edge products (see :class:`_FusedMessagePassing`). Needs a shared ``x2`` and external
         weights (the message-passing case).
         """
         if self.x2_has_channels or self.weight_mode != "external":
@@ -345,8 +491,9 @@ class ChannelwiseTensorProduct(torch.nn.Module):
             module, U, pairs, path = kernel  # U: the couplings of the used pairs, [d2, pairs]
             return _KernelMessagePassing.apply(h, x2 @ U, weights, sender, receiver, (module, U, pairs, path, d_out))
         chunk = max(16, (1 << 19) // (self.channels * d_out))  # about 4 MB of float64 messages per chunk
-        return _message_passing_reference(h, x2, weights, sender, receiver, self.coupling, self.path_expansion,
-                                          num_nodes, chunk)
+        return _FusedMessagePassing.apply(
+            h, x2, weights, sender, receiver, self.coupling, self.path_expansion, num_nodes, chunk
+        )
 
     def _kernel(self, h: torch.Tensor):
         """The fused CPU message-passing kernel and its tables where it applies, else ``None``."""
