@@ -226,12 +226,16 @@ class _KernelLinear(torch.autograd.Function):
                              if inputs else ())
             grad_x = next(grads) if need_x else None
             return (None, None, grad_x, None, None) + tuple(next(grads) if u else None for u in used[5:])
-        grad_x = _KernelLinear.apply(tables, not transposed, grad, species, ctx.tensor_map, *matrices) if need_x else None
-        grad_w = (None,) * len(matrices)
+        graph = torch.is_grad_enabled()  # a graph of this backward is wanted (forces in a loss)
+        grad_x = grad_w = None
+        if need_x:
+            grad_x = (_KernelLinear.apply(tables, not transposed, grad, species, ctx.tensor_map, *matrices) if graph
+                      else _run(tables, not transposed, grad, species, matrices))
         if need_w:
             side_a, side_b = (grad, x) if transposed else (x, grad)
-            grad_w = _KernelWeightGrad.apply(tables, side_a, side_b, species, ctx.tensor_map, len(matrices))
-            grad_w = tuple(g if u else None for g, u in zip(grad_w, used[5:]))
+            grad_w = (_KernelWeightGrad.apply(tables, side_a, side_b, species, ctx.tensor_map, len(matrices)) if graph
+                      else _weight_grad(tables, side_a, side_b, species, len(matrices)))
+        grad_w = tuple(g if u else None for g, u in zip(grad_w, used[5:])) if need_w else (None,) * len(matrices)
         return (None, None, grad_x, None, None, *grad_w)
 
 
@@ -243,8 +247,7 @@ class _KernelWeightGrad(torch.autograd.Function):
     def forward(ctx, tables, a, b, species, tensor_map, num_weights):
         ctx.save_for_backward(a, b, species)
         ctx.tables, ctx.tensor_map = tables, tensor_map
-        return tuple(tables.module.weight_grad(a, b, species, tables.types, tables.a_off, tables.b_off,
-                                               tables.scales, num_weights, tables.num_species))
+        return _weight_grad(tables, a, b, species, num_weights)
 
     @staticmethod
     def backward(ctx, *upstream):
@@ -265,3 +268,9 @@ def _run(tables: _LinearTables, transposed: bool, x: torch.Tensor, species: torc
                                   t.num_species)
     return t.module.apply(x, list(matrices), species, t.types, t.a_off, t.b_off, t.scales, t.c_b, t.d_b,
                           t.num_species)
+
+
+def _weight_grad(tables: _LinearTables, a: torch.Tensor, b: torch.Tensor, species: torch.Tensor,
+                 num_weights: int) -> tuple[torch.Tensor, ...]:
+    t = tables
+    return tuple(t.module.weight_grad(a, b, species, t.types, t.a_off, t.b_off, t.scales, num_weights, t.num_species))
