@@ -4,10 +4,12 @@ On CPU the tensor paths of the product basis and of message passing are bound by
 (and, for small molecules, those of the linear maps by the dispatch of their many small operations):
 each of their many operations streams an ``[N, C, ...]`` (or ``[E, C, ...]``) intermediate through
 memory. The kernels compute the same sums atom by atom (edge by edge), with the intermediates in
-per-thread buffers and the innermost loops over channels. Each is compiled on first use with
-``torch.utils.cpp_extension`` (a C++ compiler; ~30 s, then cached per source, torch, environment and
-CPU: see :func:`extension_name`); where that fails the tensor
-path runs instead, with one warning. ``TENSORFUSE_NO_KERNELS=1`` turns them off (debugging).
+per-thread buffers and the innermost loops over channels. They are compiled together on first use
+with ``torch.utils.cpp_extension``, as one extension whose sources build in parallel (a C++
+compiler; tens of seconds, then cached per source, torch, environment and CPU: see
+:func:`extension_name`), each kernel a submodule of it (``_kernels_module.cpp``); where that fails
+the tensor paths run instead, with one warning. ``TENSORFUSE_NO_KERNELS=1`` turns them off
+(debugging).
 """
 
 from __future__ import annotations
@@ -25,31 +27,39 @@ _loaded: dict[str, object] = {}
 _failed: dict[str, str] = {}
 
 
+KERNELS = ("message", "product", "linear")
+
+
 def load_kernel(name: str):
-    """The compiled extension ``_<name>_kernel.cpp``, or ``None`` where it cannot be built."""
+    """The compiled kernel ``name`` (a submodule of the extension built from every
+    ``_<kernel>_kernel.cpp``), or ``None`` where it cannot be built."""
+    if name not in KERNELS:
+        raise ValueError(f"no kernel {name!r}; the kernels are {KERNELS}")
     if name in _loaded or name in _failed:
         return _loaded.get(name)
     if os.environ.get("TENSORFUSE_NO_KERNELS"):
-        _failed[name] = "TENSORFUSE_NO_KERNELS is set"
+        _failed.update(dict.fromkeys(KERNELS, "TENSORFUSE_NO_KERNELS is set"))
         return None
-    source = _HERE / f"_{name}_kernel.cpp"
+    sources = [_HERE / f"_{kernel}_kernel.cpp" for kernel in KERNELS] + [_HERE / "_kernels_module.cpp"]
     try:
-        import torch
+        import torch  # noqa: F401
         from torch.utils.cpp_extension import _get_build_directory, load
 
-        extension = extension_name(name, source.read_bytes(), cpu_features())
+        extension = extension_name("kernels", b"".join(p.read_bytes() for p in sources), cpu_features())
         _remove_stale_lock(Path(_get_build_directory(extension, verbose=False)) / "lock")
-        _loaded[name] = load(name=extension, sources=[str(source)],
-                             extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
-                             verbose=False)
+        module = load(name=extension, sources=[str(p) for p in sources],
+                      extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
         from tensorfuse.nn._kernel_ops import register
 
-        register(name)  # its C++ operators' shapes and derivatives
-    except Exception as error:  # no compiler or headers: the tensor path still works
+        for kernel in KERNELS:
+            _loaded[kernel] = getattr(module, kernel)
+            register(kernel)  # its C++ operators' shapes and derivatives
+    except Exception as error:  # no compiler or headers: the tensor paths still work
         text = str(error).strip().splitlines()
-        _failed[name] = f"{type(error).__name__}: {text[0] if text else ''}"
-        warnings.warn(f"tensorfuse: the fused {name} kernel could not be built ({_failed[name]}); "
-                      "using the (slower) tensor path", RuntimeWarning, stacklevel=2)
+        _loaded.clear()
+        _failed.update(dict.fromkeys(KERNELS, f"{type(error).__name__}: {text[0] if text else ''}"))
+        warnings.warn(f"tensorfuse: the fused kernels could not be built ({_failed[name]}); "
+                      "using the (slower) tensor paths", RuntimeWarning, stacklevel=2)
     return _loaded.get(name)
 
 

@@ -235,7 +235,7 @@ std::vector<torch::Tensor> weight_grad(const torch::Tensor& x_in, const torch::T
 
 }  // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+void bind_linear_kernel(pybind11::module_ m) {  // the Python module: _kernels_module.cpp
   m.def("apply", &apply, "irreps linear map, side A -> side B");
   m.def("transpose", &transpose, "its transpose, side B -> side A");
   m.def("weight_grad", &weight_grad, "its derivative in the weights");

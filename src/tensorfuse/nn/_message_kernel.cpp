@@ -483,7 +483,7 @@ TORCH_LIBRARY_IMPL(tensorfuse, CPU, m) {
 }
 
 #ifndef TENSORFUSE_NO_PYTHON
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+void bind_message_kernel(pybind11::module_ m) {  // the Python module: _kernels_module.cpp
   m.def("forward", &message_forward, "fused message passing, forward");
   m.def("backward", &message_backward, "fused message passing, backward");
   m.def("double_backward", &message_double_backward, "fused message passing, second derivatives");

@@ -497,7 +497,7 @@ TORCH_LIBRARY_IMPL(tensorfuse, CPU, m) {
 }
 
 #ifndef TENSORFUSE_NO_PYTHON
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+void bind_product_kernel(pybind11::module_ m) {  // the Python module: _kernels_module.cpp
   m.def("forward", &product_forward, "product basis, forward");
   m.def("backward", &product_backward, "product basis, backward");
   m.def("double_backward", &product_double_backward, "product basis, backward of the backward");
