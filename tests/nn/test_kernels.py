@@ -500,3 +500,13 @@ def test_the_linear_kernel_runs_and_refuses_out_of_range_species(monkeypatch):
     with pytest.raises(RuntimeError, match="must be"):  # a weight of the wrong shape
         tables.module.apply(x.detach(), [w[:1] for w in linear._matrices()], z, tables.types, tables.a_off,
                             tables.b_off, tables.scales, tables.c_b, tables.d_b, tables.num_species)
+
+
+def test_the_kernels_are_one_extension_and_unknown_names_are_errors():
+    """One build makes every kernel (their sources compile together); a misspelt name is an error,
+    not a silent tensor path."""
+    _kernel("message")
+    names = {load_kernel(name).__name__.rsplit(".", 1)[0] for name in ("message", "product", "linear")}
+    assert len(names) == 1
+    with pytest.raises(ValueError, match="no kernel 'messages'"):
+        load_kernel("messages")
