@@ -130,6 +130,56 @@ def test_the_coupling_loss_does_not_see_the_sign_of_any_frames_coupling(tmp_path
     assert objective.metrics(objective.error_sums(exact, graph, targets))["c_cos_S0_S2"] == pytest.approx(1.0)
 
 
+def test_a_frames_config_weight_scales_all_its_loss_terms(tmp_path):
+    """``config_weight`` (MACE's per-frame weight) scales every term of its frame, energies, forces,
+    stress and couplings alike: a frame of weight 0 does not train whatever its labels, one of
+    weight 2 counts twice. Both objectives (one state, several states)."""
+    from tensorfuse.data._io import DataKeys
+    from tensorfuse.train._loss import LossWeights, batch_counts, loss_terms
+
+    frames = [water(k) for k in range(3)]
+    frames[1].info["config_weight"] = 0.0
+    frames[2].info["config_weight"] = 2.0
+    config = ModelConfig(species=(1, 8), channels=4, l_max_edge=1, states=KEYS.names, couplings="vector")
+    model = build_model(config, dtype=torch.float64, seed=0)
+    objective = StatesObjective(KEYS.names, config.state_pairs, [1.0] * 3, [10.0] * 3, 5.0)
+    single = build_model(ModelConfig(species=(1, 8), channels=4, l_max_edge=1), dtype=torch.float64, seed=0)
+
+    def losses(changed: int | None, factor: float):
+        images = [a.copy() for a in frames]
+        if changed is not None:  # every label of one frame moved
+            a = images[changed]
+            for s, name in enumerate(KEYS.names):
+                a.info[f"energy_{name}"] += factor
+                a.arrays[f"forces_{name}"] += factor
+            for i, j in KEYS.pairs:
+                a.arrays[f"nac_{KEYS.names[i]}_{KEYS.names[j]}"] *= 1 + factor
+        for a in images:  # the ground state's labels also as one state's
+            a.info["energy"], a.arrays["forces"] = a.info["energy_S0"], a.arrays["forces_S0"]
+        write(tmp_path / "w.xyz", images)
+        states, _ = read_frames(tmp_path / "w.xyz", states=KEYS)
+        graph, targets = _batch(states, model)
+        out = {k: v.detach() for k, v in model(graph, forces=True).items()}
+        multi = float(objective.loss(out, graph, targets, objective.counts(graph, targets)))
+        plain, _ = read_frames(tmp_path / "w.xyz", keys=DataKeys())
+        graph, targets = _batch(plain, single)
+        out = {k: v.detach() for k, v in single(graph, forces=True).items()}
+        one = float(loss_terms(out, graph, targets, LossWeights(1.0, 10.0, 1.0), batch_counts(graph, targets)))
+        return multi, one
+
+    reference = losses(None, 0.0)
+    assert losses(1, 0.5) == pytest.approx(reference, rel=1e-12)  # weight 0: its labels do not matter
+    for changed in (0, 2):
+        moved = losses(changed, 0.5)
+        assert all(abs(m - r) > 1e-3 * r for m, r in zip(moved, reference))  # weights 1 and 2: they do
+    # weight 2 counts twice: the change of the loss is twice that of the same change at weight 1
+    frames[2].info["config_weight"] = 1.0
+    once = [m - r for m, r in zip(losses(2, 0.5), losses(None, 0.0))]
+    frames[2].info["config_weight"] = 2.0
+    twice = [m - r for m, r in zip(losses(2, 0.5), losses(None, 0.0))]
+    assert twice == pytest.approx([2 * x for x in once], rel=1e-10)
+
+
 def test_one_backward_pass_for_all_states_equals_one_per_state():
     """The batched derivatives (inference) and the per-state ones (training) are the same numbers."""
     from tensorfuse.data import AtomicGraph, batch_graphs

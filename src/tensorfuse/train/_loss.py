@@ -32,17 +32,18 @@ def batch_counts(graph: AtomicGraph, targets: Targets) -> torch.Tensor:
 
 
 def loss_terms(out: dict, graph: AtomicGraph, targets: Targets, weights: LossWeights, counts: torch.Tensor):
-    """Weighted MSE of energy per atom, force components and stress, each divided by ``counts``."""
+    """Weighted MSE of energy per atom, force components and stress, each divided by ``counts``.
+    A frame's ``config_weight`` (``targets.weight``) scales all three of its terms, as in MACE."""
     atoms = graph.atoms_per_graph().to(out["energy"].dtype)
     loss = out["energy"].new_zeros(())
     if weights.energy and counts[0] > 0:
         de = (out["energy"] - targets.energy) / atoms
         loss = loss + weights.energy * (targets.weight * targets.has_energy * de**2).sum() / counts[0]
     if weights.forces and counts[1] > 0 and "forces" in out:
-        mask = targets.has_forces[graph.batch].unsqueeze(-1)
+        mask = (targets.has_forces * targets.weight)[graph.batch].unsqueeze(-1)
         loss = loss + weights.forces * ((out["forces"] - targets.forces) ** 2 * mask).sum() / counts[1]
     if weights.stress and counts[2] > 0 and "stress" in out:
-        mask = targets.has_stress.view(-1, 1, 1)
+        mask = (targets.has_stress * targets.weight).view(-1, 1, 1)
         loss = loss + weights.stress * ((out["stress"] - targets.stress) ** 2 * mask).sum() / (9 * counts[2])
     return loss
 

@@ -104,12 +104,12 @@ class StatesObjective:
         e_terms = (targets.weight[:, None] * t.has_energy * de**2).sum(0)  # [S]
         loss = loss + (self.energy_weights.to(e_terms) * e_terms / e_counts.to(e_terms).clamp_min(1)).sum()
         if "forces" in out:
-            mask = t.has_forces[graph.batch].unsqueeze(-1)  # [N, S, 1]
+            mask = (t.has_forces * targets.weight[:, None])[graph.batch].unsqueeze(-1)  # [N, S, 1]
             f_terms = ((out["forces"] - t.forces) ** 2 * mask).sum((0, 2))  # [S]
             loss = loss + (self.forces_weights.to(f_terms) * f_terms / f_counts.to(f_terms).clamp_min(1)).sum()
         if self.pairs and self.couplings_weight and "couplings" in out:
             best = _signed_squares(out["couplings"], t.couplings, graph)  # [B, P]
-            c_terms = (best * t.has_couplings).sum(0)
+            c_terms = (best * t.has_couplings * targets.weight[:, None]).sum(0)
             loss = loss + self.couplings_weight * (c_terms / c_counts.to(c_terms).clamp_min(1)).sum()
         return loss
 
