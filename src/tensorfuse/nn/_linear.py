@@ -93,7 +93,7 @@ class IrrepsLinear(torch.nn.Module):
         return {f"weights.{k}": 0 for k in range(len(self.weights))} if self.num_species else {}
 
     def forward(self, x: torch.Tensor, species: torch.Tensor | None = None) -> torch.Tensor:
-        n, c_in = x.shape[0], self.channels_in
+        c_in = self.channels_in
         if x.dim() != 3 or x.shape[1:] != (c_in, self.irreps_in.dim):
             raise ValueError(
                 f"expected input [N, {c_in}, {self.irreps_in.dim}] for irreps {self.irreps_in}, got {tuple(x.shape)}"
