@@ -175,15 +175,15 @@ def _limits(config: AdaptiveConfig):
 
 # -- what to label ---------------------------------------------------------------------------------
 def _selected(config: AdaptiveConfig, here: Path, result) -> list:
-    """``selected.xyz``: the frames to label (written once; read back when resuming)."""
+    """``selected.xyz``: the frames to label, written once and always read back, so that a resumed
+    loop labels the very positions (as rounded in the file) an uninterrupted one does."""
     from ase.io import read, write
 
     path = here / "selected.xyz"
-    if path.exists():
-        return read(path, ":") if path.stat().st_size else []
-    frames = select_frames(result, config)
-    atomic_write(path, lambda f: write(f, frames, format="extxyz"), binary=False)
-    return frames
+    if not path.exists():
+        frames = select_frames(result, config)
+        atomic_write(path, lambda f: write(f, frames, format="extxyz"), binary=False)
+    return read(path, ":") if path.stat().st_size else []
 
 
 def select_frames(result, config: AdaptiveConfig) -> list:
