@@ -355,6 +355,43 @@ def test_the_energy_shift_refit_recovers_the_shifts_of_ordered_states(tmp_path, 
         assert abs(energies[0] - atoms.info["energy_S0"]) < 1e-6 and abs(energies[1] - atoms.info["energy_S1"]) < 1e-6
 
 
+@pytest.mark.parametrize("kind", ["single", "independent", "diabatic"])
+def test_the_energy_shift_refit_counts_each_frame_by_its_config_weight(tmp_path, kind):
+    """Half the frames' energies 1 eV off at ``config_weight`` 0: the refit (linear or Gauss–Newton)
+    ignores them and recovers the shifts of the others; at weight 1 it would split the difference."""
+    import dataclasses
+
+    from tensorfuse import DataConfig, Statistics
+    from tensorfuse.data._dataset import GraphDataset
+    from tensorfuse.train._data import read_labelled
+    from tensorfuse.train._statistics import refit_energy_shift
+
+    states = ("S0", "S1")[: 1 if kind == "single" else 2]
+    keys = ["energy"] if kind == "single" else [f"energy_{s}" for s in states]
+    shifts = {1: 0.1, 8: -0.3} if kind == "single" else {1: [0.1, 1.0], 8: [-0.3, 2.5]}
+    extra = {} if kind == "single" else {"states": states, "state_energies": kind}
+    config = ModelConfig(species=(1, 8), channels=4, l_max=1, l_max_edge=1, num_bessel=4, radial_mlp=(8,),
+                         readout_hidden=4, **extra, statistics=Statistics(energy_scale=0.5, energy_shift=shifts))
+    model = build_model(config, dtype=torch.float64, seed=0)
+
+    def energies_of(atoms):
+        return np.atleast_1d(model.predict(atoms)["energy"])
+
+    frames = [water(k) for k in range(12)]
+    for k, atoms in enumerate(frames):
+        offset = 1.0 if k % 2 else 0.0
+        atoms.info.update({key: float(e) + offset for key, e in zip(keys, energies_of(atoms))},
+                          config_weight=0.0 if k % 2 else 1.0)
+    write(tmp_path / "w.xyz", frames)
+    labelled, _ = read_labelled(tmp_path / "w.xyz", DataConfig(states=() if kind == "single" else states))
+    moved = {z: ([v + 0.2 for v in s] if isinstance(s, list) else s + 0.2) for z, s in shifts.items()}
+    model.energy_model.set_statistics(dataclasses.replace(config.statistics, energy_shift=moved))
+    refit_energy_shift(model, GraphDataset(labelled, model.r_max, torch.float64), batch_size=5)
+    for k, atoms in enumerate(frames):
+        expected = np.array([atoms.info[key] for key in keys]) - (1.0 if k % 2 else 0.0)
+        assert np.abs(energies_of(atoms) - expected).max() < 1e-6
+
+
 def test_best_by_forces_keeps_the_epoch_of_the_lowest_force_and_coupling_error(tmp_path):
     """``training.best_by: forces`` keeps the epoch whose validation force MAE (mean over states) plus
     coupling MAE is lowest, whatever the loss did; ``loss`` keeps the lowest validation loss."""

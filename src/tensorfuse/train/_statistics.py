@@ -148,7 +148,9 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
     Training on forces (weighted 100:1, as MACE does) learns the constant part of the energy very
     slowly; the forces do not depend on it. A least-squares fit of one shift per element to the
     residuals ``E_ref - E_model`` (minimum norm where compositions do not tell elements apart) fixes
-    that exactly, after training, leaving every force unchanged. Returns the new shifts (Z -> eV).
+    that exactly, after training, leaving every force unchanged. Each frame counts with its
+    ``config_weight``, as in the loss (a frame of weight 0.1 moves the shift a tenth as much).
+    Returns the new shifts (Z -> eV).
     The normal equations add up batch by batch: the dataset may be read from disk.
 
     The ordered states of a ``"diabatic"`` or ``"gaps"`` model depend on their shifts nonlinearly
@@ -165,10 +167,10 @@ def refit_energy_shift(model, dataset, batch_size: int, dist=None) -> dict[int, 
     species = config.species
     num_states = config.num_states
     gram, rhs = np.zeros((len(species), len(species))), np.zeros((len(species), num_states))
-    for graph, energies, predicted in _predicted_batches(model, dataset, batch_size, dist):
+    for graph, energies, predicted, weights in _predicted_batches(model, dataset, batch_size, dist):
         counts = graph_composition(graph, species)
-        gram += counts.T @ counts
-        rhs += counts.T @ (energies - predicted.reshape(-1, num_states))
+        gram += counts.T @ (weights[:, None] * counts)
+        rhs += counts.T @ (weights[:, None] * (energies - predicted.reshape(-1, num_states)))
     gram, rhs = _summed(dist, gram, rhs)
     delta, _ = per_element_fit(gram, rhs)  # [Z, S]
     if num_states > 1:
@@ -195,7 +197,7 @@ def _refit_ordered_shifts(model, dataset, batch_size: int, dist=None) -> dict:
     for _ in range(GAUSS_NEWTON_STEPS):
         gram, rhs = np.zeros((size, size)), np.zeros(size)
         buffer = energy_model.priors.shift  # [Z, S], derived from the statistics: perturbed and restored
-        for graph, energies, predicted in _predicted_batches(model, dataset, batch_size, dist):
+        for graph, energies, predicted, weights in _predicted_batches(model, dataset, batch_size, dist):
             slopes = np.zeros(predicted.shape + (num_states,))  # dE_k / d(shift of state a) of one atom
             device_graph = graph.to(next(model.parameters()).device)
             counts = graph_composition(graph, species)  # [B, Z]
@@ -206,8 +208,8 @@ def _refit_ordered_shifts(model, dataset, batch_size: int, dist=None) -> dict:
                     buffer[:, a] -= SHIFT_STEP
                 slopes[:, :, a] = (moved - predicted) / (SHIFT_STEP * counts.sum(1, keepdims=True))
             jacobian = (counts[:, None, :, None] * slopes[:, :, None, :]).reshape(len(counts), num_states, size)
-            gram += np.einsum("bki,bkj->ij", jacobian, jacobian)
-            rhs += np.einsum("bki,bk->i", jacobian, energies - predicted)
+            gram += np.einsum("b,bki,bkj->ij", weights, jacobian, jacobian)
+            rhs += np.einsum("b,bki,bk->i", weights, jacobian, energies - predicted)
         gram, rhs = _summed(dist, gram, rhs)
         delta = per_element_fit(gram, rhs)[0].reshape(len(species), num_states)
         statistics = energy_model.config.statistics
@@ -220,7 +222,8 @@ def _refit_ordered_shifts(model, dataset, batch_size: int, dist=None) -> dict:
 
 
 def _predicted_batches(model, dataset, batch_size: int, dist=None):
-    """``(graph, reference energies [B, S], predicted energies [B, S])`` over this rank's labelled frames."""
+    """``(graph, reference energies [B, S], predicted energies [B, S], config weights [B])`` over this
+    rank's labelled frames."""
     import torch
 
     num_states = model.energy_model.config.num_states
@@ -228,10 +231,10 @@ def _predicted_batches(model, dataset, batch_size: int, dist=None):
     positions = np.arange(len(dataset))
     local = positions[dist.rank :: dist.world_size] if dist is not None and dist.enabled else positions
     for batch, energies in _labelled_batches(dataset, local, batch_size, num_states):
-        graph, _ = dataset.collate(batch)
+        graph, targets = dataset.collate(batch)
         with torch.no_grad():
             predicted = model(graph.to(device), forces=False)["energy"].double().cpu().numpy()
-        yield graph, energies, predicted.reshape(-1, num_states)
+        yield graph, energies, predicted.reshape(-1, num_states), targets.weight.double().numpy()
 
 
 def _summed(dist, *arrays):
