@@ -21,7 +21,10 @@ tensorfuse (see README, "Benchmarks"). Usage::
 
 ``--product-bases`` repeats every tensorfuse row for other parametrizations of the many-body product
 (default ``symmetric``): ``contraction`` is MACE's own symmetric contraction, ``fusion-caterpillar``
-and ``fusion-balanced`` fusion trees of one density, ``fusion-distinct`` trees of distinct densities.
+and ``fusion-balanced`` fusion trees of one density, ``fusion-capped`` balanced ones with internal
+degrees capped at 1, ``fusion-distinct`` trees of distinct densities; ``cormorant`` and
+``cormorant-fusion`` the Cormorant-style model (2 levels), the latter with a fusion block (distinct
+messages) in each level.
 """
 
 from __future__ import annotations
@@ -74,12 +77,15 @@ def average_neighbors(structures, r_max: float) -> float:
 
 
 # --- tensorfuse ------------------------------------------------------------------------------
-def build_tensorfuse(basis: str, lmax: int, avg: float, dtype, mace: dict | None = None, l_max_edge: int = 3):
-    """The benchmark's model; ``mace`` (default correlation 3, symmetric) and ``l_max_edge`` for scaling.py."""
+def build_tensorfuse(basis: str, lmax: int, avg: float, dtype, mace: dict | None = None, l_max_edge: int = 3,
+                     architecture: dict | None = None):
+    """The benchmark's model; ``mace`` (default correlation 3, symmetric) and ``l_max_edge`` for scaling.py;
+    ``architecture``: other ModelConfig fields instead of ``mace`` (the Cormorant-style rows)."""
     from tensorfuse import ModelConfig, Statistics, build_model
 
     config = ModelConfig(
-        species=SPECIES, basis=basis, channels=64, l_max=lmax, l_max_edge=l_max_edge, mace=mace or {"correlation": 3},
+        species=SPECIES, basis=basis, channels=64, l_max=lmax, l_max_edge=l_max_edge,
+        **(architecture or {"mace": mace or {"correlation": 3}}),
         num_layers=2,
         r_max=5.0, num_bessel=8, cutoff_p=5, radial_mlp=(64, 64, 64), readout_hidden=16,
         statistics=Statistics(avg_num_neighbors=avg),
@@ -103,17 +109,26 @@ def ahead_of_time(model, name: str):
 
 
 PRODUCT_BASES = ("symmetric", "full", "reduced", "latent", "contraction", "fusion-caterpillar", "fusion-balanced",
-                 "fusion-distinct")
+                 "fusion-distinct", "fusion-capped", "cormorant", "cormorant-fusion")
 
 
 def product_basis_config(name: str) -> dict:
-    """The model's ``mace`` settings (correlation 3) for a ``--product-bases`` name."""
+    """The model's architecture settings for a ``--product-bases`` name: the MACE-style model's
+    ``mace`` section (correlation 3), or the Cormorant-style model (2 levels; ``-fusion``: a fusion
+    block with distinct messages in each)."""
+    if name.startswith("cormorant"):
+        fusion = {"fusion": True, "second_message": "distinct"} if name.endswith("-fusion") else {}
+        return {"architecture": "cormorant", "cormorant": fusion}
     if name.startswith("fusion-"):
         kind = name.split("-", 1)[1]
         if kind == "distinct":
-            return {"correlation": 3, "product_basis": "fusion", "fusion_leaves": "distinct"}
-        return {"correlation": 3, "product_basis": "fusion", "fusion_leaves": "density", "fusion_shape": kind}
-    return {"correlation": 3, "product_basis": name}
+            return {"mace": {"correlation": 3, "product_basis": "fusion", "fusion_leaves": "distinct"}}
+        if kind == "capped":  # internal degrees capped at 1, balanced trees (uncapped paths run them)
+            return {"mace": {"correlation": 3, "product_basis": "fusion", "fusion_leaves": "density",
+                             "fusion_shape": "balanced", "l_internal": 1}}
+        return {"mace": {"correlation": 3, "product_basis": "fusion", "fusion_leaves": "density",
+                         "fusion_shape": kind}}
+    return {"mace": {"correlation": 3, "product_basis": name}}
 
 
 def tensorfuse_case(basis, lmax, structures, dtype, training: bool, compiled: bool = False, aot: bool = False,
@@ -123,7 +138,7 @@ def tensorfuse_case(basis, lmax, structures, dtype, training: bool, compiled: bo
     from tensorfuse.data import AtomicGraph, batch_graphs
 
     avg = average_neighbors(structures, 5.0)
-    model, params = build_tensorfuse(basis, lmax, avg, dtype, mace=product_basis_config(product_basis))
+    model, params = build_tensorfuse(basis, lmax, avg, dtype, architecture=product_basis_config(product_basis))
     if compiled:
         model.compile(dynamic=True)
     if aot:

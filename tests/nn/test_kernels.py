@@ -91,6 +91,34 @@ def test_fused_second_derivatives_in_every_input(irreps_a, irreps_out, correlati
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * b.abs().max().item())
 
 
+@pytest.mark.parametrize("inputs, irreps_out, basis, species", [
+    (("0e+1o+2e", "0e+1o+2e+3o", "0e+1o+2e+3o"), "0e+1o+2e", "cartesian", 3),
+    (("0e+1o", "2x0e+1o+2e", "1o", "0e+1e"), "0e+1o", "spherical", 1),
+])
+def test_fused_distinct_inputs_equal_the_tensor_path_to_second_derivatives(inputs, irreps_out, basis, species):
+    """Each step reads its own input from the concatenated A (fusion trees of distinct leaves):
+    values, first derivatives and the backward of the backward."""
+    _kernel()
+    from tensorfuse.nn._product_paths import ProductPaths
+    from tensorfuse.o3 import Irreps
+
+    torch.manual_seed(6)
+    paths = ProductPaths(inputs, irreps_out, len(inputs), False, basis, distinct=True, dtype=torch.float64)
+    A = torch.randn(5, 3, sum(Irreps(x).dim for x in inputs), dtype=torch.float64, requires_grad=True)
+    W = torch.randn(species, 3, paths.num_paths, dtype=torch.float64, requires_grad=True)
+    atoms = torch.arange(5) % species
+    cotangent = torch.randn(5, 3, paths.irreps_out.dim, dtype=torch.float64)
+
+    def call():
+        out = paths(A, atoms, W)
+        grad_A, grad_W = torch.autograd.grad(out, (A, W), cotangent, create_graph=True)
+        return (out, grad_A, grad_W, *torch.autograd.grad(grad_A.pow(2).sum() + grad_W.pow(2).sum(), (A, W)))
+
+    fused, tensor = _both(paths, fn=call)
+    for a, b in zip(fused, tensor):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * b.abs().max().item())
+
+
 def test_fused_batched_cotangents_equal_the_tensor_path():
     """Multi-state models take per-state derivatives with a batch of cotangents (vmap)."""
     _kernel()
@@ -276,12 +304,16 @@ class _Counting:
         return counted
 
 
-@pytest.mark.parametrize("mace", [
-    {}, {"product_basis": "contraction"}, {"product_basis": "fusion", "fusion_shape": "balanced"},
-], ids=["symmetric", "contraction", "fusion-density"])
-def test_a_model_call_runs_the_fused_kernels(monkeypatch, mace):
-    """Energy and forces of a model on the CPU go through both kernels, forward and backward, whatever
-    parametrizes its product of one density."""
+@pytest.mark.parametrize("architecture", [
+    {"mace": {}}, {"mace": {"product_basis": "contraction"}},
+    {"mace": {"product_basis": "fusion", "fusion_shape": "balanced"}},
+    {"mace": {"product_basis": "fusion", "fusion_leaves": "distinct"}},
+    {"architecture": "cormorant", "cormorant": {"fusion": True, "second_message": "distinct"}},
+], ids=["symmetric", "contraction", "fusion-density", "fusion-distinct", "cormorant-fusion"])
+def test_a_model_call_runs_the_fused_kernels(monkeypatch, architecture):
+    """Energy and forces of a model on the CPU go through the kernels, forward and backward, whatever
+    parametrizes its many-body product: one density's, distinct densities' or a Cormorant level's
+    fusion trees (all on the one product plan)."""
     _kernel("message")
     _kernel("product")
     from tensorfuse import ModelConfig, build_model
@@ -293,7 +325,7 @@ def test_a_model_call_runs_the_fused_kernels(monkeypatch, mace):
     calls = {"product": {}, "message": {}, "linear": {}}
     for name in calls:
         monkeypatch.setitem(_kernels._loaded, name, _Counting(_kernels._loaded[name], calls[name]))
-    config = ModelConfig(species=(1, 6, 8), channels=8, l_max=2, r_max=4.0, mace=mace)
+    config = ModelConfig(species=(1, 6, 8), channels=8, l_max=2, r_max=4.0, **architecture)
     potential = build_model(config, dtype=torch.float64, seed=0)
     positions, numbers = random_molecule((1, 6, 8), 8, seed=0)
     out = potential(AtomicGraph.from_arrays(positions, numbers, 4.0, dtype=torch.float64), forces=True)

@@ -5,7 +5,13 @@
 
     out[n, c, ir] = sum_{trees t -> ir} w[species_n, c, t] * T_t(x_1[n, c], ..., x_k[n, c])
 
-Execution is a small compiled plan, not a loop over trees. Every distinct labelled subtree (a
+Where the spec's trees are nested (every tree's leaves are the first ``k`` of one leaf order, as
+in a product basis of distinct densities or the Cormorant-style level), they are fixed linear
+combinations of the caterpillar paths over that order (recoupling): the block's weights are mapped
+onto the paths' weights and :class:`~tensorfuse.nn._product_paths.ProductPaths` runs them — the
+one product plan, with the fused CPU kernel — and the trees themselves are not evaluated.
+
+Otherwise execution is a small compiled plan, not a loop over trees. Every distinct labelled subtree (a
 "node") is evaluated once, however many trees share it, and nodes of one subtree shape ("slot")
 are stored together as ``{irrep: [N, C, copies, 2l+1]}``. A slot is computed from its two child
 slots with one matrix product per pair of child irrep types, which holds every output irrep and
@@ -92,7 +98,7 @@ class FusionBlock(torch.nn.Module):
     """
 
     def __init__(self, spec: FusionSpec, channels: int, num_species: int | None = None, basis="spherical",
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, as_paths: bool = True, one_density: bool = False):
         super().__init__()
         if not isinstance(spec, FusionSpec):
             raise ValueError(f"FusionBlock needs a FusionSpec, got {type(spec).__name__}")
@@ -181,6 +187,21 @@ class FusionBlock(torch.nn.Module):
         self.weights = torch.nn.Parameter(torch.randn(*shape, dtype=dtype))
         self.register_buffer("path_scale", torch.tensor(scale, dtype=dtype), persistent=False)
 
+        # the product plan that runs these trees where they are nested (see the module docstring);
+        # one_density: every leaf is the same input (the caller's promise, checked), whose symmetric
+        # paths are fewer than those of distinct inputs
+        if one_density and len({str(irreps) for irreps in spec.leaves}) != 1:
+            raise ValueError(f"one_density needs equal leaves, got {[str(x) for x in spec.leaves]}")
+        self.one_density = one_density
+        self.paths, self._path_order = None, ()
+        found = _paths_weight_map(spec.leaves, spec.irreps_out, spec.shapes, spec.l_internal, self.basis.name,
+                                  one_density) if as_paths else None
+        if found is not None:
+            self._path_order, cap, M = found
+            self.paths = _product_paths(spec.leaves, self._path_order, spec.irreps_out, cap, self.basis,
+                                        one_density, dtype)
+            self.register_buffer("weight_map", M.to(dtype, copy=True), persistent=False)
+
     def species_axes(self) -> dict[str, int]:
         """Species-indexed tensors (name -> species axis): see :mod:`tensorfuse.model._transfer`."""
         return {"weights": 0} if self.num_species else {}
@@ -223,6 +244,15 @@ class FusionBlock(torch.nn.Module):
                 raise ValueError(f"fusion input {k} must have shape [{n}, {self.channels}, {d}], got {tuple(x.shape)}")
         if self.num_species and species is None:
             raise ValueError("this fusion block has per-species weights: pass `species`")
+        if self.one_density and any(x is not inputs[0] for x in inputs):
+            raise ValueError("this fusion block is of one density: pass the same tensor for every leaf")
+        if self.paths is not None:
+            W = torch.matmul(self.weights * self.path_scale, self.weight_map)  # [Z or 1, C, paths]
+            if not self.num_species:
+                species = torch.zeros(n, dtype=torch.long, device=inputs[0].device)
+            order = self._path_order
+            A = inputs[order[0]] if self.one_density or len(order) == 1 else torch.cat([inputs[k] for k in order], -1)
+            return self.paths(A, species, W)
         # [N, C, P] per species, or [1, C, P] broadcast over atoms
         W = (species_rows(self.weights, species) if self.num_species else self.weights) * self.path_scale
         return self.contract(inputs, W)
@@ -274,20 +304,58 @@ def _index_mode(index: list[int], copies: int) -> str:
     return "select"
 
 
-FUSION_MODES = ("density", "distinct")
+def nested_leaf_order(spec: FusionSpec) -> tuple[int, ...] | None:
+    """The leaf order whose first ``k`` leaves are the leaves of every ``k``-leaf tree of ``spec``
+    (e.g. ``(1, 2, 0)`` for trees ``(1, 2)`` and ``((1, 2), 0)``), or ``None`` where there is none."""
+    order: list[int] = []
+    for leaves in sorted({shape_leaves(s) for s in spec.shapes}, key=len):
+        if not set(order) <= set(leaves):
+            return None
+        order += [k for k in leaves if k not in order]
+    return tuple(order)
+
+
+def _product_paths(leaves: tuple, order: tuple, irreps_out: Irreps, l_internal: int | None, basis,
+                   one_density: bool, dtype) -> ProductPaths:
+    """The caterpillar paths over ``order``: of one density (its symmetric paths) or of distinct inputs."""
+    if one_density:
+        return ProductPaths(leaves[0], irreps_out, len(order), True, basis, l_internal, dtype=dtype)
+    return ProductPaths([leaves[k] for k in order], irreps_out, len(order), False, basis, l_internal,
+                        dtype=dtype, distinct=True)
 
 
 @functools.lru_cache(maxsize=64)
-def _density_weight_map(irreps_a: Irreps, irreps_out: Irreps, correlation: int, shape: str, basis: str,
-                        l_internal: int | None) -> torch.Tensor | None:
-    """The map ``[trees, paths]`` of a density-mode fusion product basis' weights onto the product
-    paths' (float64), or ``None`` where its trees leave the paths' span (cached per shape of model)."""
-    shapes = [make_shape(shape, k) for k in range(1, correlation + 1)]
-    spec = FusionSpec([irreps_a] * correlation, irreps_out, shapes, l_internal)
-    each_tree = FusionBlock(spec, 1, None, basis, dtype=torch.float64)
-    paths = ProductPaths(irreps_a, irreps_out, correlation, True, basis, l_internal, dtype=torch.float64)
-    return weight_map(paths, lambda A: each_tree.each_path([A.unsqueeze(1)] * correlation).squeeze(1),
-                      each_tree.num_paths)
+def _paths_weight_map(leaves: tuple, irreps_out: Irreps, shapes: tuple, l_internal: int | None, basis: str,
+                      one_density: bool):
+    """``(leaf order, the paths' l_internal, M [trees, paths])``: the trees of a spec as fixed
+    combinations of the caterpillar paths over its nested leaf order (float64), or ``None`` where the
+    trees are not nested. The paths take the trees' cap on internal degrees where that spans them,
+    else none (uncapped paths span every tree of their leaves; e.g. a capped balanced tree).
+    Cached per spec."""
+    spec = FusionSpec(list(leaves), irreps_out, list(shapes), l_internal)
+    order = nested_leaf_order(spec)
+    if order is None:
+        return None
+    each_tree = FusionBlock(spec, 1, None, basis, dtype=torch.float64, as_paths=False)
+    dims = [leaves[k].dim for k in order]
+
+    def columns(A: torch.Tensor) -> torch.Tensor:
+        if one_density:
+            return each_tree.each_path([A.unsqueeze(1)] * len(leaves)).squeeze(1)
+        inputs = [A.new_zeros(A.shape[0], 1, irreps.dim) for irreps in leaves]  # leaves no tree uses
+        for k, part in zip(order, A.split(dims, dim=-1)):
+            inputs[k] = part.unsqueeze(1)
+        return each_tree.each_path(inputs).squeeze(1)
+
+    for cap in dict.fromkeys([l_internal, None]):
+        paths = _product_paths(leaves, order, irreps_out, cap, basis, one_density, torch.float64)
+        M = weight_map(paths, columns, each_tree.num_paths)
+        if M is not None:
+            return order, cap, M
+    return None
+
+
+FUSION_MODES = ("density", "distinct")
 
 
 class FusionProductBasis(torch.nn.Module):
@@ -309,9 +377,9 @@ class FusionProductBasis(torch.nn.Module):
     ``"balanced"``; both span the same space (recoupling), only the cost and the labels differ.
     ``l_internal`` caps internal degrees: fewer paths and parameters, a smaller space.
 
-    In density mode the trees' weights are mapped onto the product paths' weights where the trees
-    lie in the paths' span (always uncapped; with ``l_internal``, for the caterpillar shape), and the
-    paths run (the fused kernel on CPU); else the trees themselves are evaluated.
+    Either way the trees' weights are mapped onto the product paths' weights (recoupling; with
+    ``l_internal`` and the balanced shape, onto uncapped paths, which span every tree) and the paths
+    run (:class:`FusionBlock`; the fused kernel on CPU).
     """
 
     def __init__(self, irreps_a, irreps_out, channels: int, correlation: int, num_species: int,
@@ -326,20 +394,9 @@ class FusionProductBasis(torch.nn.Module):
         self.mode, self.correlation, self.channels = mode, correlation, channels
         shapes = [make_shape(shape, k) for k in range(1, correlation + 1)]
         spec = FusionSpec([self.irreps_a] * correlation, self.irreps_out, shapes, l_internal)
-        self.block = FusionBlock(spec, channels, num_species, basis, dtype=dtype)
+        # one density: its symmetric paths (fewer than distinct inputs'); see FusionBlock
+        self.block = FusionBlock(spec, channels, num_species, basis, dtype=dtype, one_density=mode == "density")
         self.num_paths = self.block.num_paths
-        self.paths = None
-        if mode == "density":
-            # trees of one density, of any shape, are fixed combinations of the product paths
-            # (recoupling): where that map is exact, the block's weights drive the paths (the fused
-            # kernel on CPU) and its own trees are not evaluated
-            M = _density_weight_map(self.irreps_a, self.irreps_out, correlation, shape, self.block.basis.name,
-                                    l_internal)
-            if M is not None:
-                dtype = dtype or torch.get_default_dtype()
-                self.paths = ProductPaths(self.irreps_a, self.irreps_out, correlation, True, basis, l_internal,
-                                          dtype=dtype)
-                self.register_buffer("weight_map", M.to(dtype, copy=True), persistent=False)
 
     @property
     def num_inputs(self) -> int:
@@ -350,12 +407,6 @@ class FusionProductBasis(torch.nn.Module):
         if self.mode == "density":
             if isinstance(A, (list, tuple)):
                 raise ValueError("the density-mode fusion product basis takes one density A, not a list")
-            if self.paths is not None:
-                block = self.block
-                W = torch.matmul(block.weights * block.path_scale, self.weight_map)  # [Z or 1, C, paths]
-                if not block.num_species:
-                    species = torch.zeros(A.shape[0], dtype=torch.long, device=A.device)
-                return self.paths(A, species, W)
             leaves = [A] * self.correlation
         else:
             if not isinstance(A, (list, tuple)) or len(A) != self.correlation:

@@ -35,8 +35,8 @@ def kernel_plan(paths) -> dict:
     dtype = torch.float64
     a_irreps = Irreps([(1, ir) for ir in plan.a_irreps])
     a_start = [sl.start for sl in a_irreps.slices()]
-    a_offsets = irrep_offsets(a_irreps)
-    offsets = [a_offsets]  # per level: irrep -> column offset of each copy
+    # per level: irrep -> column offset of each copy. Level 0 is A; P_1 is its first input, at its start
+    offsets = [irrep_offsets(Irreps([(1, ir) for ir in plan.layers[0]]))]
     level_dims = [sum(ir.dim for ir in plan.a_irreps)]
     out_offsets, start = {}, 0
     for _, ir in pb.irreps_out:

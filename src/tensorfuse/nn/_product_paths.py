@@ -1,10 +1,13 @@
-"""The product plan of one density, executed: ``B = sum_paths W[species, c, path] P_path(A)``.
+"""The product plan, executed: ``B = sum_paths W[species, c, path] P_path(A)``.
 
 Every many-body product of one atomic density ``A`` is a weighted sum of the ordered paths
 ``P_nu = P_(nu-1) ⊗ A`` (caterpillar fusion trees), whatever its parametrization: ICTP's
 full/symmetric/reduced product basis (:class:`~tensorfuse.nn.ProductBasis`), MACE's symmetric
 contraction (its orthonormal symmetric basis is a fixed linear map onto the paths) and fusion trees
-of one density of any shape (recoupling). :class:`ProductPaths` holds the plan (``_ProductPlan``:
+of one density of any shape (recoupling). With ``distinct`` inputs the same plan multiplies by a
+different input at each step, ``P_nu = P_(nu-1) ⊗ X_(nu-1)`` (``A`` their concatenation): fusion
+trees over several inputs whose leaf sets are nested (the distinct-density product basis, the
+Cormorant-style level's ``M ⊗ M'`` and ``(M ⊗ M') ⊗ F``) are fixed maps onto these paths. :class:`ProductPaths` holds the plan (``_ProductPlan``:
 which paths, grouped how) and runs it — by the fused CPU kernel (:mod:`tensorfuse.nn._product_kernel`,
 whose tables :func:`~tensorfuse.nn._product_kernel.kernel_plan` reads from this plan) or by the
 tensor path below — for weights the caller passes. :func:`weight_map` finds the fixed map from
@@ -63,9 +66,14 @@ def _a_irreps(irreps_a: Irreps) -> list[Irrep]:
 class _ProductPlan:
     """Which paths each ``P_nu`` has, and how they are grouped (pure bookkeeping)."""
 
-    def __init__(self, irreps_a: Irreps, irreps_out: Irreps, correlation: int, symmetric: bool,
+    def __init__(self, inputs: tuple[Irreps, ...], irreps_out: Irreps, correlation: int, symmetric: bool,
                  l_internal: int | None, level_copies: int | None = None):
-        self.a_irreps = _a_irreps(irreps_a)
+        # one input: every step multiplies by it; else step nu multiplies by input nu - 1. A is the
+        # inputs' concatenation and a_irreps its irreps (a_input: which input each comes from)
+        self.a_irreps = [ir for irreps in inputs for ir in _a_irreps(irreps)]
+        self.a_input = [k for k, irreps in enumerate(inputs) for _ in _a_irreps(irreps)]
+        # step s (making P_(s+1); s = 0 is P_1 itself) reads input step_input[s]
+        self.step_input = [0 if len(inputs) == 1 else s for s in range(max(correlation, 1))]
         # reduced variant: the products of each step ("raw", one copy per path) are mixed down to
         # level_copies copies per irrep before the next step; raw_layers[k] lists them (None: unmixed)
         self.level_copies = level_copies
@@ -74,7 +82,7 @@ class _ProductPlan:
         l_a = max(ir.l for ir in self.a_irreps)
         l_out = max(ir.l for ir in out_types)
         # layers[k]: irreps of the stored paths of P_(k+1), for the materialized products only
-        self.layers: list[list[Irrep]] = [list(self.a_irreps)]
+        self.layers: list[list[Irrep]] = [[ir for ir, k in zip(self.a_irreps, self.a_input) if k == 0]]
         self.steps: list[list[_Bundle]] = [[]]  # bundles producing each layer (and the final step)
         for nu in range(2, correlation + 1):
             previous = self.layers[-1]
@@ -92,6 +100,8 @@ class _ProductPlan:
                 q_indices = [i for i, ir in enumerate(previous) if ir == ir_q]
                 groups = []
                 for a, ir_a in enumerate(self.a_irreps):
+                    if self.a_input[a] != self.step_input[nu - 1]:
+                        continue
                     for ir_out in ir_q * ir_a:
                         if not keep(ir_out):
                             continue
@@ -136,17 +146,30 @@ class ProductPaths(torch.nn.Module):
     first product (the same span for one density); ``level_copies`` mixes every level's copies down
     (the reduced variant). ``path_scale``: ``1/sqrt(paths into the output irrep)`` per path, the
     scale that keeps unit-variance outputs for unit-variance weights.
+
+    ``distinct=True``: ``irreps_a`` is a sequence of ``correlation`` Irreps, one input per order
+    (step ``nu`` multiplies by input ``nu - 1``), and ``A`` is the inputs concatenated on the last axis.
     """
 
     def __init__(self, irreps_a, irreps_out, correlation: int, symmetric: bool = True, basis="spherical",
-                 l_internal: int | None = None, level_copies: int | None = None, dtype: torch.dtype | None = None):
+                 l_internal: int | None = None, level_copies: int | None = None, dtype: torch.dtype | None = None,
+                 *, distinct: bool = False):
         super().__init__()
-        self.irreps_a, self.irreps_out = Irreps(irreps_a), Irreps(irreps_out)
+        if distinct:
+            self.inputs = tuple(Irreps(x) for x in irreps_a)
+            if len(self.inputs) != correlation:
+                raise ValueError(f"distinct inputs: one Irreps per order ({correlation}), got {len(self.inputs)}")
+            if symmetric:
+                raise ValueError("distinct inputs have no swapped paths to drop: symmetric must be False")
+        else:
+            self.inputs = (Irreps(irreps_a),)
+        self.irreps_a = Irreps([(mul, ir) for irreps in self.inputs for mul, ir in irreps])
+        self.irreps_out = Irreps(irreps_out)
         for mul, ir in self.irreps_out:
             if mul != 1:
                 raise ValueError(f"irreps_out must hold each irrep once per channel, got {self.irreps_out}")
         self.basis, self.correlation, self.level_copies = get_basis(basis), correlation, level_copies
-        plan = _ProductPlan(self.irreps_a, self.irreps_out, correlation, symmetric, l_internal, level_copies)
+        plan = _ProductPlan(self.inputs, self.irreps_out, correlation, symmetric, l_internal, level_copies)
         self._plan = plan
         out_types = [ir for _, ir in self.irreps_out]
         missing = [ir for ir in out_types if not (any(ir in layer for layer in plan.layers)
@@ -156,24 +179,33 @@ class ProductPaths(torch.nn.Module):
                 f"output irreps {missing} cannot be reached from A = {self.irreps_a} with correlation {correlation}"
             )
 
-        # one stacked coupling per bundle: A [.., D_A] @ C -> [.., i, sum of output dims]
+        # one stacked coupling per bundle: X [.., D_X] @ C -> [.., i, sum of output dims], where X is
+        # the step's input (A itself for one input)
         dtype = dtype or torch.get_default_dtype()
         a_slices = Irreps([(1, ir) for ir in plan.a_irreps]).slices()
         self._a_dims = [ir.dim for ir in plan.a_irreps]
+        starts = [0]
+        for irreps in self.inputs:
+            starts.append(starts[-1] + irreps.dim)
+        # the columns of A each step reads (None: all of A)
+        self._step_columns = [None if len(self.inputs) == 1 else (starts[k], starts[k + 1]) for k in plan.step_input]
         for s, bundles in enumerate(plan.steps):
+            first = starts[plan.step_input[s]]
+            d_x = self.inputs[plan.step_input[s]].dim
             for b, bundle in enumerate(bundles):
                 d_q = bundle.ir_q.dim
                 cols = sum(g.ir_out.dim for g in bundle.groups)
-                C = torch.zeros(self.irreps_a.dim, d_q, cols, dtype=dtype)
+                C = torch.zeros(d_x, d_q, cols, dtype=dtype)
                 start = 0
                 for g in bundle.groups:
                     l_a = plan.a_irreps[g.a].l
                     block = self.basis.unit_variance_coupling(g.ir_q.l, l_a, g.ir_out.l, dtype=dtype)
-                    C[a_slices[g.a], :, start : start + g.ir_out.dim] = block.permute(1, 0, 2)
+                    rows = slice(a_slices[g.a].start - first, a_slices[g.a].stop - first)
+                    C[rows, :, start : start + g.ir_out.dim] = block.permute(1, 0, 2)
                     start += g.ir_out.dim
-                self.register_buffer(f"coupling_{s}_{b}", C.reshape(self.irreps_a.dim, d_q * cols), persistent=False)
-                # rows (i, j) for the outer-product form: (x ⊗ A) @ C_outer
-                outer = C.permute(1, 0, 2).reshape(d_q * self.irreps_a.dim, cols)
+                self.register_buffer(f"coupling_{s}_{b}", C.reshape(d_x, d_q * cols), persistent=False)
+                # rows (i, j) for the outer-product form: (x ⊗ X) @ C_outer
+                outer = C.permute(1, 0, 2).reshape(d_q * d_x, cols)
                 self.register_buffer(f"coupling_outer_{s}_{b}", outer.contiguous(), persistent=False)
         self._layer_copies = [irrep_offsets(Irreps([(1, ir) for ir in layer])) for layer in plan.layers]
 
@@ -233,11 +265,17 @@ class ProductPaths(torch.nn.Module):
 
     # Products are kept as {irrep type: [N, C, copies, d]} and inputs are split once rather than
     # sliced per path: the backward of every slice fills a zero tensor of the full size.
+    def _step_input(self, A: torch.Tensor, step: int) -> torch.Tensor:
+        """The input that ``step`` multiplies by: ``A`` itself, or its slice for distinct inputs."""
+        columns = self._step_columns[step]
+        return A if columns is None else A[..., columns[0] : columns[1]]
+
     def _contract_a(self, A: torch.Tensor, step: int, bundle: int, d_q: int) -> torch.Tensor:
-        """``T[n, c, i, (g, o)] = sum_j A[n, c, j] C_g[i, j, o]`` for every group of a bundle."""
+        """``T[n, c, i, (g, o)] = sum_j X[n, c, j] C_g[i, j, o]`` for every group of a bundle (X: the step's input)."""
         C = getattr(self, f"coupling_{step}_{bundle}")
-        n, c, d = A.shape
-        return (A.reshape(n * c, d) @ C).view(n, c, d_q, -1)
+        X = self._step_input(A, step)
+        n, c, d = X.shape
+        return (X.reshape(n * c, d) @ C).view(n, c, d_q, -1)
 
     def _split_groups(self, y: torch.Tensor, groups) -> list[torch.Tensor]:
         return list(y.split([g.ir_out.dim for g in groups], dim=-1)) if len(groups) > 1 else [y]
@@ -254,8 +292,9 @@ class ProductPaths(torch.nn.Module):
         mixes = iter(mixing.split([self.level_copies * j for *_, j in self._mix_chunks], dim=-1)) \
             if mixing is not None else None
         first: dict[Irrep, list[torch.Tensor]] = {}
-        for ir, block in zip(self._plan.a_irreps, A.split(self._a_dims, dim=-1)):
-            first.setdefault(ir, []).append(block.unsqueeze(2))
+        for ir, block, k in zip(self._plan.a_irreps, A.split(self._a_dims, dim=-1), self._plan.a_input):
+            if k == 0:
+                first.setdefault(ir, []).append(block.unsqueeze(2))
         layers = [{ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in first.items()}]
         for step in range(1, len(self._plan.layers)):
             grown: dict[Irrep, list[torch.Tensor]] = {}
@@ -278,7 +317,8 @@ class ProductPaths(torch.nn.Module):
         couplings (one large matrix product, best for few copies), or ``A`` times the couplings
         first and then a small batched product with ``x`` (best for many copies).
         """
-        n, c, d = A.shape
+        X = self._step_input(A, step)
+        n, c, d = X.shape
         outputs = []
         copies_sets = {g.q_copies for g in bundle.groups}
         for copies in sorted(copies_sets):
@@ -287,7 +327,7 @@ class ProductPaths(torch.nn.Module):
             q, i = xs.shape[2], xs.shape[3]
             width = sum(g.ir_out.dim for g in bundle.groups)
             if 8 * q <= width:
-                outer = (xs.unsqueeze(-1) * A.view(n, c, 1, 1, d)).reshape(n * c * q, i * d)
+                outer = (xs.unsqueeze(-1) * X.reshape(n, c, 1, 1, d)).reshape(n * c * q, i * d)
                 y = (outer @ getattr(self, f"coupling_outer_{step}_{k}")).view(n, c, q, width)
             else:
                 y = torch.matmul(xs, self._contract_a(A, step, k, i))
@@ -327,7 +367,8 @@ class ProductPaths(torch.nn.Module):
         return torch.cat([_total(terms[ir]) for _, ir in self.irreps_out], dim=-1)
 
     def extra_repr(self) -> str:
-        return (f"A={self.irreps_a} -> {self.irreps_out}, correlation={self.correlation}, paths={self.num_paths}, "
+        a = " ⊗ ".join(str(x) for x in self.inputs) if len(self.inputs) > 1 else str(self.irreps_a)
+        return (f"A={a} -> {self.irreps_out}, correlation={self.correlation}, paths={self.num_paths}, "
                 f"basis={self.basis.name}" + (f", level_copies={self.level_copies}" if self.level_copies else ""))
 
 
