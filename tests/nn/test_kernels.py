@@ -100,10 +100,10 @@ def test_fused_distinct_inputs_equal_the_tensor_path_to_second_derivatives(input
     values, first derivatives and the backward of the backward."""
     _kernel()
     from tensorfuse.nn._product_paths import ProductPaths
-    from tensorfuse.o3 import Irreps
+    from tensorfuse.o3 import Irreps, ManyBodySpec
 
     torch.manual_seed(6)
-    paths = ProductPaths(inputs, irreps_out, len(inputs), False, basis, distinct=True, dtype=torch.float64)
+    paths = ProductPaths(ManyBodySpec(inputs, irreps_out, len(inputs), symmetric=False), basis, dtype=torch.float64)
     A = torch.randn(5, 3, sum(Irreps(x).dim for x in inputs), dtype=torch.float64, requires_grad=True)
     W = torch.randn(species, 3, paths.num_paths, dtype=torch.float64, requires_grad=True)
     atoms = torch.arange(5) % species

@@ -31,7 +31,7 @@ def test_reduced_basis_grows_linearly_with_the_correlation_order():
     for correlation in range(2, 8):
         pb = ProductBasis(A_IRREPS, "1x0e+1x1o+1x2e", 4, correlation, 2, variant="reduced", level_copies=2,
                           l_internal=2)
-        widths.append([len(layer) for layer in pb.paths._plan.layers])
+        widths.append([len(layer) for layer in pb.paths.plan.layers])
         params.append(sum(p.numel() for p in pb.parameters()))
     assert widths[-1][3:] == [widths[-1][2]] * (len(widths[-1]) - 3)
     increments = [b - a for a, b in zip(params, params[1:])]

@@ -8,7 +8,7 @@ from tensorfuse.nn import FusionBlock, FusionProductBasis, SymmetricContraction
 from tensorfuse.nn._fusion import nested_leaf_order
 from tensorfuse.nn._product_paths import ProductPaths, weight_map
 from tensorfuse.nn._symmetric_contraction import _symmetric_coupling_tensors
-from tensorfuse.o3 import FusionSpec, Irreps
+from tensorfuse.o3 import FusionSpec, Irreps, ManyBodySpec
 from tensorfuse.o3._fusion import make_shape
 
 
@@ -61,7 +61,7 @@ def test_fusion_product_bases_run_on_the_paths_and_equal_their_trees(basis, mode
                                 dtype=torch.float64)
     paths = module.block.paths
     assert paths is not None and module.block.weight_map.shape == (module.num_paths, paths.num_paths)
-    assert (max(ir.l for layer in paths._plan.layers[1:] for ir in layer) <= 1) == capped
+    assert (max(ir.l for layer in paths.plan.layers[1:] for ir in layer) <= 1) == capped
     dims = Irreps(irreps_a).dim
     densities = [torch.randn(6, 3, dims, dtype=torch.float64, requires_grad=True)
                  for _ in range(1 if mode == "density" else correlation)]
@@ -105,7 +105,7 @@ def test_trees_that_are_not_nested_are_evaluated_as_trees():
 
 def test_weight_map_refuses_what_the_paths_cannot_span():
     """A quartic function is not a combination of paths of at most three densities."""
-    paths = ProductPaths("0e+1o", "0e", 3, dtype=torch.float64)
+    paths = ProductPaths(ManyBodySpec("0e+1o", "0e", 3), dtype=torch.float64)
     quartic = FusionBlock(FusionSpec(["0e+1o"] * 4, "0e", "caterpillar"), 1, dtype=torch.float64)
     cubic = FusionBlock(FusionSpec(["0e+1o"] * 3, "0e", "balanced"), 1, dtype=torch.float64)
 

@@ -32,7 +32,7 @@ import torch
 
 from tensorfuse.nn._linear import species_rows
 from tensorfuse.nn._product_paths import ProductPaths, weight_map
-from tensorfuse.o3 import FusionSpec, Irrep, Irreps, get_basis
+from tensorfuse.o3 import FusionSpec, Irrep, Irreps, ManyBodySpec, get_basis
 from tensorfuse.o3._fusion import Shape, make_shape, shape_leaves
 
 
@@ -318,10 +318,8 @@ def nested_leaf_order(spec: FusionSpec) -> tuple[int, ...] | None:
 def _product_paths(leaves: tuple, order: tuple, irreps_out: Irreps, l_internal: int | None, basis,
                    one_density: bool, dtype) -> ProductPaths:
     """The caterpillar paths over ``order``: of one density (its symmetric paths) or of distinct inputs."""
-    if one_density:
-        return ProductPaths(leaves[0], irreps_out, len(order), True, basis, l_internal, dtype=dtype)
-    return ProductPaths([leaves[k] for k in order], irreps_out, len(order), False, basis, l_internal,
-                        dtype=dtype, distinct=True)
+    inputs = leaves[0] if one_density else tuple(leaves[k] for k in order)
+    return ProductPaths(ManyBodySpec(inputs, irreps_out, len(order), one_density, l_internal), basis, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=64)

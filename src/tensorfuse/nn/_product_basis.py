@@ -29,7 +29,7 @@ import torch
 
 from tensorfuse.nn._linear import IrrepsLinear
 from tensorfuse.nn._product_paths import ProductPaths
-from tensorfuse.o3 import Irreps, get_basis
+from tensorfuse.o3 import Irreps, ManyBodySpec, get_basis
 
 VARIANTS = ("full", "symmetric", "latent", "reduced")
 
@@ -72,17 +72,18 @@ class ProductBasis(torch.nn.Module):
         if level_copies is not None and (variant != "reduced" or level_copies < 1):
             raise ValueError(f"level_copies must be >= 1 and needs variant='reduced', got {level_copies} ({variant})")
         self.level_copies = (level_copies or 2) if variant == "reduced" else None
-        self.paths = ProductPaths(self.irreps_a, self.irreps_out, correlation, variant != "full", self.basis,
-                                  l_internal, self.level_copies, dtype=dtype)
+        spec = ManyBodySpec(self.irreps_a, self.irreps_out, correlation, variant != "full", l_internal,
+                            self.level_copies)
+        self.paths = ProductPaths(spec, self.basis, dtype=dtype)
         dtype = dtype or torch.get_default_dtype()
 
         if self.latent:
             # every materialized path that is an output irrep, then a species-dependent linear map,
             # in the order _latent_forward concatenates them
             out_types = [ir for _, ir in self.irreps_out]
-            terms = [(len(offs), ir) for offsets in self.paths._layer_copies for ir, offs in offsets.items()
+            terms = [(len(offs), ir) for offsets in self.paths.plan.layer_offsets for ir, offs in offsets.items()
                      if ir in out_types]
-            terms += [(len(g.q_copies), g.ir_out) for g in self.paths._plan.final_groups()]
+            terms += [(len(g.q_copies), g.ir_out) for g in self.paths.plan.final_groups()]
             self._latent_irreps = Irreps(terms)
             self.down = IrrepsLinear(self.irreps_a, self.irreps_a, channels, self.work_channels, dtype=dtype)
             self.mix = IrrepsLinear(self._latent_irreps, self.irreps_out, self.work_channels, channels, num_species,
@@ -96,7 +97,7 @@ class ProductBasis(torch.nn.Module):
         if self.paths.num_mixing:
             K = self.level_copies
             self.mixing = torch.nn.Parameter(torch.randn(channels, self.paths.num_mixing, dtype=dtype))
-            mix_scale = [1 / math.sqrt(j) for *_, j in self.paths._mix_chunks for _ in range(K * j)]
+            mix_scale = [1 / math.sqrt(j) for *_, j in self.paths.plan.mix_chunks for _ in range(K * j)]
             self.register_buffer("mixing_scale", torch.tensor(mix_scale, dtype=dtype), persistent=False)
 
     @property
@@ -129,7 +130,7 @@ class ProductBasis(torch.nn.Module):
         n, c = A.shape[:2]
         out_types = {ir for _, ir in self.irreps_out}
         pieces = [x.reshape(n, c, -1) for layer in layers for ir, x in layer.items() if ir in out_types]
-        plan = self.paths._plan
+        plan = self.paths.plan
         last_step = len(plan.steps) - 1
         for k, bundle in enumerate(plan.final):
             outputs = self.paths.bundle_products(layers[-1][bundle.ir_q], A, last_step, k, bundle)

@@ -1,4 +1,4 @@
-"""A fused CPU kernel for :class:`~tensorfuse.nn.ProductBasis` (``"full"`` and ``"symmetric"``).
+"""A fused CPU kernel for the many-body product paths (:class:`~tensorfuse.nn._product_paths.ProductPaths`).
 
 Why: on CPU the tensor path of the product basis is bound by memory traffic, not arithmetic: each of
 its ~100 operations streams an ``[N, C, ...]`` intermediate through memory (profile of 64 ethanols:
@@ -6,10 +6,10 @@ the product basis is ~70 % of an energy+forces call at a few percent of the matm
 kernel (``_product_kernel.cpp``) evaluates the same sums atom by atom with every intermediate in a
 per-thread buffer, vectorized over channels.
 
-The maths is not re-derived here: :func:`kernel_plan` lists the same paths, copies, weights and
-coupling blocks as the tensor path (``ProductPaths._plan``) as sparse entries, so both paths give
-the same numbers (tests to 1e-12). Building: :mod:`tensorfuse.nn._kernels`. For CUDA, tracing
-(compile/export) or the latent variant, the tensor path runs instead.
+The maths is not re-derived here: :func:`kernel_plan` lists the paths, copies, weights and coupling
+blocks of the same :class:`~tensorfuse.o3.ManyBodyPlan` the tensor path runs, as sparse entries, so
+both give the same numbers (tests to 1e-12). Building: :mod:`tensorfuse.nn._kernels`. For CUDA or
+the latent variant the tensor path runs instead.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from __future__ import annotations
 import torch
 
 from tensorfuse.nn._kernels import load_kernel as _load
-from tensorfuse.nn._linear import irrep_offsets
 from tensorfuse.nn._tensor_product import _is_batched, _used_gradients
-from tensorfuse.o3 import Irreps
+from tensorfuse.o3 import Irreps, ManyBodyPlan, get_basis
 
 
 def load_kernel():
@@ -27,24 +26,24 @@ def load_kernel():
     return _load("product")
 
 
-def kernel_plan(paths) -> dict:
-    """Sparse entries of a :class:`~tensorfuse.nn._product_paths.ProductPaths`, in the kernel's layout
-    (see the .cpp)."""
-    pb = paths
-    plan = pb._plan
+def kernel_plan(plan: ManyBodyPlan, basis) -> dict:
+    """The sparse entries of a :class:`~tensorfuse.o3.ManyBodyPlan` in ``basis``, in the kernel's
+    layout (see the .cpp)."""
+    basis = get_basis(basis)
+    level_copies = plan.spec.level_copies
     dtype = torch.float64
     a_irreps = Irreps([(1, ir) for ir in plan.a_irreps])
     a_start = [sl.start for sl in a_irreps.slices()]
     # per level: irrep -> column offset of each copy. Level 0 is A; P_1 is its first input, at its start
-    offsets = [irrep_offsets(Irreps([(1, ir) for ir in plan.layers[0]]))]
+    offsets = [plan.layer_offsets[0]]
     level_dims = [sum(ir.dim for ir in plan.a_irreps)]
     out_offsets, start = {}, 0
-    for _, ir in pb.irreps_out:
+    for _, ir in plan.spec.irreps_out:
         out_offsets[ir] = start
         start += ir.dim
 
     def block(l_q, l_a, ir_out):
-        return pb.basis.unit_variance_coupling(l_q, l_a, ir_out.l, dtype=dtype)
+        return basis.unit_variance_coupling(l_q, l_a, ir_out.l, dtype=dtype)
 
     def nonzero(b):
         i, j, o = torch.nonzero(b, as_tuple=True)
@@ -52,7 +51,7 @@ def kernel_plan(paths) -> dict:
 
     level_index, level_coef = [], []
     kernel_level = [0]  # kernel level of each of the plan's layers (mixing adds levels)
-    mix_column = pb.num_paths  # the mixing weights follow the path weights in W
+    mix_column = plan.num_paths  # the mixing weights follow the path weights in W
     for s in range(1, len(plan.layers)):
         here: dict = {}
         column = 0
@@ -73,7 +72,7 @@ def kernel_plan(paths) -> dict:
             mixed: dict = {}
             column, rows = 0, []
             for ir, positions in here.items():
-                for k in range(pb.level_copies):
+                for k in range(level_copies):
                     mixed.setdefault(ir, []).append(column)
                     for position in positions:
                         rows += [(position + o, mix_column, column + o) for o in range(ir.dim)]
@@ -87,7 +86,7 @@ def kernel_plan(paths) -> dict:
         kernel_level.append(len(level_dims) - 1)
 
     collapse, k = [], 0
-    for level, entries in enumerate(pb._collapse):
+    for level, entries in enumerate(plan.collapse):
         for ir, count in entries:
             for copy in range(count):
                 for o in range(ir.dim):
@@ -106,8 +105,8 @@ def kernel_plan(paths) -> dict:
             final_coefs.append(c)
             s += g.ir_q.dim
         k += len(copies) * len(bundle.groups)
-    if k != pb.num_paths or mix_column != pb.num_paths + pb.num_mixing:
-        raise RuntimeError(f"kernel plan covers {k} of {pb.num_paths} paths")
+    if k != plan.num_paths or mix_column != plan.num_paths + plan.num_mixing:
+        raise RuntimeError(f"kernel plan covers {k} of {plan.num_paths} paths")
 
     def table(rows, width):
         return torch.tensor(rows, dtype=torch.int32).reshape(-1, width)

@@ -1,197 +1,68 @@
-"""The product plan, executed: ``B = sum_paths W[species, c, path] P_path(A)``.
+"""A many-body product plan, executed: ``B = sum_paths W[species, c, path] P_path(A)``.
 
-Every many-body product of one atomic density ``A`` is a weighted sum of the ordered paths
-``P_nu = P_(nu-1) ⊗ A`` (caterpillar fusion trees), whatever its parametrization: ICTP's
-full/symmetric/reduced product basis (:class:`~tensorfuse.nn.ProductBasis`), MACE's symmetric
-contraction (its orthonormal symmetric basis is a fixed linear map onto the paths) and fusion trees
-of one density of any shape (recoupling). With ``distinct`` inputs the same plan multiplies by a
-different input at each step, ``P_nu = P_(nu-1) ⊗ X_(nu-1)`` (``A`` their concatenation): fusion
-trees over several inputs whose leaf sets are nested (the distinct-density product basis, the
-Cormorant-style level's ``M ⊗ M'`` and ``(M ⊗ M') ⊗ F``) are fixed maps onto these paths. :class:`ProductPaths` holds the plan (``_ProductPlan``:
-which paths, grouped how) and runs it — by the fused CPU kernel (:mod:`tensorfuse.nn._product_kernel`,
-whose tables :func:`~tensorfuse.nn._product_kernel.kernel_plan` reads from this plan) or by the
-tensor path below — for weights the caller passes. :func:`weight_map` finds the fixed map from
-another parametrization's weights to the paths' weights, and checks it is exact.
+The plan is data (:class:`~tensorfuse.o3.ManyBodySpec` compiled into a
+:class:`~tensorfuse.o3.ManyBodyPlan`: which caterpillar paths ``P_nu = P_(nu-1) ⊗ X_(nu-1)``, grouped
+how); :class:`ProductPaths` runs it for weights the caller passes — by the fused CPU kernel
+(:mod:`tensorfuse.nn._product_kernel`, whose tables :func:`~tensorfuse.nn._product_kernel.kernel_plan`
+reads from the same plan) or by the tensor path below. Every parametrization of a many-body product
+runs here: ICTP's variants (:class:`~tensorfuse.nn.ProductBasis`) directly, MACE's symmetric
+contraction and fusion trees (one density of any shape, distinct densities, the Cormorant-style
+level's trees) through :func:`weight_map`, the fixed map from their weights to the paths' weights,
+checked exact.
 
-Intermediate degrees are pruned only where they cannot reach an output (or above ``l_internal``
-when given), so the span is that of all caterpillar trees. The last product is evaluated
-Horner-style: the weighted sum over the paths of ``P_(nu-1)`` is taken before the final coupling
-with ``A``, so the largest set of paths is never materialized.
-
-Execution: the paths are grouped by the irrep of their first factor ("bundles"). For a bundle,
-``A`` is contracted with the stacked couplings of all its paths in one matrix product, and the
-first factor in one multiply-and-sum, so the number of operations grows with the number of irrep
-types, not of paths.
+The last product is evaluated Horner-style: the weighted sum over the paths of ``P_(nu-1)`` is taken
+before the final coupling, so the largest set of paths is never materialized. The paths are grouped
+by the irrep of their first factor ("bundles"): for a bundle, the step's input is contracted with
+the stacked couplings of all its paths in one matrix product, and the first factor in one
+multiply-and-sum, so the number of operations grows with the number of irrep types, not of paths.
 """
 
 from __future__ import annotations
 
-import collections
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from tensorfuse.nn._kernel_ops import product_basis
 from tensorfuse.nn._kernels import is_loaded
-from tensorfuse.nn._linear import irrep_offsets, species_rows
+from tensorfuse.nn._linear import species_rows
 from tensorfuse.nn._product_kernel import FusedProductBasis, kernel_plan, load_kernel
 from tensorfuse.nn._tensor_product import _is_batched
-from tensorfuse.o3 import MAX_L, Irrep, Irreps, get_basis
-
-
-@dataclass(frozen=True)
-class _Group:
-    """All paths ``(q, a) -> ir_out`` sharing the irrep of ``q``, the factor ``a`` and ``ir_out``."""
-
-    ir_q: Irrep
-    a: int  # index of the irrep of A
-    ir_out: Irrep
-    q_copies: tuple[int, ...]  # which copies of ir_q in the previous product take part
-
-
-@dataclass(frozen=True)
-class _Bundle:
-    """The groups of one step that share the irrep of their first factor (sorted by output)."""
-
-    ir_q: Irrep
-    groups: tuple[_Group, ...]
-
-
-def _a_irreps(irreps_a: Irreps) -> list[Irrep]:
-    return [ir for mul, ir in irreps_a for _ in range(mul)]
-
-
-class _ProductPlan:
-    """Which paths each ``P_nu`` has, and how they are grouped (pure bookkeeping)."""
-
-    def __init__(self, inputs: tuple[Irreps, ...], irreps_out: Irreps, correlation: int, symmetric: bool,
-                 l_internal: int | None, level_copies: int | None = None):
-        # one input: every step multiplies by it; else step nu multiplies by input nu - 1. A is the
-        # inputs' concatenation and a_irreps its irreps (a_input: which input each comes from)
-        self.a_irreps = [ir for irreps in inputs for ir in _a_irreps(irreps)]
-        self.a_input = [k for k, irreps in enumerate(inputs) for _ in _a_irreps(irreps)]
-        # step s (making P_(s+1); s = 0 is P_1 itself) reads input step_input[s]
-        self.step_input = [0 if len(inputs) == 1 else s for s in range(max(correlation, 1))]
-        # reduced variant: the products of each step ("raw", one copy per path) are mixed down to
-        # level_copies copies per irrep before the next step; raw_layers[k] lists them (None: unmixed)
-        self.level_copies = level_copies
-        self.raw_layers: list[list[Irrep] | None] = [None]
-        out_types = [ir for _, ir in irreps_out]
-        l_a = max(ir.l for ir in self.a_irreps)
-        l_out = max(ir.l for ir in out_types)
-        # layers[k]: irreps of the stored paths of P_(k+1), for the materialized products only
-        self.layers: list[list[Irrep]] = [[ir for ir, k in zip(self.a_irreps, self.a_input) if k == 0]]
-        self.steps: list[list[_Bundle]] = [[]]  # bundles producing each layer (and the final step)
-        for nu in range(2, correlation + 1):
-            previous = self.layers[-1]
-            last = nu == correlation
-            # a degree above this cannot reach an output (nor be coupled beyond MAX_L)
-            reach = min((correlation - nu) * l_a + l_out, MAX_L)
-
-            def keep(ir: Irrep) -> bool:
-                if last:
-                    return ir in out_types
-                return ir.l <= reach and (l_internal is None or ir.l <= l_internal)
-
-            bundles = []
-            for ir_q in dict.fromkeys(previous):
-                q_indices = [i for i, ir in enumerate(previous) if ir == ir_q]
-                groups = []
-                for a, ir_a in enumerate(self.a_irreps):
-                    if self.a_input[a] != self.step_input[nu - 1]:
-                        continue
-                    for ir_out in ir_q * ir_a:
-                        if not keep(ir_out):
-                            continue
-                        if symmetric and nu == 2:
-                            # q indexes the irreps of A too: keep q <= a, and for q == a only the
-                            # couplings that survive identical factors (even l1 + l2 - l3).
-                            copies = tuple(
-                                k for k, q in enumerate(q_indices)
-                                if q < a or (q == a and (2 * ir_a.l - ir_out.l) % 2 == 0)
-                            )
-                        else:
-                            copies = tuple(range(len(q_indices)))
-                        if copies:
-                            groups.append(_Group(ir_q, a, ir_out, copies))
-                order = {ir: k for k, ir in enumerate(out_types)} if last else {}
-                groups.sort(key=lambda g: (order.get(g.ir_out, 0), g.ir_out.l, -g.ir_out.p, g.a))
-                if groups:
-                    bundles.append(_Bundle(ir_q, tuple(groups)))
-            self.steps.append(bundles)
-            if not last:
-                raw = [g.ir_out for b in bundles for g in b.groups for _ in g.q_copies]
-                if level_copies is None:
-                    self.raw_layers.append(None)
-                    self.layers.append(raw)
-                else:
-                    self.raw_layers.append(raw)
-                    self.layers.append([ir for ir in dict.fromkeys(raw) for _ in range(level_copies)])
-        self.final = self.steps[-1] if correlation >= 2 else []
-
-    def final_groups(self) -> list[_Group]:
-        return [g for b in self.final for g in b.groups]
-
+from tensorfuse.o3 import Irrep, Irreps, ManyBodySpec, get_basis
+from tensorfuse.o3._many_body import PathBundle
 
 
 class ProductPaths(torch.nn.Module):
-    """The paths of the product basis of one density, run for given weights (no parameters).
+    """The paths of a many-body product (:class:`~tensorfuse.o3.ManyBodySpec`), run for given weights
+    (no parameters).
 
-    ``forward(A, species, W)``: ``A`` ``[N, C, irreps_a.dim]``, ``species`` ``[N]`` indexing the
-    first axis of ``W`` ``[Z, C, num_paths (+ num_mixing)]``, the weights times their scales (then,
-    with ``level_copies``, the mixing weights of the reduced variant, the same for every species).
-    Output ``[N, C, irreps_out.dim]``. ``symmetric`` keeps one of each pair of swapped paths of the
-    first product (the same span for one density); ``level_copies`` mixes every level's copies down
-    (the reduced variant). ``path_scale``: ``1/sqrt(paths into the output irrep)`` per path, the
-    scale that keeps unit-variance outputs for unit-variance weights.
-
-    ``distinct=True``: ``irreps_a`` is a sequence of ``correlation`` Irreps, one input per order
-    (step ``nu`` multiplies by input ``nu - 1``), and ``A`` is the inputs concatenated on the last axis.
+    ``forward(A, species, W)``: ``A`` ``[N, C, spec.irreps_a.dim]`` (for distinct inputs, the inputs
+    concatenated), ``species`` ``[N]`` indexing the first axis of ``W`` ``[Z, C, num_paths (+ num_mixing)]``,
+    the weights times their scales (then, for the reduced variant, the mixing weights, the same for
+    every species). Output ``[N, C, irreps_out.dim]``. ``path_scale``: ``1/sqrt(paths into the output
+    irrep)`` per path, the scale that keeps unit-variance outputs for unit-variance weights. The
+    plan (``self.plan``, :class:`~tensorfuse.o3.ManyBodyPlan`) is plain data; this module holds
+    the coupling blocks it needs and runs it, by the fused CPU kernel or by tensor operations.
     """
 
-    def __init__(self, irreps_a, irreps_out, correlation: int, symmetric: bool = True, basis="spherical",
-                 l_internal: int | None = None, level_copies: int | None = None, dtype: torch.dtype | None = None,
-                 *, distinct: bool = False):
+    def __init__(self, spec: ManyBodySpec, basis="spherical", dtype: torch.dtype | None = None):
         super().__init__()
-        if distinct:
-            self.inputs = tuple(Irreps(x) for x in irreps_a)
-            if len(self.inputs) != correlation:
-                raise ValueError(f"distinct inputs: one Irreps per order ({correlation}), got {len(self.inputs)}")
-            if symmetric:
-                raise ValueError("distinct inputs have no swapped paths to drop: symmetric must be False")
-        else:
-            self.inputs = (Irreps(irreps_a),)
-        self.irreps_a = Irreps([(mul, ir) for irreps in self.inputs for mul, ir in irreps])
-        self.irreps_out = Irreps(irreps_out)
-        for mul, ir in self.irreps_out:
-            if mul != 1:
-                raise ValueError(f"irreps_out must hold each irrep once per channel, got {self.irreps_out}")
-        self.basis, self.correlation, self.level_copies = get_basis(basis), correlation, level_copies
-        plan = _ProductPlan(self.inputs, self.irreps_out, correlation, symmetric, l_internal, level_copies)
-        self._plan = plan
-        out_types = [ir for _, ir in self.irreps_out]
-        missing = [ir for ir in out_types if not (any(ir in layer for layer in plan.layers)
-                                                   or any(g.ir_out == ir for g in plan.final_groups()))]
-        if missing:
-            raise ValueError(
-                f"output irreps {missing} cannot be reached from A = {self.irreps_a} with correlation {correlation}"
-            )
+        if not isinstance(spec, ManyBodySpec):
+            raise ValueError(f"ProductPaths needs a ManyBodySpec, got {type(spec).__name__}")
+        self.spec, self.plan = spec, spec.plan()
+        plan = self.plan
+        self.inputs, self.irreps_a, self.irreps_out = spec.inputs, spec.irreps_a, spec.irreps_out
+        self.basis, self.correlation, self.level_copies = get_basis(basis), spec.correlation, spec.level_copies
 
         # one stacked coupling per bundle: X [.., D_X] @ C -> [.., i, sum of output dims], where X is
-        # the step's input (A itself for one input)
+        # the step's input (A itself for one density)
         dtype = dtype or torch.get_default_dtype()
         a_slices = Irreps([(1, ir) for ir in plan.a_irreps]).slices()
         self._a_dims = [ir.dim for ir in plan.a_irreps]
-        starts = [0]
-        for irreps in self.inputs:
-            starts.append(starts[-1] + irreps.dim)
-        # the columns of A each step reads (None: all of A)
-        self._step_columns = [None if len(self.inputs) == 1 else (starts[k], starts[k + 1]) for k in plan.step_input]
         for s, bundles in enumerate(plan.steps):
-            first = starts[plan.step_input[s]]
-            d_x = self.inputs[plan.step_input[s]].dim
+            columns = plan.step_columns(s)
+            first, d_x = (0, self.irreps_a.dim) if columns is None else (columns[0], columns[1] - columns[0])
             for b, bundle in enumerate(bundles):
                 d_q = bundle.ir_q.dim
                 cols = sum(g.ir_out.dim for g in bundle.groups)
@@ -207,37 +78,14 @@ class ProductPaths(torch.nn.Module):
                 # rows (i, j) for the outer-product form: (x ⊗ X) @ C_outer
                 outer = C.permute(1, 0, 2).reshape(d_q * d_x, cols)
                 self.register_buffer(f"coupling_outer_{s}_{b}", outer.contiguous(), persistent=False)
-        self._layer_copies = [irrep_offsets(Irreps([(1, ir) for ir in layer])) for layer in plan.layers]
-
-        # the weights' columns: the output paths of each materialized product, then the final step
-        self._collapse = [[(ir, len(offsets[ir])) for ir in out_types if ir in offsets]
-                          for offsets in self._layer_copies]
-        chunks = [count for entries in self._collapse for _, count in entries]
-        chunks += [len(g.groups[0].q_copies) * len(g.groups) for g in plan.final]
-        for b in plan.final:
-            if len({len(g.q_copies) for g in b.groups}) != 1:
-                raise RuntimeError("all groups of a bundle must use the same copies")
-        # (output irrep, order) of every path, in the weights' column order
-        self._labels = [(ir, level + 1) for level, entries in enumerate(self._collapse) for ir, count in entries
-                        for _ in range(count)]
-        self._labels += [(g.ir_out, correlation) for b in plan.final for g in b.groups for _ in g.q_copies]
-        paths_into = collections.Counter(ir for ir, _ in self._labels)
-        scale = [1 / math.sqrt(paths_into[ir]) for ir, _ in self._labels]
-        self.num_paths = len(scale)
-        self._weight_chunks = chunks
-        self.register_buffer("path_scale", torch.tensor(scale, dtype=dtype), persistent=False)
-        # reduced variant: mixing weights per step and irrep, [C, copies_out * copies_in] each
-        self._mix_chunks: list[tuple[int, Irrep, int]] = []
-        for step, raw in enumerate(plan.raw_layers):
-            if raw is not None:
-                self._mix_chunks += [(step, ir, raw.count(ir)) for ir in dict.fromkeys(raw)]
-        self.num_mixing = sum((level_copies or 0) * j for *_, j in self._mix_chunks)
+        self.num_paths, self.num_mixing = plan.num_paths, plan.num_mixing
+        self.register_buffer("path_scale", torch.tensor(plan.path_scale, dtype=dtype), persistent=False)
         self.fused = True  # use the fused CPU kernel where it applies (same numbers; False: tensor path only)
         self._kernel_plan = None
 
     def path_labels(self) -> list[tuple[Irrep, int]]:
         """``(output irrep, order)`` of every path, in the weights' column order."""
-        return list(self._labels)
+        return list(self.plan.labels)
 
     # -- execution -----------------------------------------------------------------------------
     def forward(self, A: torch.Tensor, species: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -251,7 +99,7 @@ class ProductPaths(torch.nn.Module):
         kernel = self._kernel(A)
         if kernel is not None:
             if self._kernel_plan is None:
-                self._kernel_plan = kernel_plan(self)
+                self._kernel_plan = kernel_plan(self.plan, self.basis)
             return FusedProductBasis.apply(A, W, species, self, self._kernel_plan, kernel)
         return self._tensor_forward(A, species, W)
 
@@ -267,7 +115,7 @@ class ProductPaths(torch.nn.Module):
     # sliced per path: the backward of every slice fills a zero tensor of the full size.
     def _step_input(self, A: torch.Tensor, step: int) -> torch.Tensor:
         """The input that ``step`` multiplies by: ``A`` itself, or its slice for distinct inputs."""
-        columns = self._step_columns[step]
+        columns = self.plan.step_columns(step)
         return A if columns is None else A[..., columns[0] : columns[1]]
 
     def _contract_a(self, A: torch.Tensor, step: int, bundle: int, d_q: int) -> torch.Tensor:
@@ -289,28 +137,28 @@ class ProductPaths(torch.nn.Module):
     def products(self, A: torch.Tensor, mixing: torch.Tensor | None = None) -> list[dict[Irrep, torch.Tensor]]:
         """The materialized products ``P_1 = A, ..., P_(nu-1)`` as {irrep: [N, C, copies, d]}; with
         ``mixing`` (``[C, num_mixing]``, scaled; the reduced variant) each step's copies are mixed down."""
-        mixes = iter(mixing.split([self.level_copies * j for *_, j in self._mix_chunks], dim=-1)) \
+        mixes = iter(mixing.split([self.level_copies * j for *_, j in self.plan.mix_chunks], dim=-1)) \
             if mixing is not None else None
         first: dict[Irrep, list[torch.Tensor]] = {}
-        for ir, block, k in zip(self._plan.a_irreps, A.split(self._a_dims, dim=-1), self._plan.a_input):
+        for ir, block, k in zip(self.plan.a_irreps, A.split(self._a_dims, dim=-1), self.plan.a_input):
             if k == 0:
                 first.setdefault(ir, []).append(block.unsqueeze(2))
         layers = [{ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in first.items()}]
-        for step in range(1, len(self._plan.layers)):
+        for step in range(1, len(self.plan.layers)):
             grown: dict[Irrep, list[torch.Tensor]] = {}
-            for k, bundle in enumerate(self._plan.steps[step]):
+            for k, bundle in enumerate(self.plan.steps[step]):
                 outputs = self.bundle_products(layers[-1][bundle.ir_q], A, step, k, bundle)
                 for g, y in zip(bundle.groups, outputs):
                     grown.setdefault(g.ir_out, []).append(y)
             layer = {ir: torch.cat(b, dim=2) if len(b) > 1 else b[0] for ir, b in grown.items()}
-            if mixes is not None and self._plan.raw_layers[step] is not None:
+            if mixes is not None and self.plan.raw_layers[step] is not None:
                 c = A.shape[1]
                 layer = {ir: torch.matmul(next(mixes).view(c, self.level_copies, x.shape[2]), x)
                          for ir, x in layer.items()}
             layers.append(layer)
         return layers
 
-    def bundle_products(self, x: torch.Tensor, A: torch.Tensor, step: int, k: int, bundle: _Bundle):
+    def bundle_products(self, x: torch.Tensor, A: torch.Tensor, step: int, k: int, bundle: PathBundle):
         """Every group's products ``[N, C, copies, o]`` of ``x`` ``[N, C, q, i]`` with ``A``.
 
         Two exact forms; the cheaper one is used: the outer product ``x ⊗ A`` times the stacked
@@ -337,18 +185,18 @@ class ProductPaths(torch.nn.Module):
 
     def _tensor_forward(self, A: torch.Tensor, species: torch.Tensor, W_scaled: torch.Tensor) -> torch.Tensor:
         """The product basis with tensor operations (the reference the kernel is tested against)."""
-        mixing = W_scaled[0, :, self.num_paths:] if self._mix_chunks else None
+        mixing = W_scaled[0, :, self.num_paths:] if self.plan.mix_chunks else None
         W_scaled = W_scaled[..., : self.num_paths]
         layers = self.products(A, mixing)
         n, c = A.shape[:2]
         W = species_rows(W_scaled, species)
-        W_chunks = iter(W.split(self._weight_chunks, dim=-1))
+        W_chunks = iter(W.split(self.plan.weight_chunks, dim=-1))
         terms: dict[Irrep, list[torch.Tensor]] = {}
-        for layer, entries in zip(layers, self._collapse):
+        for layer, entries in zip(layers, self.plan.collapse):
             for ir, count in entries:
                 terms.setdefault(ir, []).append((layer[ir] * next(W_chunks).unsqueeze(-1)).sum(2))
-        last_step = len(self._plan.steps) - 1
-        for k, bundle in enumerate(self._plan.final):
+        last_step = len(self.plan.steps) - 1
+        for k, bundle in enumerate(self.plan.final):
             groups = bundle.groups
             x = self._select(layers[-1][bundle.ir_q], groups[0].q_copies)  # [N, C, q, i]
             q, i = x.shape[2], x.shape[3]

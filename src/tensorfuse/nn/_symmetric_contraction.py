@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from tensorfuse.nn._product_paths import ProductPaths, weight_map
-from tensorfuse.o3 import SPHERICAL, Irrep, Irreps, change_of_basis_matrix, get_basis
+from tensorfuse.o3 import SPHERICAL, Irrep, Irreps, ManyBodySpec, change_of_basis_matrix, get_basis
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,8 +90,8 @@ def _mace_basis(irreps_a: Irreps, irreps_out: Irreps, correlation: int, basis: s
         if sum(ks) == 0:
             raise ValueError(f"output irrep {ir} cannot be reached from A = {irreps_a} with correlation {correlation}")
         counts += ks
-    paths = ProductPaths(irreps_a, irreps_out, correlation, _symmetric_paths(irreps_a, correlation), basis,
-                         l_internal, dtype=torch.float64)
+    spec = ManyBodySpec(irreps_a, irreps_out, correlation, _symmetric_paths(irreps_a, correlation), l_internal)
+    paths = ProductPaths(spec, basis, dtype=torch.float64)
     num_columns = sum(counts)
     M = weight_map(paths, lambda A: _evaluate(tensors, A, irreps_out.dim, num_columns), num_columns)
     if M is None:
@@ -127,8 +127,8 @@ class SymmetricContraction(torch.nn.Module):
             for k in counts
         )
         symmetric = _symmetric_paths(self.irreps_a, correlation)
-        self.paths = ProductPaths(self.irreps_a, self.irreps_out, correlation, symmetric, self.basis, l_internal,
-                                  dtype=dtype)
+        self.paths = ProductPaths(ManyBodySpec(self.irreps_a, self.irreps_out, correlation, symmetric, l_internal),
+                                  self.basis, dtype=dtype)
         self.register_buffer("weight_map", M.to(dtype, copy=True), persistent=False)  # [K, paths]
 
     def species_axes(self) -> dict[str, int]:

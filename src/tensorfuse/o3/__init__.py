@@ -42,6 +42,7 @@ from tensorfuse.o3._fusion import (
     multiplicity,
 )
 from tensorfuse.o3._irreps import MAX_L, Irrep, Irreps, MulIrrep, check_l
+from tensorfuse.o3._many_body import ManyBodyPlan, ManyBodySpec
 from tensorfuse.o3._rotation import (
     axis_angle_to_matrix,
     quaternion_to_matrix,
@@ -67,6 +68,8 @@ __all__ = [
     "Basis",
     "Irrep",
     "Irreps",
+    "ManyBodyPlan",
+    "ManyBodySpec",
     "MulIrrep",
     "ProductPath",
     "TensorProductSpec",
