@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from tensorfuse.nn import FusionBlock, FusionProductBasis, SymmetricContraction
-from tensorfuse.nn._fusion import nested_leaf_order
 from tensorfuse.nn._product_paths import ProductPaths, weight_map
 from tensorfuse.nn._symmetric_contraction import _symmetric_coupling_tensors
 from tensorfuse.o3 import FusionSpec, Irreps, ManyBodySpec
@@ -85,7 +84,7 @@ def test_a_cormorant_levels_trees_run_on_the_paths_of_their_nested_leaf_order(ba
     leaves = [Irreps("0e+1o+2e"), Irreps("0e+1o+2e+3o"), Irreps("0e+1o+2e+3o")]
     spec = FusionSpec(leaves, "0e+1o+2e", [(1, 2), make_shape(shape, 3, leaves=[1, 2, 0])], 2)
     block = FusionBlock(spec, 4, 3, basis, dtype=torch.float64)
-    assert nested_leaf_order(spec) == (1, 2, 0) and block.paths is not None
+    assert spec.nested_leaf_order() == (1, 2, 0) and block.paths is not None
     inputs = [torch.randn(5, 4, x.dim, dtype=torch.float64) for x in leaves]
     species = torch.tensor([0, 2, 1, 1, 0])
     torch.testing.assert_close(block(inputs, species), _tree_reference(block)(inputs, species), rtol=0, atol=1e-12)
@@ -94,7 +93,7 @@ def test_a_cormorant_levels_trees_run_on_the_paths_of_their_nested_leaf_order(ba
 def test_trees_that_are_not_nested_are_evaluated_as_trees():
     """Trees over leaves (0, 1) and (1, 2): no one order has both as its first leaves."""
     spec = FusionSpec(["0e+1o"] * 3, "0e+1o", [(0, 1), (1, 2)])
-    assert nested_leaf_order(spec) is None
+    assert spec.nested_leaf_order() is None
     block = FusionBlock(spec, 2, dtype=torch.float64)
     assert block.paths is None
     x = [torch.randn(3, 2, 4, dtype=torch.float64) for _ in range(3)]

@@ -95,6 +95,11 @@ class FusionBlock(torch.nn.Module):
     Inputs: a list of tensors ``[N, C, leaves[k].dim]`` (one per leaf of the spec; the same tensor
     may be passed for several leaves), and ``species`` ``[N]`` when ``num_species`` is set (one
     weight per species, channel and path, as in MACE). Output ``[N, C, irreps_out.dim]``.
+
+    ``as_paths`` (default): run nested trees on the product paths (module docstring); ``False``
+    evaluates the trees themselves (the reference the map is fitted to). ``one_density``: every leaf
+    is the same density (passing the same tensor for each is checked), so the trees map onto that
+    density's symmetric paths, fewer than those of distinct inputs.
     """
 
     def __init__(self, spec: FusionSpec, channels: int, num_species: int | None = None, basis="spherical",
@@ -304,17 +309,6 @@ def _index_mode(index: list[int], copies: int) -> str:
     return "select"
 
 
-def nested_leaf_order(spec: FusionSpec) -> tuple[int, ...] | None:
-    """The leaf order whose first ``k`` leaves are the leaves of every ``k``-leaf tree of ``spec``
-    (e.g. ``(1, 2, 0)`` for trees ``(1, 2)`` and ``((1, 2), 0)``), or ``None`` where there is none."""
-    order: list[int] = []
-    for leaves in sorted({shape_leaves(s) for s in spec.shapes}, key=len):
-        if not set(order) <= set(leaves):
-            return None
-        order += [k for k in leaves if k not in order]
-    return tuple(order)
-
-
 def _product_paths(leaves: tuple, order: tuple, irreps_out: Irreps, l_internal: int | None, basis,
                    one_density: bool, dtype) -> ProductPaths:
     """The caterpillar paths over ``order``: of one density (its symmetric paths) or of distinct inputs."""
@@ -331,7 +325,7 @@ def _paths_weight_map(leaves: tuple, irreps_out: Irreps, shapes: tuple, l_intern
     else none (uncapped paths span every tree of their leaves; e.g. a capped balanced tree).
     Cached per spec."""
     spec = FusionSpec(list(leaves), irreps_out, list(shapes), l_internal)
-    order = nested_leaf_order(spec)
+    order = spec.nested_leaf_order()
     if order is None:
         return None
     each_tree = FusionBlock(spec, 1, None, basis, dtype=torch.float64, as_paths=False)

@@ -294,6 +294,18 @@ class FusionSpec:
     def num_paths(self) -> int:
         return len(self.trees)
 
+    def nested_leaf_order(self) -> tuple[int, ...] | None:
+        """The leaf order whose first ``k`` leaves are the leaves of every ``k``-leaf tree (e.g.
+        ``(1, 2, 0)`` for trees ``(1, 2)`` and ``((1, 2), 0)``), or ``None`` where there is none. Where
+        there is one, every tree is a fixed combination of the caterpillar paths over that order
+        (recoupling): a :class:`~tensorfuse.o3.ManyBodySpec` with those inputs spans them."""
+        order: list[int] = []
+        for leaves in sorted({shape_leaves(s) for s in self.shapes}, key=len):
+            if not set(order) <= set(leaves):
+                return None
+            order += [k for k in leaves if k not in order]
+        return tuple(order)
+
     def paths_per_output(self) -> dict[Irrep, int]:
         out = {ir: 0 for _, ir in self.irreps_out}
         for t in self.trees:
