@@ -212,14 +212,14 @@ class ManyBodyPlan:
             if raw is not None:
                 self.mix_chunks += [(step, ir, raw.count(ir)) for ir in dict.fromkeys(raw)]
         self.num_mixing = sum((level_copies or 0) * j for *_, j in self.mix_chunks)
+        starts = [0]
+        for irreps in inputs:
+            starts.append(starts[-1] + irreps.dim)
+        self._step_columns = [(starts[k], starts[k + 1]) if spec.distinct else None for k in self.step_input]
 
     def final_groups(self) -> list[PathGroup]:
         return [g for b in self.final for g in b.groups]
 
     def step_columns(self, step: int) -> tuple[int, int] | None:
         """The columns of ``A`` that step ``step`` reads (``None``: all of ``A``, one density)."""
-        if not self.spec.distinct:
-            return None
-        k = self.step_input[step]
-        start = sum(x.dim for x in self.spec.inputs[:k])
-        return start, start + self.spec.inputs[k].dim
+        return self._step_columns[step]
