@@ -91,7 +91,7 @@ def _best_epoch(folder) -> int | None:
 
 def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float = 1.0, best_by: str = "loss",
         couplings_weight: float = 10.0, channels: int | None = None, l_max: int | None = None,
-        lr: float = 0.01, seed: int = 0) -> dict:
+        lr: float = 0.01, seed: int = 0, scheduler: str = "plateau") -> dict:
     from tensorfuse import TrainConfig, train
 
     channels = channels or matched_channels(name)
@@ -109,14 +109,15 @@ def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float 
         model=section,
         training={"max_epochs": 100000, "time_budget": budget, "batch_size": 5, "lr": lr, "energy_weight": energy_weight,
                   "forces_weight": 100.0, "ema_decay": 0.99, "dtype": "float64", "best_by": best_by, "seed": seed,
-                  **weights},
+                  "scheduler": scheduler, **weights},
         output=str(work / name), overwrite=True,
     ))
     summary = {"model": name, "channels": channels, "parameters": sum(p.numel() for p in result.model.parameters()),
                "epochs": len(result.history), "minutes": (time.perf_counter() - start) / 60,
                "test": result.metrics["test"], "state": state, "energy_weight": energy_weight, "best_by": best_by,
                "couplings_weight": couplings_weight if not state else None,
-               "best_epoch": _best_epoch(result.output), "l_max": section["l_max"], "lr": lr, "seed": seed}
+               "best_epoch": _best_epoch(result.output), "l_max": section["l_max"], "lr": lr, "seed": seed,
+               "scheduler": scheduler}
     if not state:  # the couplings against the file's own vectors, rigid-body parts included
         from tensorfuse import DataConfig, evaluate
 
@@ -188,6 +189,8 @@ def main() -> None:
     parser.add_argument("--l-max", type=int, help=f"of the node features (default {BASE['l_max']})")
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed: the weights, the validation frames and the batches (the test split stays)")
+    parser.add_argument("--scheduler", choices=["plateau", "cosine"], default="plateau",
+                        help="learning-rate schedule: lowered on plateaus, or a cosine over the budget")
     args = parser.parse_args()
     work = Path(args.work)
     if args.table:
@@ -202,7 +205,7 @@ def main() -> None:
     paths = splits(work, Path(args.data))
     for name in args.models:
         summary = run(name, paths, args.budget, work, args.energy_weight, args.best_by, args.couplings_weight,
-                      args.channels, args.l_max, args.lr, args.seed)
+                      args.channels, args.l_max, args.lr, args.seed, args.scheduler)
         print(json.dumps({k: v for k, v in summary.items() if k != "test"}), flush=True)
 
 

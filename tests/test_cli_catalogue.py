@@ -330,6 +330,16 @@ def _(ws):
     return ["train", "--training.forces_weight", "nan"], ["training.forces_weight=nan: must be >= 0"]
 
 
+@case("train: an unknown learning-rate schedule")
+def _(ws):
+    return ["train", "--training.scheduler", "linear"], ["training.scheduler='linear'", "expected one of"]
+
+
+@case("train: a cosine's final learning rate above the initial one")
+def _(ws):
+    return ["train", "--training.final_lr_factor", "2"], ["training.final_lr_factor=2", "must be in [0, 1]"]
+
+
 @case("train: --init-model beside a model setting names that setting only (not 'preset')")
 def _(ws):
     return (["train", "--train-file", "train.xyz", *KEYS, "--init-model", "run/model.pt", "--model.channels", "8",

@@ -15,6 +15,7 @@ from tensorfuse.utils._dataclasses import check_field_types
 
 DTYPES = ("float32", "float64")
 BEST_BY = ("loss", "forces")
+SCHEDULERS = ("plateau", "cosine")
 TOP_LEVEL = ("data", "model", "training", "output", "resume", "overwrite")
 RESUMABLE_CHANGES = ("training.max_epochs", "training.time_budget", "training.early_stopping_patience",
                      "training.compile", "training.device")
@@ -171,8 +172,12 @@ class OptimConfig:
     # decay of the exponential moving average of the weights (used to validate and save); null: none
     ema_decay: float | None = 0.99
     clip_grad: float | None = None  # gradient norm clipping; null: none
-    scheduler_patience: int = 5  # epochs without improvement before ReduceLROnPlateau lowers the learning rate
-    scheduler_factor: float = 0.8  # ReduceLROnPlateau's factor
+    # "plateau" (MACE's: lower the rate when the validation loss stalls) or "cosine" (half a cosine from lr
+    # down to lr * final_lr_factor over the run's max_epochs or time_budget, whichever ends it first)
+    scheduler: str = "plateau"
+    scheduler_patience: int = 5  # plateau: epochs without improvement before the learning rate is lowered
+    scheduler_factor: float = 0.8  # plateau: the factor it is lowered by
+    final_lr_factor: float = 0.01  # cosine: the last epochs' learning rate, as a fraction of lr
     early_stopping_patience: int | None = None  # stop after this many epochs without improvement; null: never
     # which epoch's model is kept (and what early stopping watches): "loss" (the validation loss) or "forces" (the
     # validation force MAE, averaged over states, plus the coupling MAE of a multi-state model with couplings: errors
@@ -229,6 +234,10 @@ class OptimConfig:
             _fail("training", "device", self.device, "expected auto, cpu, cuda, cuda:N or mps")
         if not 0.0 < self.scheduler_factor < 1.0:
             _fail("training", "scheduler_factor", self.scheduler_factor, "must be in (0, 1)")
+        if self.scheduler not in SCHEDULERS:
+            _fail("training", "scheduler", self.scheduler, f"expected one of {SCHEDULERS}")
+        if not 0.0 <= self.final_lr_factor <= 1.0:
+            _fail("training", "final_lr_factor", self.final_lr_factor, "must be in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,13 @@ class Distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def main_value(self, value: float) -> float:
+        """Rank 0's ``value`` on every rank (wall-clock decisions must agree between ranks)."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value if self.is_main else 0.0], dtype=torch.float64, device=self.device)
+        return float(self.sum_(tensor)[0])
+
     def sum_gradients(self, parameters) -> None:
         if not self.enabled:
             return

@@ -28,6 +28,7 @@ from tensorfuse.train._epoch import EpochRunner, evaluate_dataset
 from tensorfuse.train._objective import objective_for
 from tensorfuse.train._report import TensorBoard, epoch_line, format_metrics
 from tensorfuse.train._run_folder import TEST_FILE, RunFolder
+from tensorfuse.train._schedule import learning_rate_schedule
 from tensorfuse.train._state import ExponentialMovingAverage, TrainingState
 from tensorfuse.train._statistics import atomic_energies, compute_statistics, refit_energy_shift
 
@@ -66,6 +67,9 @@ class Trainer:
     def __init__(self, config: TrainConfig, dist: Distributed | None = None):
         self.config, self.dist = config, dist or Distributed()
         self.options = config.training
+        # minutes of wall clock the run may take (bundled demo data without a budget get a short one)
+        self.budget = (DEMO_TIME_BUDGET if self.options.time_budget is None and config.data.train_file is None
+                       else self.options.time_budget)
         self.folder = RunFolder(config.output, writer=self.dist.is_main)
         self.started = time.perf_counter()
         # the folder is checked first (a refused or unwritable output costs nothing) and changed last
@@ -225,9 +229,8 @@ class Trainer:
             [{"params": decayed, "weight_decay": opt.weight_decay}, {"params": others, "weight_decay": 0.0}],
             lr=opt.lr, amsgrad=True,
         )
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=opt.scheduler_factor, patience=opt.scheduler_patience
-        )
+        scheduler = learning_rate_schedule(opt.scheduler, optimizer, factor=opt.scheduler_factor,
+                                           patience=opt.scheduler_patience, final_factor=opt.final_lr_factor)
         c = self.model_config
         self.log(f"model: {c.describe()}, {sum(p.numel() for p in model.parameters()):,} parameters, "
                  f"{self.dist.world_size} process(es)")
@@ -257,9 +260,8 @@ class Trainer:
         return self.finish()
 
     def fit(self) -> None:
-        budget = self.options.time_budget
-        if budget is None and self.config.data.train_file is None:
-            budget = DEMO_TIME_BUDGET
+        budget = self.budget
+        if self.options.time_budget is None and budget is not None:
             self.log(f"bundled demo data: training for at most {budget:g} minutes (set --time-budget to change)")
         board = TensorBoard(self.folder.path, self.state.epoch + 1) if self.dist.is_main else None
         epoch_seconds = None
@@ -280,8 +282,7 @@ class Trainer:
         if opt.early_stopping_patience is not None and state.bad_epochs >= opt.early_stopping_patience:
             self.log(f"early stopping: no improvement for {state.bad_epochs} epochs")
             return True
-        elapsed = state.elapsed + (time.perf_counter() - self.started)
-        if budget is not None and epoch_seconds is not None and elapsed + epoch_seconds > 60 * budget:
+        if budget is not None and epoch_seconds is not None and self._elapsed(epoch_seconds) > 60 * budget:
             self.log(f"time budget of {budget:g} min reached after epoch {state.epoch}")
             return True
         return False
@@ -297,7 +298,7 @@ class Trainer:
             evaluation, valid, self.options.valid_batch_size, self.objective, self.stress, self.dist,
             f"epoch {epoch} valid")
         monitored = valid_loss if valid is not None else train_loss
-        self.scheduler.step(monitored)
+        self.scheduler.step(monitored, self._progress(epoch))
         row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                "time_s": round(time.perf_counter() - epoch_start, 3),
                "train_loss": train_loss, "valid_loss": valid_loss,
@@ -309,6 +310,20 @@ class Trainer:
         self.state.elapsed += now - self.started
         self.started = now
         return row, valid_metrics, improved
+
+    def _progress(self, epoch: int) -> float:
+        """The fraction of the run spent after ``epoch``: of its epochs, or of its time budget when
+        that ends it first."""
+        progress = epoch / self.options.max_epochs
+        budget = self.budget
+        if budget is not None:
+            progress = max(progress, self._elapsed() / (60 * budget))
+        return progress
+
+    def _elapsed(self, ahead: float = 0.0) -> float:
+        """Wall-clock seconds of the run so far, earlier processes included, plus ``ahead`` (rank
+        0's on every rank: ranks must agree on when to stop and on the learning rate)."""
+        return self.dist.main_value(self.state.elapsed + (time.perf_counter() - self.started) + ahead)
 
     def _selection_value(self, loss: float, valid: dict) -> float:
         """What ``training.best_by`` compares between epochs (lower is better)."""
