@@ -181,8 +181,8 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the table of the finished runs")
     parser.add_argument("--energy-weight", type=float, default=1.0, help="of the energy per atom (forces: 100)")
     parser.add_argument("--couplings-weight", type=float, default=10.0, help="of the couplings (ΔE·d, eV/Å)")
-    parser.add_argument("--best-by", choices=["loss", "forces"], default="loss",
-                        help="the epoch kept: lowest validation loss, or lowest force (+ coupling) MAE")
+    parser.add_argument("--best-by", choices=["loss", "forces", "last"], default="loss",
+                        help="the epoch kept: lowest validation loss, lowest force (+ coupling) MAE, or the last")
     parser.add_argument("--channels", type=int, help="channels of every model (default: matched to the parameter "
                         f"count of mace-standard with {REFERENCE_CHANNELS})")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam's initial learning rate (default 0.01)")

@@ -335,6 +335,12 @@ def _(ws):
     return ["train", "--training.scheduler", "linear"], ["training.scheduler='linear'", "expected one of"]
 
 
+@case("train: early stopping with best_by last (nothing to watch)")
+def _(ws):
+    return (["train", "--training.best_by", "last", "--training.early_stopping_patience", "5"],
+            ["training.early_stopping_patience=5", "best_by: last keeps the final epoch"])
+
+
 @case("train: a cosine's final learning rate above the initial one")
 def _(ws):
     return ["train", "--training.final_lr_factor", "2"], ["training.final_lr_factor=2", "must be in [0, 1]"]

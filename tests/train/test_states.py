@@ -394,7 +394,8 @@ def test_the_energy_shift_refit_counts_each_frame_by_its_config_weight(tmp_path,
 
 def test_best_by_forces_keeps_the_epoch_of_the_lowest_force_and_coupling_error(tmp_path):
     """``training.best_by: forces`` keeps the epoch whose validation force MAE (mean over states) plus
-    coupling MAE is lowest, whatever the loss did; ``loss`` keeps the lowest validation loss."""
+    coupling MAE is lowest, whatever the loss did; ``loss`` keeps the lowest validation loss, ``last``
+    the final epoch."""
     import json
 
     from tensorfuse import TrainConfig, train
@@ -413,12 +414,15 @@ def test_best_by_forces_keeps_the_epoch_of_the_lowest_force_and_coupling_error(t
         return train(config)
 
     kept = {}
-    for best_by in ("forces", "loss"):
+    for best_by in ("forces", "loss", "last"):
         result = run(best_by)
         def score(row):
+            if best_by == "last":
+                return -row["epoch"]
             if best_by == "loss":
                 return row["valid_loss"]
             return (row["valid_f_mae_S0"] + row["valid_f_mae_S1"]) / 2 + row["valid_c_mae_S0_S1"]
         kept[best_by] = json.loads((tmp_path / best_by / "results.json").read_text())["best_epoch"]
         assert kept[best_by] == min(result.history, key=score)["epoch"]
     assert kept["forces"] != kept["loss"]
+    assert kept["last"] == 6 != kept["forces"]

@@ -14,7 +14,7 @@ from tensorfuse.model._config import LEGACY_KEYS, PRESETS, ModelConfig
 from tensorfuse.utils._dataclasses import check_field_types
 
 DTYPES = ("float32", "float64")
-BEST_BY = ("loss", "forces")
+BEST_BY = ("loss", "forces", "last")
 SCHEDULERS = ("plateau", "cosine")
 TOP_LEVEL = ("data", "model", "training", "output", "resume", "overwrite")
 RESUMABLE_CHANGES = ("training.max_epochs", "training.time_budget", "training.early_stopping_patience",
@@ -179,9 +179,10 @@ class OptimConfig:
     scheduler_factor: float = 0.8  # plateau: the factor it is lowered by
     final_lr_factor: float = 0.01  # cosine: the last epochs' learning rate, as a fraction of lr
     early_stopping_patience: int | None = None  # stop after this many epochs without improvement; null: never
-    # which epoch's model is kept (and what early stopping watches): "loss" (the validation loss) or "forces" (the
+    # which epoch's model is kept (and what early stopping watches): "loss" (the validation loss), "forces" (the
     # validation force MAE, averaged over states, plus the coupling MAE of a multi-state model with couplings: errors
     # the final energy-shift refit cannot change, where the loss also counts energy offsets that the refit removes)
+    # or "last" (the final epoch: no selection, for a validation split unlike the geometries that matter)
     best_by: str = "loss"
     seed: int = 0  # seed of the weights, the split into training and validation and the batches
     dtype: str = "float64"  # float64 or float32, of the model and the training
@@ -228,6 +229,9 @@ class OptimConfig:
             _fail("training", "clip_grad", self.clip_grad, "must be positive, or null")
         if self.best_by not in BEST_BY:
             _fail("training", "best_by", self.best_by, f"expected one of {BEST_BY}")
+        if self.best_by == "last" and self.early_stopping_patience is not None:
+            _fail("training", "early_stopping_patience", self.early_stopping_patience,
+                  "watches the kept epoch's measure; best_by: last keeps the final epoch (set null)")
         if self.dtype not in DTYPES:
             _fail("training", "dtype", self.dtype, f"expected one of {DTYPES}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):

@@ -327,6 +327,8 @@ class Trainer:
 
     def _selection_value(self, loss: float, valid: dict) -> float:
         """What ``training.best_by`` compares between epochs (lower is better)."""
+        if self.options.best_by == "last":
+            return -float(self.state.epoch + 1)  # every epoch improves on the one before
         if self.options.best_by == "loss" or not valid:
             return loss
         forces = [v for k, v in valid.items() if k.startswith("f_mae_") and math.isfinite(v)]
