@@ -46,12 +46,11 @@ class CosineSchedule:
             group["lr"] = self.rate(initial, progress)
 
     def state_dict(self) -> dict:
-        return {"initial": list(self.initial), "final_factor": self.final_factor}
+        return {}  # the rate follows from the configuration and the run's progress
 
     def load_state_dict(self, state: dict) -> None:
-        if set(state) != {"initial", "final_factor"}:
+        if state:
             raise ValueError("the checkpoint's learning-rate schedule is not training.scheduler: cosine")
-        self.initial, self.final_factor = list(state["initial"]), float(state["final_factor"])
 
 
 def learning_rate_schedule(name: str, optimizer: torch.optim.Optimizer, *, factor: float, patience: int,

@@ -304,7 +304,7 @@ class Trainer:
                "train_loss": train_loss, "valid_loss": valid_loss,
                **{f"train_{k}": v for k, v in train_metrics.items()},
                **{f"valid_{k}": v for k, v in valid_metrics.items()}}
-        improved = self.state.record(row, self._selection_value(monitored, valid_metrics),
+        improved = self.state.record(row, self._selection_value(epoch, monitored, valid_metrics),
                                      lambda: model_to_dict(evaluation))
         now = time.perf_counter()
         self.state.elapsed += now - self.started
@@ -325,10 +325,10 @@ class Trainer:
         0's on every rank: ranks must agree on when to stop and on the learning rate)."""
         return self.dist.main_value(self.state.elapsed + (time.perf_counter() - self.started) + ahead)
 
-    def _selection_value(self, loss: float, valid: dict) -> float:
+    def _selection_value(self, epoch: int, loss: float, valid: dict) -> float:
         """What ``training.best_by`` compares between epochs (lower is better)."""
         if self.options.best_by == "last":
-            return -float(self.state.epoch + 1)  # every epoch improves on the one before
+            return -float(epoch)  # every epoch improves on the one before
         if self.options.best_by == "loss" or not valid:
             return loss
         forces = [v for k, v in valid.items() if k.startswith("f_mae_") and math.isfinite(v)]
