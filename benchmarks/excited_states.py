@@ -3,7 +3,7 @@
     python benchmarks/excited_states.py --budget 8 --models mace-standard mace-fusion ...   # train (a lane)
     python benchmarks/excited_states.py --table                                            # print the table
 
-Data: ``src/tensorfuse/datasets/ethylene_casscf.xyz`` (SA2-CASSCF(2,2)/6-31G*, S0 and S1 energies,
+Data: ``src/tensorfuse/datasets/ethylene_casscf.xyz`` (SA3-CASSCF(2,2)/6-31G*, S0 and S1 energies,
 forces and derivative couplings), split once with seed 0 into 15 % test and, of the rest, 10 %
 validation. Every model is trained by the same pipeline for the same wall-clock budget (minutes,
 ``--budget``) in a single thread, then tested on the test split:
@@ -51,7 +51,9 @@ MODELS = {
 REFERENCE_CHANNELS = 32
 
 
-def splits(work: Path, data: Path = DATA) -> dict[str, Path]:
+def splits(work: Path, data: Path = DATA, extra_train: tuple[Path, ...] = ()) -> dict[str, Path]:
+    """The test split (15 %, seed 0) and the rest for training, plus ``extra_train`` frames (more
+    labels of the same kind: the test split stays the same)."""
     from ase.io import read, write
 
     frames = read(data, ":")
@@ -61,7 +63,8 @@ def splits(work: Path, data: Path = DATA) -> dict[str, Path]:
     paths["test"].parent.mkdir(parents=True, exist_ok=True)
     if not paths["train"].exists():  # written once (lanes running side by side read the same split)
         write(paths["test"], [frames[i] for i in order[:n_test]])
-        write(paths["train"], [frames[i] for i in order[n_test:]])
+        extra = [atoms for path in extra_train for atoms in read(path, ":")]
+        write(paths["train"], [frames[i] for i in order[n_test:]] + extra)
     return paths
 
 
@@ -91,7 +94,7 @@ def _best_epoch(folder) -> int | None:
 
 def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float = 1.0, best_by: str = "loss",
         couplings_weight: float = 10.0, channels: int | None = None, l_max: int | None = None,
-        lr: float = 0.01, seed: int = 0, scheduler: str = "plateau") -> dict:
+        lr: float = 0.01, seed: int = 0, scheduler: str = "plateau", ema_decay: float = 0.99) -> dict:
     from tensorfuse import TrainConfig, train
 
     channels = channels or matched_channels(name)
@@ -108,7 +111,7 @@ def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float 
         data={"train_file": str(paths["train"]), "test_file": str(paths["test"]), "valid_fraction": 0.1, **data},
         model=section,
         training={"max_epochs": 100000, "time_budget": budget, "batch_size": 5, "lr": lr, "energy_weight": energy_weight,
-                  "forces_weight": 100.0, "ema_decay": 0.99, "dtype": "float64", "best_by": best_by, "seed": seed,
+                  "forces_weight": 100.0, "ema_decay": ema_decay, "dtype": "float64", "best_by": best_by, "seed": seed,
                   "scheduler": scheduler, **weights},
         output=str(work / name), overwrite=True,
     ))
@@ -117,7 +120,7 @@ def run(name: str, paths: dict, budget: float, work: Path, energy_weight: float 
                "test": result.metrics["test"], "state": state, "energy_weight": energy_weight, "best_by": best_by,
                "couplings_weight": couplings_weight if not state else None,
                "best_epoch": _best_epoch(result.output), "l_max": section["l_max"], "lr": lr, "seed": seed,
-               "scheduler": scheduler}
+               "scheduler": scheduler, "ema_decay": ema_decay}
     if not state:  # the couplings against the file's own vectors, rigid-body parts included
         from tensorfuse import DataConfig, evaluate
 
@@ -139,6 +142,33 @@ def reference_scale(work: Path) -> dict:
                                                                           coupling_projection=projection))
         scale[projection] = 1000 * float(np.mean([np.abs(f.states.couplings[0]).mean() for f in frames]))
     return scale
+
+
+def by_sampling(work: Path) -> None:
+    """The coupling error of each multi-state run on the test split, by how the frames were made
+    (`sampling`: Wigner points, scans, dynamics), from the run's saved test predictions."""
+    from ase.io import read
+
+    from tensorfuse import DataConfig
+    from tensorfuse.train._data import read_labelled
+
+    test = work / "data" / "test.xyz"
+    reference, _ = read_labelled(test, DataConfig(states=tuple(STATES), coupling_projection="rigid"))
+    kinds = [atoms.info.get("sampling", "-") for atoms in read(test, ":")]
+    print("| run | sampling | frames | coupling MAE | mean |ΔE·d| | MAE / mean | share of the error |")
+    print("|" + "---|" * 7)
+    for path in sorted(work.glob("*/eval_raw/predictions_test.xyz")):
+        predicted = [atoms.arrays["pred_coupling_S0_S1"] for atoms in read(path, ":")]
+        rows = []
+        for frame, p in zip(reference, predicted):
+            r = np.asarray(frame.states.couplings[0])
+            rows.append((min(np.abs(p - r).mean(), np.abs(p + r).mean()), np.abs(r).mean()))  # the better sign
+        rows = np.array(rows)
+        for kind in sorted(set(kinds)) + ["all"]:
+            mine = rows[[k == kind or kind == "all" for k in kinds]]
+            print(f"| {path.parts[-3]} | {kind} | {len(mine)} | {1000 * mine[:, 0].mean():.1f} | "
+                  f"{1000 * mine[:, 1].mean():.0f} | {mine[:, 0].mean() / mine[:, 1].mean():.3f} | "
+                  f"{mine[:, 0].sum() / rows[:, 0].sum():.2f} |")
 
 
 def table(work: Path) -> None:
@@ -179,6 +209,8 @@ def main() -> None:
     parser.add_argument("--work", default="runs/excited")
     parser.add_argument("--data", default=str(DATA), help="the labelled file (split once into test and training)")
     parser.add_argument("--table", action="store_true", help="print the table of the finished runs")
+    parser.add_argument("--by-sampling", action="store_true",
+                        help="print the finished runs' test coupling errors by the frames' sampling")
     parser.add_argument("--energy-weight", type=float, default=1.0, help="of the energy per atom (forces: 100)")
     parser.add_argument("--couplings-weight", type=float, default=10.0, help="of the couplings (ΔE·d, eV/Å)")
     parser.add_argument("--best-by", choices=["loss", "forces", "last"], default="loss",
@@ -191,10 +223,14 @@ def main() -> None:
                         help="training seed: the weights, the validation frames and the batches (the test split stays)")
     parser.add_argument("--scheduler", choices=["plateau", "cosine"], default="plateau",
                         help="learning-rate schedule: lowered on plateaus, or a cosine over the budget")
+    parser.add_argument("--extra-train", nargs="+", default=[], type=Path,
+                        help="labelled files added to the training split (the test split stays)")
+    parser.add_argument("--ema-decay", type=float, default=0.99,
+                        help="of the moving average of the weights that is validated and kept (default 0.99)")
     args = parser.parse_args()
     work = Path(args.work)
-    if args.table:
-        table(work)
+    if args.table or args.by_sampling:
+        (by_sampling if args.by_sampling else table)(work)
         return
     import torch
 
@@ -202,10 +238,10 @@ def main() -> None:
 
     torch.set_num_threads(1)
     tune_malloc()
-    paths = splits(work, Path(args.data))
+    paths = splits(work, Path(args.data), tuple(args.extra_train))
     for name in args.models:
         summary = run(name, paths, args.budget, work, args.energy_weight, args.best_by, args.couplings_weight,
-                      args.channels, args.l_max, args.lr, args.seed, args.scheduler)
+                      args.channels, args.l_max, args.lr, args.seed, args.scheduler, args.ema_decay)
         print(json.dumps({k: v for k, v in summary.items() if k != "test"}), flush=True)
 
 

@@ -327,16 +327,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--inputs", default="geometries.xyz", help="geometries to label (in --work)")
     parser.add_argument("--out", default="src/tensorfuse/datasets/ethylene_casscf.xyz")
+    parser.add_argument("--seed", type=int, help="geometries: of the Wigner points, scan settings and displacements "
+                        "(default 0: the bundled data); dynamics: of the starts and velocities (default 1)")
     parser.add_argument("--average", type=int, default=3, help="label: states sharing the orbitals (default 3, the "
                         "bundled data since version 3; 2: versions 1 and 2)")
     args = parser.parse_args()
     work = Path(args.work)
     if args.step == "geometries":
-        make_geometries(work)
+        make_geometries(work, 0 if args.seed is None else args.seed)
     elif args.step == "label":
         label(work, args.worker, args.workers, args.inputs, args.average)
     elif args.step == "dynamics":
-        dynamics(work, args.models, args.trajectories, args.steps, args.keep)
+        dynamics(work, args.models, args.trajectories, args.steps, args.keep, 1 if args.seed is None else args.seed)
     else:
         collect(work, Path(args.out))
 
