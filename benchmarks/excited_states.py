@@ -61,7 +61,12 @@ def splits(work: Path, data: Path = DATA, extra_train: tuple[Path, ...] = ()) ->
     n_test = int(round(0.15 * len(frames)))
     paths = {"test": work / "data" / "test.xyz", "train": work / "data" / "train.xyz"}
     paths["test"].parent.mkdir(parents=True, exist_ok=True)
-    if not paths["train"].exists():  # written once (lanes running side by side read the same split)
+    record, named = work / "data" / "extra_train.txt", "".join(f"{path}\n" for path in extra_train)
+    if paths["train"].exists():  # written once (lanes running side by side read the same split)
+        if (record.read_text() if record.exists() else "") != named:
+            raise SystemExit(f"{paths['train']}: written with other --extra-train files ({record}); use another --work")
+    else:
+        record.write_text(named)
         write(paths["test"], [frames[i] for i in order[:n_test]])
         extra = [atoms for path in extra_train for atoms in read(path, ":")]
         write(paths["train"], [frames[i] for i in order[n_test:]] + extra)
@@ -162,7 +167,8 @@ def by_sampling(work: Path) -> None:
         rows = []
         for frame, p in zip(reference, predicted):
             r = np.asarray(frame.states.couplings[0])
-            rows.append((min(np.abs(p - r).mean(), np.abs(p + r).mean()), np.abs(r).mean()))  # the better sign
+            sign = 1.0 if ((p - r) ** 2).sum() <= ((p + r) ** 2).sum() else -1.0  # the better sign, as training's
+            rows.append((np.abs(p - sign * r).mean(), np.abs(r).mean()))
         rows = np.array(rows)
         for kind in sorted(set(kinds)) + ["all"]:
             mine = rows[[k == kind or kind == "all" for k in kinds]]
