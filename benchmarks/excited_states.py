@@ -234,6 +234,11 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float, default=0.99,
                         help="of the moving average of the weights that is validated and kept (default 0.99)")
     args = parser.parse_args()
+    for path in args.extra_train:
+        if not path.is_file():
+            parser.error(f"--extra-train {path}: no such file")
+    if not 0.0 < args.ema_decay < 1.0:
+        parser.error(f"--ema-decay {args.ema_decay}: must be in (0, 1)")
     work = Path(args.work)
     if args.table or args.by_sampling:
         (by_sampling if args.by_sampling else table)(work)
